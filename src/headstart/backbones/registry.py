@@ -1,0 +1,168 @@
+"""Which backbones exist, where their weights come from, and what identifies their features."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from headstart.backbones.packaged import (
+    PACKAGED_WEIGHTS,
+    file_sha256,
+    load_packaged_module,
+)
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.errors import HeadstartError
+from headstart.storage import atomic_write_text
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+# Bump when the features a backbone produces change meaning (pooling, input format, ...).
+_FEATURE_FORMAT = 1
+
+
+@dataclass
+class Backbone:
+    """A pretrained feature extractor: the name users give, its weights and its preprocessing."""
+
+    name: str
+    architecture: str
+    weights_id: str
+    preprocessing: Preprocessing
+    _build: Callable[[bool], Any] = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the features: same fingerprint and same image bytes give the same vector."""
+        identity = {
+            "architecture": self.architecture,
+            "weights": self.weights_id,
+            "preprocessing": self.preprocessing.to_dict(),
+            "format": _FEATURE_FORMAT,
+        }
+        text = json.dumps(identity, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def build_module(self, with_classifier: bool = False):
+        """The torch module: pooled features (or ImageNet logits with `with_classifier`)."""
+        return self._build(with_classifier)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "weights": self.weights_id,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def list_backbones() -> list[str]:
+    """Backbones that work offline; any timm model name also works when online."""
+    return sorted(PACKAGED_WEIGHTS)
+
+
+def resolve_backbone(name: str = DEFAULT_BACKBONE, config_dir: Path | None = None) -> Backbone:
+    """Find a backbone by headstart name (offline weights) or timm model name (downloads).
+
+    `config_dir` memoises the preprocessing config read from timm, so that a warm run whose
+    features are all cached never imports timm (several seconds on a small machine).
+    """
+    packaged = PACKAGED_WEIGHTS.get(name)
+    if packaged is not None:
+        weights_file = packaged.weights_file()
+        weights_id = f"sha256:{file_sha256(weights_file)}"
+        preprocessing = _memoised_preprocessing(
+            config_dir, packaged.architecture, weights_id, _timm_config_of(packaged.architecture)
+        )
+        return Backbone(
+            name,
+            packaged.architecture,
+            weights_id,
+            preprocessing,
+            lambda with_classifier: load_packaged_module(packaged, with_classifier),
+        )
+    return _timm_backbone(name, config_dir)
+
+
+def _timm_backbone(name: str, config_dir: Path | None) -> Backbone:
+    architecture = name.removeprefix("timm/")
+    weights_id = f"timm:{architecture}"
+    preprocessing = _memoised_preprocessing(
+        config_dir, architecture, weights_id, _timm_config_of(architecture)
+    )
+    return Backbone(
+        name,
+        architecture,
+        weights_id,
+        preprocessing,
+        lambda with_classifier: _download_timm_module(architecture, with_classifier),
+    )
+
+
+def _timm_config_of(architecture: str) -> Callable[[], dict[str, Any]]:
+    def read() -> dict[str, Any]:
+        import timm
+        from timm.data import resolve_data_config
+
+        if not timm.is_model(architecture):
+            raise HeadstartError(_unknown_backbone_message(architecture, timm.list_models()))
+        pretrained = timm.get_pretrained_cfg(architecture)
+        if pretrained is None:
+            raise HeadstartError(f"timm has no pretrained weights for {architecture!r}")
+        return resolve_data_config(pretrained_cfg=pretrained.to_dict())
+
+    return read
+
+
+def _unknown_backbone_message(name: str, timm_names: list[str]) -> str:
+    close = difflib.get_close_matches(name, list_backbones() + timm_names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    offline = ", ".join(list_backbones())
+    return f"unknown backbone {name!r} (offline: {offline}; or any timm model name){hint}"
+
+
+def _download_timm_module(architecture: str, with_classifier: bool):
+    import timm
+
+    try:
+        model = timm.create_model(architecture, pretrained=True)
+    except Exception as error:  # timm surfaces network failures as many different types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HeadstartError(
+            f"could not download the pretrained weights of {architecture!r} ({reason}). "
+            f"timm backbones need the network the first time; offline, use one of "
+            f"{', '.join(list_backbones())}"
+        ) from error
+    if not with_classifier:
+        model.reset_classifier(0)
+    return model.eval()
+
+
+def _memoised_preprocessing(
+    config_dir: Path | None,
+    architecture: str,
+    weights_id: str,
+    read_config: Callable[[], dict[str, Any]],
+) -> Preprocessing:
+    if config_dir is None:
+        return Preprocessing.from_timm_config(read_config())
+    key = hashlib.sha256(f"{architecture}|{weights_id}|{_timm_version()}".encode()).hexdigest()
+    memo = Path(config_dir) / "backbones" / f"{architecture}-{key[:16]}.json"
+    try:
+        return Preprocessing.from_dict(json.loads(memo.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        preprocessing = Preprocessing.from_timm_config(read_config())
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo, json.dumps(preprocessing.to_dict()))
+        return preprocessing
+
+
+def _timm_version() -> str:
+    try:
+        return version("timm")
+    except PackageNotFoundError:
+        return "unknown"

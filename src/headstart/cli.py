@@ -1,0 +1,262 @@
+"""The `headstart` command: a thin layer over the Python API.
+
+Exit codes: 0 success, 1 a problem with the input or environment (one line on stderr),
+2 a command-line usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headstart.console import stderr
+from headstart.errors import HeadstartError
+
+app = typer.Typer(
+    help="Train, evaluate and use image classifiers from folders of labelled photos.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console()
+
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(help="Feature cache folder [default: $HEADSTART_CACHE_DIR or user cache]"),
+]
+Engine = Annotated[str, typer.Option(help="Feature engine: auto, onnx (CPU) or torch")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout")]
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Class folders, train/val/test folders, CSV or map")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write")],
+    backbone: Annotated[
+        str, typer.Option(help="Offline name or any timm model")
+    ] = "efficientnet_lite0",
+    head: Annotated[str, typer.Option(help="linear or mlp")] = "linear",
+    hidden: Annotated[int, typer.Option(help="MLP hidden units")] = 512,
+    dropout: Annotated[float, typer.Option(help="Dropout before the last layer")] = 0.2,
+    epochs: Annotated[int, typer.Option(help="Most epochs to train")] = 200,
+    patience: Annotated[int, typer.Option(help="Epochs without a better val loss")] = 15,
+    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW learning rate")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 1e-2,
+    batch_size: Annotated[int, typer.Option(help="Head training batch size")] = 64,
+    label_smoothing: Annotated[float, typer.Option(help="0 to 1")] = 0.0,
+    balance_classes: Annotated[
+        bool, typer.Option(help="Weight classes by inverse frequency")
+    ] = False,
+    val_percent: Annotated[float, typer.Option(help="Validation share when not given")] = 10.0,
+    test_percent: Annotated[float, typer.Option(help="Test share when not given")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Makes a run repeatable")] = 0,
+    cache_dir: CacheDir = None,
+    engine: Engine = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train a classifier on a labelled dataset and save it as a model folder."""
+    from headstart.training.fit import FitSettings
+    from headstart.training.pipeline import train as train_classifier
+
+    settings = FitSettings(
+        head=head,
+        hidden=hidden,
+        dropout=dropout,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        patience=patience,
+        label_smoothing=label_smoothing,
+        balance_classes=balance_classes,
+        seed=seed,
+    )
+    classifier = train_classifier(
+        data,
+        output,
+        backbone=backbone,
+        settings=settings,
+        val_percent=val_percent,
+        test_percent=test_percent,
+        cache_dir=cache_dir,
+        engine=engine,
+        progress=not (quiet or as_json),
+    )
+    summary = classifier.info["summary"]
+    if as_json:
+        print(json.dumps({"model": str(output), **summary}, indent=2))
+    elif not quiet:
+        stdout.print(_summary_table(summary, output))
+
+
+def _summary_table(summary: dict, output: Path) -> Table:
+    table = Table(title="Training summary", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("dataset", f"{summary['dataset']} ({summary['layout']})")
+    table.add_row("classes", str(summary["classes"]))
+    used = summary["used"]
+    table.add_row("images used", " / ".join(f"{k} {v}" for k, v in used.items()))
+    table.add_row("images skipped", str(len(summary["skipped"])))
+    for path, reason in summary["skipped"][:20]:
+        table.add_row("", f"[yellow]{path}[/]: {reason}")
+    table.add_row("features computed", f"{summary['computed']} (the rest from the cache)")
+    if summary["val_accuracy"] is not None:
+        table.add_row("validation accuracy", f"{summary['val_accuracy']:.2%}")
+        table.add_row("validation loss", f"{summary['val_loss']:.4f}")
+    table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']}")
+    seconds = summary["seconds"]
+    table.add_row(
+        "time",
+        f"{seconds['total']:.1f} s (features {seconds['features']:.1f} s, "
+        f"training {seconds['training']:.1f} s)",
+    )
+    table.add_row("model", str(output))
+    return table
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model folder")],
+    data: Annotated[Path, typer.Argument(help="Dataset; its test split, else validation")],
+    split: Annotated[str | None, typer.Option(help="train, val or test")] = None,
+    cache_dir: CacheDir = None,
+    engine: Engine = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Evaluate a model: accuracy, per-class results, confusion matrix, cross entropy."""
+    from headstart.evaluation.tables import evaluation_tables
+    from headstart.model.classifier import Classifier
+
+    classifier = Classifier.load(model)
+    evaluation = classifier.evaluate(
+        data, split, cache_dir, engine, progress=not (quiet or as_json)
+    )
+    if as_json:
+        print(json.dumps(evaluation.to_dict(), indent=2))
+        return
+    if not quiet:
+        stdout.print(evaluation_tables(evaluation))
+    for path, reason in evaluation.skipped:
+        stderr.print(f"[yellow]skipped[/] {path}: {reason}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model folder")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image")] = 3,
+    as_json: AsJson = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout")] = False,
+    cache_dir: CacheDir = None,
+    engine: Engine = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Predict the top-k labels of images."""
+    from headstart.model.classifier import Classifier
+
+    if as_json and as_csv:
+        raise HeadstartError("choose one of --json and --csv")
+    classifier = Classifier.load(model)
+    progress = not (quiet or as_json or as_csv)
+    predictions = classifier.predict(images, top_k, cache_dir, engine, progress)
+    if as_json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif as_csv:
+        _write_csv(predictions, top_k)
+    else:
+        table = Table("image", "prediction")
+        for p in predictions:
+            text = p.error or ", ".join(
+                f"{label} {prob:.1%}" for label, prob in zip(p.labels, p.probabilities, strict=True)
+            )
+            table.add_row(str(p.path), f"[red]{text}[/]" if p.error else text)
+        stdout.print(table)
+    if any(p.error for p in predictions):
+        stderr.print(f"[yellow]{sum(bool(p.error) for p in predictions)} image(s) unreadable[/]")
+
+
+def _write_csv(predictions, top_k: int) -> None:
+    writer = csv.writer(sys.stdout)
+    header = ["path", "error"]
+    for rank in range(1, top_k + 1):
+        header += [f"label_{rank}", f"probability_{rank}"]
+    writer.writerow(header)
+    for p in predictions:
+        row = [str(p.path), p.error or ""]
+        for label, prob in zip(p.labels, p.probabilities, strict=True):
+            row += [label, f"{prob:.6f}"]
+        writer.writerow(row)
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="Model folder")],
+    as_json: AsJson = False,
+) -> None:
+    """Show what a model folder holds: labels, backbone, training settings and metrics."""
+    from headstart.model.folder import read_model_folder
+
+    _, metadata = read_model_folder(model)
+    if as_json:
+        print(json.dumps(metadata, indent=2))
+        return
+    table = Table(title=str(model), show_header=False)
+    table.add_row("labels", ", ".join(metadata["labels"]))
+    table.add_row("backbone", f"{metadata['backbone']['name']} ({metadata['backbone']['weights']})")
+    table.add_row("head", json.dumps(metadata["head"]))
+    table.add_row("preprocessing", json.dumps(metadata["preprocessing"]))
+    summary = metadata.get("summary", {})
+    if summary.get("val_accuracy") is not None:
+        table.add_row("validation accuracy", f"{summary['val_accuracy']:.2%}")
+    table.add_row("format version", str(metadata["format_version"]))
+    table.add_row("versions", json.dumps(metadata.get("versions", {})))
+    stdout.print(table)
+
+
+@app.command()
+def backbones() -> None:
+    """List the backbones that work offline (any timm model name works online)."""
+    from headstart.backbones.registry import list_backbones
+
+    for name in list_backbones():
+        print(name)
+
+
+@app.command()
+def sample(
+    name: Annotated[str, typer.Argument(help="Sample dataset: digits")],
+    folder: Annotated[Path, typer.Argument(help="Where to write its class folders")],
+) -> None:
+    """Write a sample dataset that ships with an installed package, to try headstart offline."""
+    from headstart.data.samples import write_digits
+
+    if name != "digits":
+        raise HeadstartError(f"unknown sample {name!r}: the one available is digits")
+    count = write_digits(folder)
+    stderr.print(f"wrote {count} images of handwritten digits to {folder}")
+
+
+def main() -> None:
+    try:
+        app()
+    except HeadstartError as error:
+        stderr.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/]: cached features are kept; run again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

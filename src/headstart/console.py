@@ -1,0 +1,37 @@
+"""Progress bars and tables on stderr, shared by the API (when asked) and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+stderr = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`; draws a rich progress bar on stderr when enabled."""
+    if not enabled or total <= 0:
+        yield lambda n=1: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)

@@ -1,0 +1,207 @@
+"""Reading a labelled dataset from class folders, pre-split folders, a CSV or a mapping file."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headstart.data.images import is_image_file
+from headstart.data.split import SPLITS, check_percents, hashed_split
+from headstart.errors import HeadstartError
+
+SPLIT_FOLDER_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+_CSV_HEADER_WORDS = {"path", "file", "filename", "image", "label", "class", "split"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+    split: str
+
+
+@dataclass
+class Dataset:
+    """Labelled image files with their split. `given_splits` are those the user provided."""
+
+    root: Path
+    classes: list[str]
+    samples: list[Sample]
+    layout: str
+    given_splits: frozenset[str] = field(default_factory=frozenset)
+
+    def split(self, name: str) -> list[Sample]:
+        return [sample for sample in self.samples if sample.split == name]
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(sample.split for sample in self.samples)
+        return {name: found.get(name, 0) for name in SPLITS}
+
+    def evaluation_split(self) -> str:
+        """The split an honest evaluation uses: test when there is one, else validation."""
+        counts = self.counts()
+        for name in ("test", "val"):
+            if counts[name]:
+                return name
+        raise HeadstartError(
+            f"{self.root}: no test or validation images to evaluate on "
+            "(give a test/ folder or a --test-percent above 0)"
+        )
+
+    def index_of(self, label: str) -> int:
+        return self.classes.index(label)
+
+
+def load_dataset(
+    source: str | Path, val_percent: float = 10.0, test_percent: float = 10.0
+) -> Dataset:
+    """Read a dataset from a folder of class folders, train/val/test folders, a CSV or a mapping.
+
+    Images without a given split are assigned one by hashing their relative path.
+    """
+    check_percents(val_percent, test_percent)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise HeadstartError(f"{path}: no such file or folder")
+    if path.is_file():
+        rows, layout = _read_listing(path)
+        root = path.parent
+    else:
+        split_dirs = _split_folders(path)
+        if split_dirs:
+            rows, layout = _read_split_folders(path, split_dirs), "split folders"
+        else:
+            rows, layout = _read_class_folders(path, split=None), "class folders"
+        root = path
+    given = frozenset(split for _, _, split in rows if split)
+    samples = _assign_splits(rows, root, given, val_percent, test_percent)
+    classes = _sorted_labels({sample.label for sample in samples})
+    dataset = Dataset(path, classes, samples, layout, given)
+    _check_enough_images(dataset)
+    return dataset
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for child in sorted(root.iterdir()):
+        split = SPLIT_FOLDER_NAMES.get(child.name.lower())
+        if split and child.is_dir():
+            if split in found:
+                raise HeadstartError(f"{root}: both {found[split].name}/ and {child.name}/ given")
+            found[split] = child
+    if found and "train" not in found:
+        raise HeadstartError(f"{root}: split folders {sorted(found)} given but no train/ folder")
+    return found
+
+
+def _read_split_folders(root: Path, split_dirs: dict[str, Path]) -> list[tuple[Path, str, str]]:
+    rows: list[tuple[Path, str, str]] = []
+    for split, folder in split_dirs.items():
+        rows.extend(_read_class_folders(folder, split))
+    return rows
+
+
+def _read_class_folders(root: Path, split: str | None) -> list[tuple[Path, str, str | None]]:
+    class_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    if not class_dirs:
+        raise HeadstartError(f"{root}: no class folders (expected {root}/CLASS/image.jpg)")
+    rows = []
+    for class_dir in class_dirs:
+        images = sorted(p for p in class_dir.rglob("*") if is_image_file(p) and not _hidden(p))
+        if not images:
+            raise HeadstartError(f"{class_dir}: class folder has no images")
+        rows.extend((image, class_dir.name, split) for image in images)
+    return rows
+
+
+def _hidden(path: Path) -> bool:
+    return any(part.startswith(".") for part in path.parts[-3:])
+
+
+def _read_listing(path: Path) -> tuple[list[tuple[Path, str, str | None]], str]:
+    """A CSV (path,label[,split]) or a CNTK-style mapping file (path<TAB>label)."""
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".csv":
+        lines, layout = list(csv.reader(text.splitlines())), "csv"
+    else:
+        lines, layout = [line.split("\t") for line in text.splitlines()], "mapping file"
+    rows = []
+    for number, cells in enumerate(lines, start=1):
+        cells = [cell.strip() for cell in cells]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if number == 1 and cells[0].lower() in _CSV_HEADER_WORDS:
+            continue
+        rows.append(_listing_row(path, number, cells))
+    if not rows:
+        raise HeadstartError(f"{path}: lists no images")
+    return rows, layout
+
+
+def _listing_row(listing: Path, number: int, cells: list[str]) -> tuple[Path, str, str | None]:
+    where = f"{listing} line {number}"
+    if len(cells) < 2 or not cells[0] or not cells[1]:
+        raise HeadstartError(f"{where}: expected 'path, label', got {cells!r}")
+    image = Path(cells[0]).expanduser()
+    image = image if image.is_absolute() else listing.parent / image
+    if not image.is_file():
+        raise HeadstartError(f"{where}: no such image file {image}")
+    split = None
+    if len(cells) > 2 and cells[2]:
+        split = SPLIT_FOLDER_NAMES.get(cells[2].lower())
+        if split is None:
+            raise HeadstartError(f"{where}: unknown split {cells[2]!r} (use train, val or test)")
+    return image, cells[1], split
+
+
+def _assign_splits(
+    rows: list[tuple[Path, str, str | None]],
+    root: Path,
+    given: frozenset[str],
+    val_percent: float,
+    test_percent: float,
+) -> list[Sample]:
+    # Splits the user gave are kept; only the missing ones are carved out of the training images.
+    carve_val = val_percent if "val" not in given else 0.0
+    carve_test = test_percent if not given else 0.0
+    samples = []
+    for image, label, split in rows:
+        if split is None or split == "train":
+            key = _relative_key(image, root)
+            split = hashed_split(key, carve_val, carve_test)
+        samples.append(Sample(image, label, split))
+    return samples
+
+
+def _relative_key(image: Path, root: Path) -> str:
+    try:
+        return image.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return image.resolve().as_posix()
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def _check_enough_images(dataset: Dataset) -> None:
+    per_class = Counter(sample.label for sample in dataset.samples)
+    for label in dataset.classes:
+        if per_class[label] < 2:
+            raise HeadstartError(
+                f"class {label!r} has {per_class[label]} image; at least 2 are needed"
+            )
+    if len(dataset.classes) < 2:
+        raise HeadstartError(f"{dataset.root}: found one class ({dataset.classes[0]}); need two")

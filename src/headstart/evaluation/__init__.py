@@ -1,0 +1,5 @@
+"""Stage 5: honest numbers about a trained classifier."""
+
+from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
+
+__all__ = ["Evaluation", "evaluate_probabilities"]

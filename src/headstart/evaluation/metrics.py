@@ -1,0 +1,70 @@
+"""Top-1/top-5 accuracy, per-class precision and recall, confusion matrix and cross entropy."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Evaluation:
+    split: str
+    labels: list[str]
+    images: int
+    accuracy: float
+    top5_accuracy: float | None  # only when there are more than five classes
+    cross_entropy: float
+    per_class: list[dict[str, Any]]
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_probabilities(
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    labels: list[str],
+    split: str = "test",
+    skipped: list[tuple[Path, str]] | None = None,
+) -> Evaluation:
+    from sklearn.metrics import (
+        confusion_matrix,
+        log_loss,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
+
+    classes = list(range(len(labels)))
+    predicted = probabilities.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=classes, zero_division=0
+    )
+    per_class = [
+        {
+            "label": label,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    ]
+    top5 = None
+    if len(labels) > 5:
+        top5 = float(top_k_accuracy_score(truth, probabilities, k=5, labels=classes))
+    return Evaluation(
+        split=split,
+        labels=list(labels),
+        images=len(truth),
+        accuracy=float(np.mean(predicted == truth)),
+        top5_accuracy=top5,
+        cross_entropy=float(log_loss(truth, probabilities, labels=classes)),
+        per_class=per_class,
+        confusion=confusion_matrix(truth, predicted, labels=classes).tolist(),
+        skipped=[(str(path), reason) for path, reason in (skipped or [])],
+    )

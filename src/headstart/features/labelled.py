@@ -1,0 +1,34 @@
+"""Features of a list of labelled samples, as the (x, y) arrays that heads train on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from headstart.data.sources import Sample
+from headstart.features.extract import FeatureExtractor
+
+
+@dataclass
+class LabelledFeatures:
+    x: np.ndarray  # (n, dim) float32
+    y: np.ndarray  # (n,) int64 class indices
+    samples: list[Sample]  # the samples that have features, in the order of x
+    skipped: list[tuple[Path, str]]
+    computed: int
+
+
+def labelled_features(
+    extractor: FeatureExtractor,
+    samples: list[Sample],
+    classes: list[str],
+    progress: bool = False,
+    description: str = "Features",
+) -> LabelledFeatures:
+    result = extractor.extract_files([s.path for s in samples], progress, description)
+    kept = [samples[i] for i in result.kept]
+    index = {label: i for i, label in enumerate(classes)}
+    y = np.array([index[s.label] for s in kept], dtype=np.int64)
+    return LabelledFeatures(result.features, y, kept, result.skipped, result.computed)

@@ -1,0 +1,210 @@
+"""A trained classifier: backbone reference, preprocessing, head and labels, with its metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.backbones.registry import Backbone, resolve_backbone
+from headstart.data.images import is_image_file
+from headstart.data.sources import Dataset, load_dataset
+from headstart.errors import HeadstartError
+from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
+from headstart.features.cache import FeatureCache
+from headstart.features.extract import FeatureExtractor
+from headstart.features.labelled import labelled_features
+from headstart.model.folder import read_model_folder, write_model_folder
+from headstart.training.heads import HeadConfig, build_head
+
+
+@dataclass
+class Prediction:
+    path: Path
+    labels: list[str] = field(default_factory=list)  # most probable first
+    probabilities: list[float] = field(default_factory=list)
+    error: str | None = None  # set when the image could not be read
+
+    @property
+    def label(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": str(self.path)}
+        if self.error:
+            data["error"] = self.error
+        else:
+            data["top"] = [
+                {"label": label, "probability": p}
+                for label, p in zip(self.labels, self.probabilities, strict=True)
+            ]
+        return data
+
+
+class Classifier:
+    def __init__(
+        self,
+        labels: list[str],
+        backbone: dict[str, Any],
+        preprocessing: Preprocessing,
+        head: torch.nn.Sequential,
+        head_config: HeadConfig,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.labels = list(labels)
+        self.backbone = backbone  # name, architecture, weights, fingerprint
+        self.preprocessing = preprocessing
+        self.head = head.eval()
+        self.head_config = head_config
+        self.info = info or {}
+        self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        tensors = {f"head.{name}": t for name, t in self.head.state_dict().items()}
+        metadata = {
+            "labels": self.labels,
+            "backbone": self.backbone,
+            "preprocessing": self.preprocessing.to_dict(),
+            "head": self.head_config.to_dict(),
+            **self.info,
+        }
+        write_model_folder(folder, tensors, metadata)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Classifier:
+        tensors, metadata = read_model_folder(Path(folder))
+        try:
+            config = HeadConfig.from_dict(metadata["head"])
+            head = build_head(config)
+            state = {
+                k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")
+            }
+            head.load_state_dict(state, strict=True)
+            known = {"labels", "backbone", "preprocessing", "head", "format", "format_version"}
+            return cls(
+                metadata["labels"],
+                metadata["backbone"],
+                Preprocessing.from_dict(metadata["preprocessing"]),
+                head,
+                config,
+                {k: v for k, v in metadata.items() if k not in known},
+            )
+        except (KeyError, RuntimeError, TypeError) as error:
+            raise HeadstartError(f"{folder}: damaged model folder ({error})") from error
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = self.head(torch.from_numpy(features).float())
+            return torch.softmax(logits, dim=1).numpy()
+
+    def predict(
+        self,
+        images: str | Path | Iterable[str | Path],
+        top_k: int = 5,
+        cache_dir: str | Path | None = None,
+        engine: str = "auto",
+        progress: bool = False,
+    ) -> list[Prediction]:
+        """Top-k labels for image files or folders of images (searched recursively)."""
+        paths = expand_image_paths(images)
+        result = self.extractor(cache_dir, engine).extract_files(paths, progress, "Predicting")
+        predictions = {str(path): Prediction(path, error=reason) for path, reason in result.skipped}
+        if result.kept:
+            k = max(1, min(top_k, len(self.labels)))
+            probabilities = self.probabilities(result.features)
+            order = np.argsort(-probabilities, axis=1)[:, :k]
+            for row, index in enumerate(result.kept):
+                top = order[row]
+                predictions[str(paths[index])] = Prediction(
+                    paths[index],
+                    [self.labels[i] for i in top],
+                    [float(p) for p in probabilities[row, top]],
+                )
+        return [predictions[str(path)] for path in paths]
+
+    def evaluate(
+        self,
+        data: str | Path | Dataset,
+        split: str | None = None,
+        cache_dir: str | Path | None = None,
+        engine: str = "auto",
+        progress: bool = False,
+    ) -> Evaluation:
+        """Evaluate on a dataset's test split (else its validation split), or on `split`."""
+        dataset = data if isinstance(data, Dataset) else self._evaluation_dataset(data)
+        split = split or dataset.evaluation_split()
+        unknown = sorted(set(dataset.classes) - set(self.labels))
+        if unknown:
+            raise HeadstartError(f"{dataset.root}: classes the model does not know: {unknown}")
+        samples = dataset.split(split)
+        if not samples:
+            raise HeadstartError(f"{dataset.root}: the {split} split has no images")
+        labelled = labelled_features(
+            self.extractor(cache_dir, engine), samples, self.labels, progress, "Evaluating"
+        )
+        if not len(labelled.y):
+            raise HeadstartError(f"{dataset.root}: no readable images in the {split} split")
+        probabilities = self.probabilities(labelled.x)
+        return evaluate_probabilities(
+            probabilities, labelled.y, self.labels, split, labelled.skipped
+        )
+
+    def _evaluation_dataset(self, data: str | Path) -> Dataset:
+        settings = self.info.get("training", {}).get("split", {})
+        return load_dataset(
+            data, settings.get("val_percent", 10.0), settings.get("test_percent", 10.0)
+        )
+
+    def extractor(
+        self, cache_dir: str | Path | None = None, engine: str = "auto"
+    ) -> FeatureExtractor:
+        key = (str(cache_dir), engine)
+        if key not in self._extractors:
+            cache = FeatureCache(cache_dir)
+            backbone = self._backbone(cache.directory)
+            self._extractors[key] = FeatureExtractor(backbone, cache, engine)
+        return self._extractors[key]
+
+    def _backbone(self, config_dir: Path) -> Backbone:
+        backbone = resolve_backbone(self.backbone["name"], config_dir)
+        if backbone.fingerprint != self.backbone["fingerprint"]:
+            raise HeadstartError(
+                f"backbone {self.backbone['name']!r} installed here differs from the one this "
+                f"model was trained with (weights {backbone.weights_id}, model expects "
+                f"{self.backbone['weights']}); install the same weights package version"
+            )
+        return backbone
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier({len(self.labels)} classes, backbone={self.backbone['name']}, "
+            f"head={self.head_config.kind})"
+        )
+
+
+def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to the images inside them; a missing path is an error."""
+    items = [images] if isinstance(images, (str, Path)) else list(images)
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise HeadstartError(f"{path}: no such file or folder")
+    if not paths:
+        raise HeadstartError("no images to predict")
+    return paths

@@ -1,0 +1,61 @@
+"""Shared fixtures: real photos from ../shared/datasets, copied into temporary folders."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = Path(os.environ.get("HEADSTART_DATASETS", REPO.parent / "shared" / "datasets"))
+HYMENOPTERA = DATASETS / "hymenoptera"
+FLOWERS = DATASETS / "flowers5"
+
+
+def real_photos(split: str, label: str, count: int, skip: int = 0) -> list[Path]:
+    folder = HYMENOPTERA / split / label
+    if not folder.is_dir():
+        pytest.fail(f"real photos not found at {folder}; set HEADSTART_DATASETS")
+    photos = sorted(p for p in folder.glob("*.jpg"))
+    return photos[skip : skip + count]
+
+
+def copy_photos(photos: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(photo, folder / photo.name)) for photo in photos]
+
+
+def jpeg_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One feature cache for the session, so the backbone is exported to ONNX once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def presplit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small pre-split dataset of real photos: train/{ants,bees} and val/{ants,bees}."""
+    root = tmp_path_factory.mktemp("hymenoptera")
+    for label in ("ants", "bees"):
+        copy_photos(real_photos("train", label, 12), root / "train" / label)
+        copy_photos(real_photos("val", label, 8), root / "val" / label)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(presplit: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A classifier trained once on the small real-photo set, saved to a model folder."""
+    from headstart import FitSettings, train
+
+    folder = tmp_path_factory.mktemp("model")
+    classifier = train(presplit, folder, settings=FitSettings(seed=0), cache_dir=cache_dir)
+    return classifier, folder

@@ -1,0 +1,135 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import HYMENOPTERA, real_photos
+from PIL import Image
+
+from headstart.backbones import resolve_backbone
+from headstart.backbones.network import PixelsToFeatures
+from headstart.backbones.packaged import PACKAGED_WEIGHTS, PackagedWeights, load_packaged_module
+from headstart.errors import HeadstartError
+
+ANT, BEE = 310, 309  # ImageNet class indices
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return resolve_backbone("efficientnet_lite0")
+
+
+def test_packaged_weights_name_real_photos_correctly(backbone):
+    network = PixelsToFeatures(backbone.build_module(with_classifier=True), backbone.preprocessing)
+    photos = [
+        HYMENOPTERA / "val" / "ants" / "1124525276_816a07c17f.jpg",
+        HYMENOPTERA / "val" / "bees" / "144098310_a4176fd54d.jpg",
+    ]
+    pixels = np.stack([backbone.preprocessing.pixels(p.read_bytes()) for p in photos])
+    with torch.no_grad():
+        probabilities = network.eval()(torch.from_numpy(pixels)).softmax(1)
+    assert probabilities.argmax(1).tolist() == [ANT, BEE]
+    assert probabilities[0, ANT] > 0.5 and probabilities[1, BEE] > 0.5
+
+
+def test_preprocessing_comes_from_timm_and_matches_its_transform(backbone):
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    config = resolve_data_config(
+        pretrained_cfg=timm.get_pretrained_cfg("tf_efficientnet_lite0").to_dict()
+    )
+    assert backbone.preprocessing.input_size == tuple(config["input_size"][1:])
+    assert backbone.preprocessing.crop_pct == config["crop_pct"]
+    assert backbone.preprocessing.mean == tuple(config["mean"])
+    image = Image.open(real_photos("train", "ants", 1)[0]).convert("RGB")
+    reference = create_transform(**config)(image)  # normalised CHW float tensor
+    ours = np.array(backbone.preprocessing.pixels_from_image(image))
+    normalised = PixelsToFeatures(torch.nn.Identity(), backbone.preprocessing)[0]
+    ours = normalised(torch.from_numpy(ours)[None])[0]
+    assert torch.allclose(ours, reference, atol=2.5 / 127.5)
+
+
+def test_packaged_weights_of_another_architecture_are_refused():
+    lite0 = PACKAGED_WEIGHTS["efficientnet_lite0"]
+    wrong = PackagedWeights("tf_efficientnet_lite1", lite0.module, lite0.distribution, None)
+    with pytest.raises(HeadstartError, match="296 tensors, but tf_efficientnet_lite1 has 386"):
+        load_packaged_module(wrong)
+
+
+def test_every_tensor_shape_is_checked(monkeypatch):
+    real_load = torch.load
+
+    def load_with_one_wrong_shape(*args, **kwargs):
+        state = real_load(*args, **kwargs)
+        name = list(state)[5]
+        state[name] = torch.zeros(state[name].numel() + 1)
+        return state
+
+    monkeypatch.setattr(torch, "load", load_with_one_wrong_shape)
+    with pytest.raises(HeadstartError, match=r"has shape .* but .* needs"):
+        load_packaged_module(PACKAGED_WEIGHTS["efficientnet_lite0"])
+
+
+def test_fingerprint_changes_with_preprocessing(backbone):
+    import dataclasses
+
+    other = dataclasses.replace(
+        backbone, preprocessing=dataclasses.replace(backbone.preprocessing, crop_pct=1.0)
+    )
+    assert other.fingerprint != backbone.fingerprint
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(
+        HeadstartError, match=r"unknown backbone 'efficientnet_lite9'.*did you mean"
+    ):
+        resolve_backbone("efficientnet_lite9")
+
+
+def test_timm_download_offline_fails_with_a_clear_message(tmp_path):
+    """The online path (timm/Hugging Face) without a network: one line, no traceback."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "TORCH_HOME": str(tmp_path / "t"),
+    }
+    code = (
+        "from headstart.backbones import resolve_backbone\n"
+        "resolve_backbone('resnet18').build_module()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert (
+        result.returncode != 0
+        and "could not download the pretrained weights of 'resnet18'" in result.stderr
+    )
+    photos = tmp_path / "photos"
+    for label in ("ants", "bees"):
+        (photos / label).mkdir(parents=True)
+        for photo in real_photos("train", label, 2):
+            (photos / label / photo.name).write_bytes(photo.read_bytes())
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "headstart.cli",
+            "train",
+            str(photos),
+            "-o",
+            str(tmp_path / "m"),
+            "--backbone",
+            "resnet18",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-q",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 1
+    assert "Traceback" not in cli.stderr
+    assert "could not download the pretrained weights of 'resnet18'" in cli.stderr

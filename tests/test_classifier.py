@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import copy_photos, real_photos
+from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
+
+from headstart import Classifier, HeadstartError
+from headstart.model.folder import METADATA_FILE, WEIGHTS_FILE
+
+
+def test_trained_model_separates_ants_from_bees(trained):
+    classifier, _ = trained
+    summary = classifier.info["summary"]
+    assert summary["used"] == {"train": 24, "val": 16, "test": 0}
+    assert summary["val_accuracy"] >= 0.75
+
+
+def test_model_folder_is_safetensors_and_json_only(trained):
+    _, folder = trained
+    assert sorted(p.name for p in folder.iterdir()) == [METADATA_FILE, WEIGHTS_FILE]
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    assert metadata["format_version"] == 1
+    assert metadata["labels"] == ["ants", "bees"]
+    assert metadata["backbone"]["name"] == "efficientnet_lite0"
+    assert metadata["backbone"]["weights"].startswith("sha256:")
+    assert metadata["preprocessing"]["input_size"] == [224, 224]
+    assert {"torch", "timm"} <= set(metadata["versions"])
+    assert metadata["training"]["settings"]["seed"] == 0
+    assert WEIGHTS_FILE.endswith(".safetensors")
+
+
+def test_save_load_round_trip_predicts_identically(trained, cache_dir, tmp_path):
+    classifier, folder = trained
+    photos = real_photos("val", "ants", 3, skip=20) + real_photos("val", "bees", 3, skip=20)
+    before = classifier.predict(photos, top_k=2, cache_dir=cache_dir)
+    loaded = Classifier.load(folder)
+    after = loaded.predict(photos, top_k=2, cache_dir=cache_dir)
+    assert [p.labels for p in before] == [p.labels for p in after]
+    assert [p.probabilities for p in before] == [p.probabilities for p in after]
+    assert all(len(p.labels) == 2 for p in after)
+    assert sum(p.label == p.path.parent.name for p in after) >= 4
+
+
+def test_predict_reports_unreadable_files_and_goes_on(trained, cache_dir, tmp_path):
+    classifier, _ = trained
+    copy_photos(real_photos("val", "bees", 2, skip=30), tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    predictions = classifier.predict(tmp_path, top_k=1, cache_dir=cache_dir)
+    assert len(predictions) == 3
+    broken = next(p for p in predictions if p.path.name == "broken.png")
+    assert broken.error and not broken.labels
+    assert all(p.labels for p in predictions if p is not broken)
+
+
+def test_evaluation_matches_an_independent_computation(trained, presplit, cache_dir):
+    classifier, _ = trained
+    evaluation = classifier.evaluate(presplit, cache_dir=cache_dir)
+    assert evaluation.split == "val" and evaluation.images == 16
+    extractor = classifier.extractor(cache_dir)
+    paths = sorted(presplit.glob("val/*/*.jpg"))
+    truth = np.array([classifier.labels.index(p.parent.name) for p in paths])
+    probabilities = classifier.probabilities(extractor.extract_files(paths).features)
+    assert evaluation.accuracy == pytest.approx(accuracy_score(truth, probabilities.argmax(1)))
+    assert evaluation.cross_entropy == pytest.approx(log_loss(truth, probabilities), rel=1e-5)
+    assert evaluation.confusion == confusion_matrix(truth, probabilities.argmax(1)).tolist()
+    assert sum(row["support"] for row in evaluation.per_class) == 16
+    assert evaluation.top5_accuracy is None  # two classes
+
+
+def test_newer_format_is_refused_clearly(trained, tmp_path):
+    _, folder = trained
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / WEIGHTS_FILE).write_bytes((folder / WEIGHTS_FILE).read_bytes())
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    (newer / METADATA_FILE).write_text(json.dumps({**metadata, "format_version": 99}))
+    with pytest.raises(HeadstartError, match="format version 99 is newer"):
+        Classifier.load(newer)
+    with pytest.raises(HeadstartError, match="not a headstart model folder"):
+        Classifier.load(tmp_path)

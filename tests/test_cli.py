@@ -1,0 +1,111 @@
+"""The command line end to end, as a user runs it, on real photos plus generated bad files."""
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import jpeg_bytes, real_photos
+from PIL import Image
+
+
+def headstart(*args: str, cache_dir=None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "headstart.cli", *args]
+    if cache_dir is not None:
+        command += ["--cache-dir", str(cache_dir)]
+    env = {**os.environ, "COLUMNS": "300"}  # wide enough that rich never folds a path
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def messy(presplit, tmp_path_factory):
+    """The real-photo set plus the files users really have: broken, odd modes, rotated."""
+    root = tmp_path_factory.mktemp("messy")
+    shutil.copytree(presplit, root, dirs_exist_ok=True)
+    ants, bees = root / "train" / "ants", root / "train" / "bees"
+    photo = Image.open(real_photos("train", "ants", 1, skip=40)[0]).convert("RGB")
+    (ants / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x17" * 300)
+    (ants / "notes.jpg").write_text("a text file named .jpg")
+    png = io.BytesIO()
+    photo.save(png, "PNG")
+    (bees / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 3])
+    (ants / "cmyk.jpg").write_bytes(jpeg_bytes(photo.convert("CMYK")))
+    sixteen = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(sixteen).save(ants / "sixteen_bit.png")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    (ants / "rotated.jpg").write_bytes(jpeg_bytes(photo, exif=exif.tobytes()))
+    (ants / "readme.txt").write_text("ignored: not an image suffix")
+    return root
+
+
+def test_train_evaluate_predict_info(messy, cache_dir, tmp_path):
+    model = tmp_path / "model"
+    trained = headstart("train", str(messy), "-o", str(model), "--json", cache_dir=cache_dir)
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads(trained.stdout)
+    assert summary["used"] == {
+        "train": 27,
+        "val": 16,
+        "test": 0,
+    }  # 24 photos + CMYK, 16-bit, rotated
+    skipped = sorted(path.rsplit("/", 1)[1] for path, _ in summary["skipped"])
+    assert skipped == ["corrupt.jpg", "notes.jpg", "truncated.png"]
+
+    table = headstart("train", str(messy), "-o", str(model), cache_dir=cache_dir)
+    assert table.returncode == 0
+    assert "Training summary" in table.stdout and "truncated.png" in table.stdout
+    assert "features computed   │ 0 " in table.stdout  # all from the cache the second time
+
+    evaluated = headstart("evaluate", str(model), str(messy), "--json", cache_dir=cache_dir)
+    assert evaluated.returncode == 0, evaluated.stderr
+    evaluation = json.loads(evaluated.stdout)
+    assert evaluation["split"] == "val" and evaluation["images"] == 16
+    assert evaluation["accuracy"] >= 0.75
+    assert np.array(evaluation["confusion"]).sum() == 16
+
+    photos = [str(p) for p in real_photos("val", "bees", 2, skip=40)]
+    predicted = headstart(
+        "predict", str(model), *photos, "--top-k", "2", "--json", cache_dir=cache_dir
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    predictions = json.loads(predicted.stdout)
+    assert [p["path"] for p in predictions] == photos
+    assert all(len(p["top"]) == 2 for p in predictions)
+    assert all(abs(sum(t["probability"] for t in p["top"]) - 1) < 1e-5 for p in predictions)
+
+    as_csv = headstart(
+        "predict",
+        str(model),
+        str(messy / "train" / "bees"),
+        "--csv",
+        "-k",
+        "1",
+        cache_dir=cache_dir,
+    )
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert as_csv.returncode == 0 and len(rows) == 13
+    assert [r["path"].endswith("truncated.png") for r in rows if r["error"]] == [True]
+
+    info = headstart("info", str(model), "--json")
+    assert json.loads(info.stdout)["labels"] == ["ants", "bees"]
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path, cache_dir):
+    missing = headstart(
+        "train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "m"), cache_dir=cache_dir
+    )
+    assert missing.returncode == 1
+    assert "nowhere: no such file or folder" in missing.stderr and "Traceback" not in missing.stderr
+    not_a_model = headstart("predict", str(tmp_path), str(tmp_path), cache_dir=cache_dir)
+    assert not_a_model.returncode == 1 and "not a headstart model folder" in not_a_model.stderr
+
+
+def test_usage_errors_exit_with_code_2():
+    result = headstart("train", "--no-such-option")
+    assert result.returncode == 2

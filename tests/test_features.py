@@ -1,0 +1,126 @@
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import copy_photos, real_photos
+
+from headstart.backbones import resolve_backbone
+from headstart.features import FeatureCache, FeatureExtractor
+from headstart.features.engines import TorchEngine
+
+
+@pytest.fixture(scope="module")
+def backbone(cache_dir):
+    return resolve_backbone("efficientnet_lite0", cache_dir)
+
+
+@pytest.fixture(scope="module")
+def extractor(backbone, cache_dir):
+    return FeatureExtractor(backbone, FeatureCache(cache_dir), engine="onnx")
+
+
+def test_onnx_features_match_pytorch_on_real_photos(extractor, backbone):
+    photos = real_photos("val", "ants", 3) + real_photos("val", "bees", 3)
+    pixels = np.stack([backbone.preprocessing.pixels(p.read_bytes()) for p in photos])
+    fast = extractor.engine(pixels)
+    reference = TorchEngine(backbone, "cpu")(pixels)
+    assert fast.shape == reference.shape == (6, 1280)
+    assert np.abs(fast - reference).max() < 1e-3 * np.abs(reference).max()
+
+
+def test_extract_batch_takes_bytes_and_reports_bad_ones(extractor):
+    good = [p.read_bytes() for p in real_photos("train", "bees", 2)]
+    batch = extractor.extract_batch([good[0], b"not an image", good[1]])
+    assert batch.indices == [0, 2]
+    assert batch.features.shape == (2, 1280)
+    assert list(batch.errors) == [1] and "not a readable image" in batch.errors[1]
+
+
+def test_second_run_reads_the_cache_and_runs_no_backbone(tmp_path, backbone, cache_dir):
+    photos = copy_photos(real_photos("train", "ants", 6), tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    first = FeatureExtractor(backbone, cache, engine="onnx")
+    first.engine = FeatureExtractor(
+        backbone, FeatureCache(cache_dir), "onnx"
+    ).engine  # reuse export
+    cold = first.extract_files(photos)
+    assert (cold.computed, cold.from_cache) == (6, 0)
+    second = FeatureExtractor(backbone, FeatureCache(tmp_path / "cache"), engine="onnx")
+    warm = second.extract_files(photos)
+    assert (warm.computed, warm.from_cache) == (0, 6)
+    assert "engine" not in second.__dict__  # the model was never even loaded
+    np.testing.assert_array_equal(cold.features, warm.features)
+
+
+def test_adding_images_computes_only_the_new_ones(tmp_path, extractor):
+    photos = copy_photos(real_photos("train", "bees", 8, skip=20), tmp_path)
+    extractor.extract_files(photos[:5])
+    result = extractor.extract_files(photos)
+    assert (result.computed, result.from_cache) == (3, 5)
+
+
+def test_bad_files_are_skipped_with_their_reason(tmp_path, extractor):
+    photos = copy_photos(real_photos("train", "ants", 2, skip=30), tmp_path)
+    text = tmp_path / "notes.jpg"
+    text.write_text("a text file named .jpg")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photos[0].read_bytes()[:2000])
+    result = extractor.extract_files([photos[0], text, truncated, photos[1]])
+    assert result.kept == [0, 3]
+    assert [path.name for path, _ in result.skipped] == ["notes.jpg", "truncated.jpg"]
+    assert all("not a readable image" in reason for _, reason in result.skipped)
+
+
+def test_a_killed_write_is_never_read_back(tmp_path):
+    """A process killed inside a write leaves no entry behind, and the cache stays usable."""
+    script = textwrap.dedent(
+        f"""
+        import os, numpy as np
+        from headstart.features.cache import FeatureCache
+        cache = FeatureCache({str(tmp_path)!r})
+        cache.put_many("fp", [(b"done", np.ones(4, np.float32))])
+        cache._db.execute("BEGIN IMMEDIATE")
+        cache._db.execute("INSERT INTO features VALUES ('fp', x'6b696c6c6564', 4, x'0000')")
+        os._exit(9)  # killed before the commit
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert result.returncode == 9
+    cache = FeatureCache(tmp_path)
+    found = cache.get_many("fp", [b"done", b"killed"])
+    assert list(found) == [b"done"]
+    cache.put_many("fp", [(b"after", np.zeros(4, np.float32))])
+    assert cache.count("fp") == 2
+
+
+def test_a_damaged_row_is_a_miss_not_a_wrong_vector(tmp_path):
+    cache = FeatureCache(tmp_path)
+    cache.put_many("fp", [(b"a", np.ones(8, np.float32))])
+    with sqlite3.connect(cache.path) as db:
+        db.execute("UPDATE features SET vector = x'0000' WHERE digest = ?", (b"a",))
+    assert cache.get_many("fp", [b"a"]) == {}
+
+
+def test_two_processes_share_one_cache(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys, numpy as np
+        from headstart.features.cache import FeatureCache
+        cache = FeatureCache(sys.argv[1])
+        for batch in range(20):
+            keys = [f"{sys.argv[2]}-{batch}-{i}".encode() for i in range(50)]
+            cache.put_many("fp", [(key, np.full(64, 1.0, np.float32)) for key in keys])
+        """
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name]) for name in ("a", "b")
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    cache = FeatureCache(tmp_path)
+    assert cache.count("fp") == 2000
+    with sqlite3.connect(Path(cache.path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
