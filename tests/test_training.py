@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from headstart.training import FitSettings, fit_head
+from headstart.training.fit import fit_head
+from headstart.training.settings import FitSettings
 
 
 def blobs(seed: int, n: int = 60, dim: int = 16, classes: int = 3):

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # Imported on first use: `import headstart` stays instant and `headstart --help` never loads torch.
 _EXPORTS = {
     "train": "headstart.training.pipeline",
-    "FitSettings": "headstart.training.fit",
+    "FitSettings": "headstart.training.settings",
     "Classifier": "headstart.model.classifier",
     "Prediction": "headstart.model.classifier",
     "load_dataset": "headstart.data.sources",
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from headstart.data.sources import load_dataset
     from headstart.errors import HeadstartError
     from headstart.model.classifier import Classifier, Prediction
-    from headstart.training.fit import FitSettings
     from headstart.training.pipeline import train
+    from headstart.training.settings import FitSettings
 
 
 def __getattr__(name: str):

@@ -18,6 +18,9 @@ from rich.table import Table
 
 from headstart.console import stderr
 from headstart.errors import HeadstartError
+from headstart.training.settings import FitSettings
+
+DEFAULTS = FitSettings()
 
 app = typer.Typer(
     help="Train, evaluate and use image classifiers from folders of labelled photos.",
@@ -43,28 +46,33 @@ def train(
     backbone: Annotated[
         str, typer.Option(help="Offline name or any timm model")
     ] = "efficientnet_lite0",
-    head: Annotated[str, typer.Option(help="linear or mlp")] = "linear",
-    hidden: Annotated[int, typer.Option(help="MLP hidden units")] = 512,
-    dropout: Annotated[float, typer.Option(help="Dropout before the last layer")] = 0.2,
-    epochs: Annotated[int, typer.Option(help="Most epochs to train")] = 200,
-    patience: Annotated[int, typer.Option(help="Epochs without a better val loss")] = 15,
-    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW learning rate")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 1e-2,
-    batch_size: Annotated[int, typer.Option(help="Head training batch size")] = 64,
-    label_smoothing: Annotated[float, typer.Option(help="0 to 1")] = 0.0,
+    head: Annotated[str, typer.Option(help="linear or mlp")] = DEFAULTS.head,
+    hidden: Annotated[int, typer.Option(help="MLP hidden units")] = DEFAULTS.hidden,
+    dropout: Annotated[
+        float, typer.Option(help="Dropout before the last layer")
+    ] = DEFAULTS.dropout,
+    epochs: Annotated[int, typer.Option(help="Most epochs to train")] = DEFAULTS.epochs,
+    patience: Annotated[
+        int, typer.Option(help="Epochs without a better val loss")
+    ] = DEFAULTS.patience,
+    learning_rate: Annotated[
+        float, typer.Option("--lr", help="AdamW learning rate")
+    ] = DEFAULTS.learning_rate,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = DEFAULTS.weight_decay,
+    batch_size: Annotated[int, typer.Option(help="Head training batch size")] = DEFAULTS.batch_size,
+    label_smoothing: Annotated[float, typer.Option(help="0 to 1")] = DEFAULTS.label_smoothing,
     balance_classes: Annotated[
         bool, typer.Option(help="Weight classes by inverse frequency")
-    ] = False,
+    ] = DEFAULTS.balance_classes,
     val_percent: Annotated[float, typer.Option(help="Validation share when not given")] = 10.0,
     test_percent: Annotated[float, typer.Option(help="Test share when not given")] = 10.0,
-    seed: Annotated[int, typer.Option(help="Makes a run repeatable")] = 0,
+    seed: Annotated[int, typer.Option(help="Makes a run repeatable")] = DEFAULTS.seed,
     cache_dir: CacheDir = None,
     engine: Engine = "auto",
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
     """Train a classifier on a labelled dataset and save it as a model folder."""
-    from headstart.training.fit import FitSettings
     from headstart.training.pipeline import train as train_classifier
 
     settings = FitSettings(

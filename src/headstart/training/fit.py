@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -13,24 +12,7 @@ from torch import nn
 
 from headstart.console import progress_bar
 from headstart.training.heads import HeadConfig, build_head
-
-
-@dataclass
-class FitSettings:
-    head: str = "linear"
-    hidden: int = 512
-    dropout: float = 0.2
-    epochs: int = 200
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
-    patience: int = 15
-    label_smoothing: float = 0.0
-    balance_classes: bool = False
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from headstart.training.settings import FitSettings
 
 
 @dataclass

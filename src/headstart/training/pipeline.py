@@ -16,7 +16,8 @@ from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.model.classifier import Classifier
-from headstart.training.fit import FitSettings, fit_head
+from headstart.training.fit import fit_head
+from headstart.training.settings import FitSettings
 
 
 @dataclass
