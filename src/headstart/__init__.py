@@ -12,7 +12,7 @@ _EXPORTS = {
     "train": "headstart.training.pipeline",
     "FitSettings": "headstart.training.settings",
     "Classifier": "headstart.model.classifier",
-    "Prediction": "headstart.model.classifier",
+    "Prediction": "headstart.model.prediction",
     "load_dataset": "headstart.data.sources",
     "list_backbones": "headstart.backbones.registry",
     "HeadstartError": "headstart.errors",
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from headstart.backbones.registry import list_backbones
     from headstart.data.sources import load_dataset
     from headstart.errors import HeadstartError
-    from headstart.model.classifier import Classifier, Prediction
+    from headstart.model.classifier import Classifier
+    from headstart.model.prediction import Prediction
     from headstart.training.pipeline import train
     from headstart.training.settings import FitSettings
 

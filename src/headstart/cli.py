@@ -170,14 +170,18 @@ def predict(
     engine: Engine = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Predict the top-k labels of images."""
-    from headstart.model.classifier import Classifier
-
+    """Predict the top-k labels of images, with a model folder or an exported .onnx file."""
     if as_json and as_csv:
         raise HeadstartError("choose one of --json and --csv")
-    classifier = Classifier.load(model)
-    progress = not (quiet or as_json or as_csv)
-    predictions = classifier.predict(images, top_k, cache_dir, engine, progress)
+    if model.suffix == ".onnx":
+        from headstart.export.runtime import OnnxClassifier  # ONNX Runtime only, no PyTorch
+
+        predictions = OnnxClassifier(model).predict(images, top_k)
+    else:
+        from headstart.model.classifier import Classifier
+
+        progress = not (quiet or as_json or as_csv)
+        predictions = Classifier.load(model).predict(images, top_k, cache_dir, engine, progress)
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif as_csv:
@@ -205,6 +209,26 @@ def _write_csv(predictions, top_k: int) -> None:
         for label, prob in zip(p.labels, p.probabilities, strict=True):
             row += [label, f"{prob:.6f}"]
         writer.writerow(row)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="Model folder")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="[default: MODEL/model.onnx]")
+    ] = None,
+    format: Annotated[str, typer.Option(help="Export format: onnx")] = "onnx",
+    cache_dir: CacheDir = None,
+) -> None:
+    """Export a model to one ONNX file: uint8 RGB pixels in, class probabilities out."""
+    from headstart.export.onnx import export_classifier
+    from headstart.model.classifier import Classifier
+
+    if format != "onnx":
+        raise HeadstartError(f"unknown export format {format!r}: the one available is onnx")
+    target = output or model / "model.onnx"
+    export_classifier(Classifier.load(model), target, cache_dir)
+    stderr.print(f"wrote {target} and {target.with_name('labels.txt')}")
 
 
 @app.command()

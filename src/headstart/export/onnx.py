@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,3 +39,43 @@ def export_pixels_module(module, input_size: tuple[int, int], path: Path, output
                 verbose=False,
             )
         atomic_write_bytes(path, scratch_file.read_bytes())
+
+
+def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> Path:
+    """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out.
+
+    Normalisation, backbone, head and softmax are all inside the graph; labels, backbone and
+    preprocessing go into its metadata and a labels.txt beside it.
+    """
+    import onnx
+    from torch import nn
+
+    from headstart.backbones.network import PixelsToFeatures
+
+    path = Path(path)
+    backbone = classifier.extractor(cache_dir, "torch").backbone
+    network = nn.Sequential(
+        PixelsToFeatures(backbone.build_module(), classifier.preprocessing),
+        classifier.head.eval(),
+        nn.Softmax(dim=1),
+    )
+    export_pixels_module(network, classifier.preprocessing.input_size, path, "probabilities")
+    model = onnx.load(str(path))
+    for key, value in onnx_metadata(classifier).items():
+        model.metadata_props.add(key=key, value=value)
+    atomic_write_bytes(path, model.SerializeToString())
+    atomic_write_bytes(path.with_name("labels.txt"), ("\n".join(classifier.labels) + "\n").encode())
+    return path
+
+
+def onnx_metadata(classifier) -> dict[str, str]:
+    from headstart import __version__
+
+    return {
+        "headstart.format_version": "1",
+        "headstart.version": __version__,
+        "headstart.labels": json.dumps(classifier.labels),
+        "headstart.backbone": json.dumps(classifier.backbone),
+        "headstart.preprocessing": json.dumps(classifier.preprocessing.to_dict()),
+        "headstart.input_size": json.dumps(list(classifier.preprocessing.input_size)),
+    }

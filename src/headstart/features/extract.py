@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone
 from headstart.console import progress_bar
 from headstart.features.cache import FeatureCache
@@ -116,21 +117,27 @@ class FeatureExtractor:
         return features.astype(np.float16).astype(np.float32)
 
     def _decode(self, data: bytes) -> tuple[np.ndarray | None, str | None]:
-        try:
-            return self.backbone.preprocessing.pixels(data), None
-        except ValueError as error:
-            return None, f"not a readable image: {error}"
+        return pixels_or_reason(self.backbone.preprocessing, data)
 
     def _decode_file(self, paths: Sequence[Path]) -> Callable[[int], tuple]:
         def decode(index: int) -> tuple[int, np.ndarray | None, str | None]:
-            try:
-                data = Path(paths[index]).read_bytes()
-            except OSError as error:
-                return index, None, f"unreadable: {error.strerror or error}"
-            pixels, error = self._decode(data)
-            return index, pixels, error
+            return index, *pixels_or_reason(self.backbone.preprocessing, Path(paths[index]))
 
         return decode
+
+
+def pixels_or_reason(
+    preprocessing: Preprocessing, source: bytes | Path
+) -> tuple[np.ndarray | None, str | None]:
+    """The network input for an image (bytes or file), or why there is none."""
+    try:
+        data = source if isinstance(source, bytes) else source.read_bytes()
+    except OSError as error:
+        return None, f"unreadable: {error.strerror or error}"
+    try:
+        return preprocessing.pixels(data), None
+    except ValueError as error:
+        return None, f"not a readable image: {error}"
 
 
 def _digest_file(path: Path) -> bytes | str:

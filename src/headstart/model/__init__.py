@@ -1,5 +1,4 @@
-"""The trained classifier and its model folder (safetensors weights + JSON metadata)."""
+"""The trained classifier (classifier.py), its model folder (folder.py) and its predictions.
 
-from headstart.model.classifier import Classifier, Prediction
-
-__all__ = ["Classifier", "Prediction"]
+prediction.py is torch-free, so the ONNX Runtime path can share it without importing PyTorch.
+"""

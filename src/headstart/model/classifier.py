@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import torch
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone, resolve_backbone
-from headstart.data.images import is_image_file
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
@@ -20,30 +18,8 @@ from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import labelled_features
 from headstart.model.folder import read_model_folder, write_model_folder
+from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.training.heads import HeadConfig, build_head
-
-
-@dataclass
-class Prediction:
-    path: Path
-    labels: list[str] = field(default_factory=list)  # most probable first
-    probabilities: list[float] = field(default_factory=list)
-    error: str | None = None  # set when the image could not be read
-
-    @property
-    def label(self) -> str | None:
-        return self.labels[0] if self.labels else None
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"path": str(self.path)}
-        if self.error:
-            data["error"] = self.error
-        else:
-            data["top"] = [
-                {"label": label, "probability": p}
-                for label, p in zip(self.labels, self.probabilities, strict=True)
-            ]
-        return data
 
 
 class Classifier:
@@ -119,19 +95,14 @@ class Classifier:
         """Top-k labels for image files or folders of images (searched recursively)."""
         paths = expand_image_paths(images)
         result = self.extractor(cache_dir, engine).extract_files(paths, progress, "Predicting")
-        predictions = {str(path): Prediction(path, error=reason) for path, reason in result.skipped}
-        if result.kept:
-            k = max(1, min(top_k, len(self.labels)))
-            probabilities = self.probabilities(result.features)
-            order = np.argsort(-probabilities, axis=1)[:, :k]
-            for row, index in enumerate(result.kept):
-                top = order[row]
-                predictions[str(paths[index])] = Prediction(
-                    paths[index],
-                    [self.labels[i] for i in top],
-                    [float(p) for p in probabilities[row, top]],
-                )
-        return [predictions[str(path)] for path in paths]
+        probabilities = (
+            self.probabilities(result.features)
+            if result.kept
+            else np.zeros((0, len(self.labels)), np.float32)
+        )
+        return top_k_predictions(
+            paths, result.kept, probabilities, result.skipped, self.labels, top_k
+        )
 
     def evaluate(
         self,
@@ -191,20 +162,3 @@ class Classifier:
             f"Classifier({len(self.labels)} classes, backbone={self.backbone['name']}, "
             f"head={self.head_config.kind})"
         )
-
-
-def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to the images inside them; a missing path is an error."""
-    items = [images] if isinstance(images, (str, Path)) else list(images)
-    paths: list[Path] = []
-    for item in items:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            paths.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise HeadstartError(f"{path}: no such file or folder")
-    if not paths:
-        raise HeadstartError("no images to predict")
-    return paths

@@ -1,0 +1,73 @@
+"""Predictions and the images they are asked for; torch-free, shared by every runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.data.images import is_image_file
+from headstart.errors import HeadstartError
+
+
+@dataclass
+class Prediction:
+    path: Path
+    labels: list[str] = field(default_factory=list)  # most probable first
+    probabilities: list[float] = field(default_factory=list)
+    error: str | None = None  # set when the image could not be read
+
+    @property
+    def label(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": str(self.path)}
+        if self.error:
+            data["error"] = self.error
+        else:
+            data["top"] = [
+                {"label": label, "probability": p}
+                for label, p in zip(self.labels, self.probabilities, strict=True)
+            ]
+        return data
+
+
+def top_k_predictions(
+    paths: list[Path],
+    kept: list[int],
+    probabilities: np.ndarray,
+    skipped: list[tuple[Path, str]],
+    labels: list[str],
+    top_k: int,
+) -> list[Prediction]:
+    """One Prediction per path, in order: top-k labels where it decoded, the reason where not."""
+    predictions = {str(path): Prediction(path, error=reason) for path, reason in skipped}
+    k = max(1, min(top_k, len(labels)))
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    for row, index in enumerate(kept):
+        top = order[row]
+        predictions[str(paths[index])] = Prediction(
+            paths[index], [labels[i] for i in top], [float(p) for p in probabilities[row, top]]
+        )
+    return [predictions[str(path)] for path in paths]
+
+
+def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to the images inside them; a missing path is an error."""
+    items = [images] if isinstance(images, (str, Path)) else list(images)
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise HeadstartError(f"{path}: no such file or folder")
+    if not paths:
+        raise HeadstartError("no images to predict")
+    return paths

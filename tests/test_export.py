@@ -1,0 +1,72 @@
+"""ONNX export with the preprocessing inside the graph, and prediction without PyTorch."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import real_photos
+
+from headstart.backbones.network import PixelsToFeatures
+from headstart.export.onnx import export_classifier
+from headstart.export.runtime import OnnxClassifier
+
+
+@pytest.fixture(scope="module")
+def exported(trained, cache_dir, tmp_path_factory):
+    classifier, _ = trained
+    path = tmp_path_factory.mktemp("export") / "ants_bees.onnx"
+    export_classifier(classifier, path, cache_dir)
+    return classifier, path
+
+
+def test_onnx_file_carries_labels_and_preprocessing(exported):
+    _, path = exported
+    model = onnx.load(str(path))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(metadata["headstart.labels"]) == ["ants", "bees"]
+    assert json.loads(metadata["headstart.input_size"]) == [224, 224]
+    assert json.loads(metadata["headstart.backbone"])["name"] == "efficientnet_lite0"
+    assert path.with_name("labels.txt").read_text().split() == ["ants", "bees"]
+    pixels = model.graph.input[0].type.tensor_type
+    assert pixels.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in pixels.shape.dim][1:] == [224, 224, 3]
+
+
+def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):
+    classifier, path = exported
+    runtime = OnnxClassifier(path)
+    photos = real_photos("val", "ants", 4, skip=50) + real_photos("val", "bees", 4, skip=50)
+    pixels = np.stack([classifier.preprocessing.pixels(p.read_bytes()) for p in photos])
+    backbone = classifier.extractor().backbone
+    network = torch.nn.Sequential(
+        PixelsToFeatures(backbone.build_module(), classifier.preprocessing), classifier.head
+    ).eval()
+    with torch.no_grad():
+        reference = torch.softmax(network(torch.from_numpy(pixels)), 1).numpy()
+    for batch in (pixels, pixels[:1]):  # the batch dimension is dynamic
+        probabilities = runtime.probabilities(batch)
+        assert probabilities.shape == (len(batch), 2)
+        assert np.abs(probabilities - reference[: len(batch)]).max() < 1e-4
+
+
+def test_prediction_runs_with_pytorch_blocked(exported, tmp_path):
+    _, path = exported
+    photos = [str(p) for p in real_photos("val", "bees", 2, skip=60)]
+    (tmp_path / "broken.jpg").write_text("not a photo")
+    script = (
+        "import sys, runpy\n"
+        "sys.modules['torch'] = None  # any import of torch now fails\n"
+        "sys.argv = ['headstart', 'predict', *sys.argv[1:]]\n"
+        "runpy.run_module('headstart.cli', run_name='__main__')\n"
+    )
+    command = [sys.executable, "-c", script, str(path), *photos, str(tmp_path / "broken.jpg")]
+    result = subprocess.run([*command, "--json", "-k", "2"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)
+    assert [len(p.get("top", [])) for p in predictions] == [2, 2, 0]
+    assert "not a readable image" in predictions[2]["error"]
+    assert predictions[0]["top"][0]["label"] in ("ants", "bees")
