@@ -59,3 +59,14 @@ def trained(presplit: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFa
     folder = tmp_path_factory.mktemp("model")
     classifier = train(presplit, folder, settings=FitSettings(seed=0), cache_dir=cache_dir)
     return classifier, folder
+
+
+@pytest.fixture(scope="session")
+def exported(trained, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The trained classifier and its ONNX export."""
+    from headstart.export.onnx import export_classifier
+
+    classifier, _ = trained
+    path = tmp_path_factory.mktemp("export") / "ants_bees.onnx"
+    export_classifier(classifier, path, cache_dir)
+    return classifier, path

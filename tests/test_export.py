@@ -6,21 +6,11 @@ import sys
 
 import numpy as np
 import onnx
-import pytest
 import torch
 from conftest import real_photos
 
 from headstart.backbones.network import PixelsToFeatures
-from headstart.export.onnx import export_classifier
 from headstart.export.runtime import OnnxClassifier
-
-
-@pytest.fixture(scope="module")
-def exported(trained, cache_dir, tmp_path_factory):
-    classifier, _ = trained
-    path = tmp_path_factory.mktemp("export") / "ants_bees.onnx"
-    export_classifier(classifier, path, cache_dir)
-    return classifier, path
 
 
 def test_onnx_file_carries_labels_and_preprocessing(exported):

@@ -232,6 +232,48 @@ def export(
 
 
 @app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="Model folder or exported .onnx file")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    token: Annotated[
+        str | None, typer.Option(envvar="HEADSTART_TOKEN", help="Require this bearer token")
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body")] = 20.0,
+    max_images: Annotated[int, typer.Option(help="Most images per request")] = 16,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Serve predictions over HTTP (ONNX Runtime underneath) with a web page at /."""
+    import uvicorn
+
+    from headstart.export.runtime import OnnxClassifier
+    from headstart.serving.app import Limits, create_app
+
+    onnx_file = model if model.suffix == ".onnx" else _exported(model, cache_dir)
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        stderr.print("[yellow]warning:[/] serving beyond loopback without --token")
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images)
+    uvicorn.run(create_app(OnnxClassifier(onnx_file), token, limits), host=host, port=port)
+
+
+def _exported(model: Path, cache_dir: Path | None) -> Path:
+    """MODEL/model.onnx, exported again whenever the weights are newer than it."""
+    from headstart.export.onnx import export_classifier
+    from headstart.model.classifier import Classifier
+    from headstart.model.folder import WEIGHTS_FILE
+
+    onnx_file = model / "model.onnx"
+    weights = model / WEIGHTS_FILE
+    if (
+        not onnx_file.exists()
+        or not weights.exists()
+        or (onnx_file.stat().st_mtime < weights.stat().st_mtime)
+    ):
+        export_classifier(Classifier.load(model), onnx_file, cache_dir)
+    return onnx_file
+
+
+@app.command()
 def info(
     model: Annotated[Path, typer.Argument(help="Model folder")],
     as_json: AsJson = False,

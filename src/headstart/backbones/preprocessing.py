@@ -87,9 +87,9 @@ class Preprocessing:
             return short, int(short * height / width)
         return int(short * width / height), short
 
-    def pixels(self, data: bytes) -> np.ndarray:
+    def pixels(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """Decode image bytes to the network's input: uint8 array of shape (height, width, 3)."""
-        image = decode_rgb(data, draft=self.scaled_size)
+        image = decode_rgb(data, draft=self.scaled_size, max_pixels=max_pixels)
         return self.pixels_from_image(image)
 
     def pixels_from_image(self, image: Image.Image) -> np.ndarray:

@@ -26,12 +26,15 @@ def is_image_file(path: Path) -> bool:
 
 
 def decode_rgb(
-    data: bytes, draft: Callable[[int, int], tuple[int, int]] | None = None
+    data: bytes,
+    draft: Callable[[int, int], tuple[int, int]] | None = None,
+    max_pixels: int | None = None,
 ) -> Image.Image:
     """Decode image bytes to an upright 8-bit RGB image.
 
     `draft` maps the stored (width, height) to the smallest size the caller needs; JPEGs are
     then decoded at a reduced scale, which is several times faster for large photos.
+    Images over `max_pixels` (or Pillow's own limit) are refused before they are decoded.
     Raises ValueError (with Pillow's reason) for anything that is not a readable image.
     """
     try:
@@ -39,6 +42,9 @@ def decode_rgb(
             # A decompression-bomb warning is an error here: such files are refused, not decoded.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ValueError(f"{width}x{height} pixels is over the limit of {max_pixels}")
             if draft is not None and image.format == "JPEG":
                 image.draft("RGB", draft(*image.size))
             image.load()

@@ -48,6 +48,19 @@ class OnnxClassifier:
         """Class probabilities for uint8 pixels of shape (N, H, W, 3)."""
         return self.session.run(None, {"pixels": pixels})[0]
 
+    def predict_pixels(
+        self, pixels: list[np.ndarray], top_k: int = 5, batch_size: int = 32
+    ) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) pairs for already decoded network inputs."""
+        k = max(1, min(top_k, len(self.labels)))
+        results = []
+        for start in range(0, len(pixels), batch_size):
+            probabilities = self.probabilities(np.stack(pixels[start : start + batch_size]))
+            for row in probabilities:
+                top = np.argsort(-row)[:k]
+                results.append([(self.labels[i], float(row[i])) for i in top])
+        return results
+
     def predict(
         self, images: str | Path | Iterable[str | Path], top_k: int = 5, batch_size: int = 32
     ) -> list[Prediction]:

@@ -127,7 +127,7 @@ class FeatureExtractor:
 
 
 def pixels_or_reason(
-    preprocessing: Preprocessing, source: bytes | Path
+    preprocessing: Preprocessing, source: bytes | Path, max_pixels: int | None = None
 ) -> tuple[np.ndarray | None, str | None]:
     """The network input for an image (bytes or file), or why there is none."""
     try:
@@ -135,7 +135,7 @@ def pixels_or_reason(
     except OSError as error:
         return None, f"unreadable: {error.strerror or error}"
     try:
-        return preprocessing.pixels(data), None
+        return preprocessing.pixels(data, max_pixels), None
     except ValueError as error:
         return None, f"not a readable image: {error}"
 

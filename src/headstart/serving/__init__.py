@@ -1,0 +1,1 @@
+"""Stage 7: serving predictions over HTTP (FastAPI on ONNX Runtime)."""

@@ -1,0 +1,149 @@
+"""The HTTP API: POST /predict, GET /health, GET /metadata, and a web page at /.
+
+Every bad request gets a 4xx with a clear message: bodies are size-checked before they are read,
+images are checked by decoding them (never by file name), and decompression bombs are refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from headstart import __version__
+from headstart.export.runtime import OnnxClassifier
+from headstart.features.extract import pixels_or_reason
+
+PAGE = Path(__file__).with_name("page.html")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_images: int = 16
+    max_pixels: int = 40_000_000  # larger images are refused as possible decompression bombs
+    max_top_k: int = 20
+
+
+class Label(BaseModel):
+    label: str
+    probability: float
+
+
+class ImagePrediction(BaseModel):
+    filename: str
+    top: list[Label]
+
+
+class Predictions(BaseModel):
+    predictions: list[ImagePrediction]
+
+
+class Metadata(BaseModel):
+    labels: list[str]
+    backbone: dict
+    input_size: list[int]
+    version: str
+
+
+def create_app(
+    model: OnnxClassifier, token: str | None = None, limits: Limits = Limits()
+) -> FastAPI:
+    app = FastAPI(title="headstart", version=__version__, description="Image classification")
+    authorised = Depends(_bearer_check(token))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return PAGE.read_text(encoding="utf-8")
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metadata", response_model=Metadata, dependencies=[authorised])
+    def metadata() -> Metadata:
+        return Metadata(
+            labels=model.labels,
+            backbone=model.backbone,
+            input_size=list(model.preprocessing.input_size),
+            version=__version__,
+        )
+
+    @app.post(
+        "/predict",
+        response_model=Predictions,
+        dependencies=[authorised],
+        openapi_extra={"requestBody": {"content": {"multipart/form-data": {}, "image/*": {}}}},
+    )
+    async def predict(
+        request: Request, top_k: int = Query(5, ge=1, le=limits.max_top_k)
+    ) -> Predictions:
+        """Images as multipart files (any field name) or one image as the raw request body."""
+        uploads = await _read_uploads(request, limits)
+        decoded = await run_in_threadpool(_decode_all, model, uploads, limits.max_pixels)
+        ranked = await run_in_threadpool(model.predict_pixels, decoded, top_k)
+        return Predictions(
+            predictions=[
+                ImagePrediction(
+                    filename=filename, top=[Label(label=k, probability=p) for k, p in top]
+                )
+                for (filename, _), top in zip(uploads, ranked, strict=True)
+            ]
+        )
+
+    return app
+
+
+def _bearer_check(token: str | None):
+    def check(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            raise HTTPException(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+
+    return check
+
+
+async def _read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
+    length = request.headers.get("content-length")
+    if length is None:
+        raise HTTPException(411, "a Content-Length header is required")
+    if not length.isdigit() or int(length) > limits.max_upload_bytes:
+        raise HTTPException(413, f"upload larger than {limits.max_upload_bytes} bytes")
+    body = await request.body()
+    if not body:
+        raise HTTPException(400, "empty request: send images as multipart files or a raw body")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return [("image", body)]
+    form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images + 1)
+    uploads = [
+        (value.filename or key, await value.read())
+        for key, value in form.multi_items()
+        if not isinstance(value, str)
+    ]
+    if not uploads:
+        raise HTTPException(400, "the form holds no files")
+    if len(uploads) > limits.max_images:
+        raise HTTPException(413, f"at most {limits.max_images} images per request")
+    return uploads
+
+
+def _decode_all(model: OnnxClassifier, uploads: list[tuple[str, bytes]], max_pixels: int) -> list:
+    decoded = []
+    for name, data in uploads:
+        if not data:
+            raise HTTPException(400, f"{name}: empty file")
+        pixels, reason = pixels_or_reason(model.preprocessing, data, max_pixels)
+        if pixels is None:
+            raise HTTPException(415, f"{name}: {reason}")
+        decoded.append(pixels)
+    return decoded

@@ -1,0 +1,113 @@
+"""The HTTP API with FastAPI's TestClient: every endpoint and every kind of bad input."""
+
+import io
+
+import pytest
+from conftest import jpeg_bytes, real_photos
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from headstart.export.runtime import OnnxClassifier
+from headstart.serving.app import Limits, create_app
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def model(exported) -> OnnxClassifier:
+    return OnnxClassifier(exported[1])
+
+
+@pytest.fixture(scope="module")
+def client(model) -> TestClient:
+    limits = Limits(max_upload_bytes=2_000_000, max_images=3, max_pixels=4_000_000)
+    return TestClient(create_app(model, limits=limits))
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[tuple[str, bytes]]:
+    files = real_photos("val", "ants", 1, skip=5) + real_photos("val", "bees", 1, skip=5)
+    return [(p.name, p.read_bytes()) for p in files]
+
+
+def test_health_metadata_and_schema(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    metadata = client.get("/metadata").json()
+    assert metadata["labels"] == ["ants", "bees"] and metadata["input_size"] == [224, 224]
+    assert metadata["backbone"]["name"] == "efficientnet_lite0"
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_predict_multipart_images(client, photos):
+    files = [("files", (name, data, "image/jpeg")) for name, data in photos]
+    response = client.post("/predict?top_k=2", files=files)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["filename"] for p in predictions] == [name for name, _ in photos]
+    for prediction in predictions:
+        assert [t["label"] for t in prediction["top"]] in (["ants", "bees"], ["bees", "ants"])
+        assert sum(t["probability"] for t in prediction["top"]) == pytest.approx(1, abs=1e-5)
+
+
+def test_predict_raw_bytes_matches_the_runtime(client, model, photos):
+    _, data = photos[1]
+    response = client.post("/predict?top_k=1", content=data, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    expected = model.predict_pixels([model.preprocessing.pixels(data)], top_k=1)[0][0]
+    top = response.json()["predictions"][0]["top"][0]
+    assert (top["label"], top["probability"]) == (expected[0], pytest.approx(expected[1]))
+
+
+def bad_request(client, **kwargs) -> tuple[int, str]:
+    response = client.post("/predict", **kwargs)
+    return response.status_code, response.json()["detail"]
+
+
+def test_bad_inputs_get_clear_4xx_answers(client, photos):
+    _, photo = photos[0]
+    status, detail = bad_request(client, content=b"")
+    assert status == 400 and "empty request" in detail
+    status, detail = bad_request(
+        client, files=[("files", ("notes.jpg", b"just text", "image/jpeg"))]
+    )
+    assert status == 415 and detail.startswith("notes.jpg: not a readable image")
+    truncated = ("cut.jpg", photo[: len(photo) // 3], "image/jpeg")
+    status, detail = bad_request(client, files=[("files", truncated)])
+    assert status == 415 and detail.startswith("cut.jpg")
+    status, detail = bad_request(client, content=b"\xff" * 2_100_000)
+    assert status == 413 and "larger than" in detail
+    many = [("files", (f"{i}.jpg", photo, "image/jpeg")) for i in range(4)]
+    status, detail = bad_request(client, files=many)
+    assert status == 413 and "at most 3 images" in detail
+    status, detail = bad_request(client, files=[("files", ("empty.jpg", b"", "image/jpeg"))])
+    assert status == 400 and "empty.jpg: empty file" in detail
+    assert client.post("/predict?top_k=0", content=photo).status_code == 422
+
+
+def test_decompression_bombs_are_refused(client):
+    bomb = io.BytesIO()
+    Image.new("L", (4000, 4000)).save(bomb, "PNG")  # 16 MP of zeros compresses to a few KB
+    status, detail = bad_request(
+        client, files=[("files", ("bomb.png", bomb.getvalue(), "image/png"))]
+    )
+    assert status == 415 and "over the limit" in detail
+    small = jpeg_bytes(Image.new("RGB", (300, 200), (120, 80, 40)))
+    assert client.post("/predict", content=small).status_code == 200
+
+
+def test_bearer_token(model, photos):
+    client = TestClient(create_app(model, token=TOKEN))
+    _, photo = photos[0]
+    assert client.get("/health").status_code == 200  # health stays open for load balancers
+    assert client.post("/predict", content=photo).status_code == 401
+    wrong = {"authorization": "Bearer nope"}
+    assert client.post("/predict", content=photo, headers=wrong).status_code == 401
+    assert client.get("/metadata", headers=wrong).status_code == 401
+    right = {"authorization": f"Bearer {TOKEN}"}
+    assert client.post("/predict", content=photo, headers=right).status_code == 200
+
+
+def test_web_page_is_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "Drop photos here" in page.text
