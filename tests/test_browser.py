@@ -1,0 +1,80 @@
+"""The web page at / in headless Chromium: pick real photos, see their labels as bars."""
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from conftest import real_photos
+
+from headstart.export.runtime import OnnxClassifier
+from headstart.serving.app import create_app
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium and chromium-driver are not installed", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server_url(exported):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(OnnxClassifier(exported[1]))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.started, "server did not start"
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=900,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_picking_photos_shows_their_labels_as_bars(server_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: "ants, bees" in d.find_element(By.ID, "labels").text)
+    photos = real_photos("val", "ants", 1, skip=7) + real_photos("val", "bees", 1, skip=7)
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in photos))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result")) == 2)
+    rows = browser.find_elements(By.CSS_SELECTOR, ".result")
+    for row in rows:
+        labels = [bar.text.split()[0] for bar in row.find_elements(By.CSS_SELECTOR, ".bar")]
+        assert sorted(labels) == ["ants", "bees"]
+        assert row.find_element(By.TAG_NAME, "img").get_property("naturalWidth") > 0
+    screenshot = tmp_path / "page.png"
+    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
