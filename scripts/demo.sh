@@ -10,3 +10,5 @@ headstart sample digits demo/digits
 headstart train demo/digits -o demo/model
 headstart evaluate demo/model demo/digits
 headstart predict demo/model demo/digits/3/0003.png demo/digits/7/0007.png demo/digits/8/0008.png --top-k 3
+headstart export demo/model -o demo/digits.onnx
+headstart predict demo/digits.onnx demo/digits/5/0005.png --top-k 3

@@ -60,3 +60,29 @@ def test_prediction_runs_with_pytorch_blocked(exported, tmp_path):
     assert [len(p.get("top", [])) for p in predictions] == [2, 2, 0]
     assert "not a readable image" in predictions[2]["error"]
     assert predictions[0]["top"][0]["label"] in ("ants", "bees")
+
+
+def test_int8_quantization_keeps_predictions_and_metadata(exported, presplit, tmp_path):
+    from headstart.export.quantize import compare, quantize_int8
+
+    classifier, path = exported
+    train = sorted(presplit.glob("train/*/*.jpg"))
+    val = sorted(presplit.glob("val/*/*.jpg"))
+    calibration = np.stack([classifier.preprocessing.pixels(p.read_bytes()) for p in train])
+    int8 = quantize_int8(path, tmp_path / "model.int8.onnx", calibration)
+    runtime = OnnxClassifier(int8)
+    assert runtime.labels == ["ants", "bees"]
+    assert runtime.metadata["headstart.quantization"].startswith("int8")
+    pixels = np.stack([classifier.preprocessing.pixels(p.read_bytes()) for p in val])
+    truth = np.array([classifier.labels.index(p.parent.name) for p in val])
+    report = compare(path, int8, pixels, truth)
+    assert report["int8_bytes"] < 0.4 * report["fp32_bytes"]
+    assert report["top1_agreement"] >= 14 / 16
+    assert report["int8_accuracy"] >= report["fp32_accuracy"] - 2 / 16
+
+
+def test_quantizing_without_calibration_data_is_a_clear_error(trained, tmp_path):
+    _, folder = trained
+    command = [sys.executable, "-m", "headstart.cli", "export", str(folder), "--quantize", "int8"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1 and "needs --calibration DATA" in result.stderr

@@ -218,6 +218,10 @@ def export(
         Path | None, typer.Option("--output", "-o", help="[default: MODEL/model.onnx]")
     ] = None,
     format: Annotated[str, typer.Option(help="Export format: onnx")] = "onnx",
+    quantize: Annotated[str | None, typer.Option(help="int8: also write OUTPUT.int8.onnx")] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Labelled dataset to calibrate and check int8 on")
+    ] = None,
     cache_dir: CacheDir = None,
 ) -> None:
     """Export a model to one ONNX file: uint8 RGB pixels in, class probabilities out."""
@@ -226,9 +230,45 @@ def export(
 
     if format != "onnx":
         raise HeadstartError(f"unknown export format {format!r}: the one available is onnx")
+    if quantize not in (None, "int8"):
+        raise HeadstartError(f"unknown quantization {quantize!r}: the one available is int8")
+    if quantize and calibration is None:
+        raise HeadstartError("--quantize int8 needs --calibration DATA (a labelled dataset)")
     target = output or model / "model.onnx"
-    export_classifier(Classifier.load(model), target, cache_dir)
+    classifier = Classifier.load(model)
+    export_classifier(classifier, target, cache_dir)
     stderr.print(f"wrote {target} and {target.with_name('labels.txt')}")
+    if quantize:
+        _quantize(classifier, target, calibration)
+
+
+def _quantize(classifier, source: Path, calibration: Path) -> None:
+    """Calibrate on the training split, then report speed and accuracy on the held-out one."""
+    import numpy as np
+
+    from headstart.data.sources import load_dataset
+    from headstart.export.quantize import compare, quantize_int8
+    from headstart.features.extract import pixels_or_reason
+
+    dataset = load_dataset(calibration)
+
+    def pixels_and_truth(samples):
+        decoded = [(pixels_or_reason(classifier.preprocessing, s.path)[0], s) for s in samples]
+        kept = [(p, s) for p, s in decoded if p is not None]
+        truth = np.array([classifier.labels.index(s.label) for _, s in kept])
+        return np.stack([p for p, _ in kept]), truth
+
+    calibration_pixels, _ = pixels_and_truth(dataset.split("train")[::4][:64])
+    target = source.with_suffix(".int8.onnx")
+    quantize_int8(source, target, calibration_pixels)
+    held_out = dataset.evaluation_split()
+    pixels, truth = pixels_and_truth(dataset.split(held_out))
+    report = compare(source, target, pixels, truth)
+    table = Table(title=f"int8 against fp32 on the {held_out} split", show_header=False)
+    for key, value in report.items():
+        table.add_row(key, f"{value:.4f}" if value < 100 else f"{value:,.0f}")
+    stdout.print(table)
+    stderr.print(f"wrote {target}")
 
 
 @app.command()
