@@ -58,6 +58,8 @@ def decode_rgb(
 
 def _reason(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
+    if text.startswith("cannot identify image file"):
+        return "unknown image format"  # Pillow's text ends in the repr of our BytesIO
     return text.splitlines()[0]
 
 
