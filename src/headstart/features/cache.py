@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,17 @@ CREATE TABLE IF NOT EXISTS features (
 _LOOKUP_CHUNK = 500  # stays under SQLite's limit on bound parameters
 
 
+def _retry_while_locked(action, attempts: int = 100) -> None:
+    """Switching a new file to WAL can fail at once (no busy wait) when two processes race."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def default_cache_dir() -> Path:
     """$HEADSTART_CACHE_DIR, else the user's cache folder (~/.cache/headstart on Linux)."""
     return Path(os.environ.get(CACHE_ENV) or user_cache_dir("headstart")).expanduser()
@@ -39,6 +51,9 @@ class FeatureCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / "features.sqlite3"
         self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        _retry_while_locked(self._set_up)
+
+    def _set_up(self) -> None:
         self._db.execute("PRAGMA page_size=16384")  # only takes effect on a new file
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
