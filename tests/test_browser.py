@@ -78,3 +78,26 @@ def test_picking_photos_shows_their_labels_as_bars(server_url, browser, tmp_path
         assert row.find_element(By.TAG_NAME, "img").get_property("naturalWidth") > 0
     screenshot = tmp_path / "page.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+
+
+def test_report_renders_offline_with_its_figures(trained, presplit, cache_dir, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from headstart.evaluation.report import write_report
+
+    classifier, _ = trained
+    page = write_report(classifier, presplit, tmp_path / "report", cache_dir=cache_dir)
+    browser.get(page.as_uri())
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert len(images) >= 5
+    assert all(image.get_property("naturalWidth") > 0 for image in images)
+    table = browser.find_element(By.CSS_SELECTOR, "table.sortable:last-of-type")
+    recall = table.find_elements(By.TAG_NAME, "th")[2]
+    recall.click()
+    values = [
+        float(r.find_elements(By.TAG_NAME, "td")[2].text)
+        for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    assert values == sorted(values)
+    screenshot = tmp_path / "report.png"
+    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000

@@ -36,7 +36,8 @@ def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):
         PixelsToFeatures(backbone.build_module(), classifier.preprocessing), classifier.head
     ).eval()
     with torch.no_grad():
-        reference = torch.softmax(network(torch.from_numpy(pixels)), 1).numpy()
+        logits = network(torch.from_numpy(pixels)) / classifier.temperature
+        reference = torch.softmax(logits, 1).numpy()
     for batch in (pixels, pixels[:1]):  # the batch dimension is dynamic
         probabilities = runtime.probabilities(batch)
         assert probabilities.shape == (len(batch), 2)

@@ -137,6 +137,9 @@ def evaluate(
     model: Annotated[Path, typer.Argument(help="Model folder")],
     data: Annotated[Path, typer.Argument(help="Dataset; its test split, else validation")],
     split: Annotated[str | None, typer.Option(help="train, val or test")] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="Also write the full report to this folder")
+    ] = None,
     cache_dir: CacheDir = None,
     engine: Engine = "auto",
     quiet: Quiet = False,
@@ -147,6 +150,8 @@ def evaluate(
     from headstart.model.classifier import Classifier
 
     classifier = Classifier.load(model)
+    if report_dir is not None:
+        report(model, data, report_dir, split, cache_dir, engine)
     evaluation = classifier.evaluate(
         data, split, cache_dir, engine, progress=not (quiet or as_json)
     )
@@ -157,6 +162,23 @@ def evaluate(
         stdout.print(evaluation_tables(evaluation))
     for path, reason in evaluation.skipped:
         stderr.print(f"[yellow]skipped[/] {path}: {reason}")
+
+
+@app.command()
+def report(
+    model: Annotated[Path, typer.Argument(help="Model folder")],
+    data: Annotated[Path, typer.Argument(help="Dataset; its test split, else validation")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder")],
+    split: Annotated[str | None, typer.Option(help="train, val or test")] = None,
+    cache_dir: CacheDir = None,
+    engine: Engine = "auto",
+) -> None:
+    """Write report.html (self-contained) with PNG figures, metrics JSON and CSVs."""
+    from headstart.evaluation.report import write_report
+    from headstart.model.classifier import Classifier
+
+    page = write_report(Classifier.load(model), data, output, split, cache_dir, engine)
+    stderr.print(f"wrote {page}")
 
 
 @app.command()

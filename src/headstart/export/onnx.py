@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import tempfile
@@ -56,7 +57,7 @@ def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> 
     backbone = classifier.extractor(cache_dir, "torch").backbone
     network = nn.Sequential(
         PixelsToFeatures(backbone.build_module(), classifier.preprocessing),
-        classifier.head.eval(),
+        _calibrated_head(classifier.head, classifier.temperature),
         nn.Softmax(dim=1),
     )
     export_pixels_module(network, classifier.preprocessing.input_size, path, "probabilities")
@@ -66,6 +67,17 @@ def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> 
     atomic_write_bytes(path, model.SerializeToString())
     atomic_write_bytes(path.with_name("labels.txt"), ("\n".join(classifier.labels) + "\n").encode())
     return path
+
+
+def _calibrated_head(head, temperature: float):
+    """A copy of the head whose logits are already divided by the calibration temperature."""
+    import torch
+
+    scaled = copy.deepcopy(head).eval()
+    with torch.no_grad():
+        scaled[-1].weight /= temperature
+        scaled[-1].bias /= temperature
+    return scaled
 
 
 def onnx_metadata(classifier) -> dict[str, str]:

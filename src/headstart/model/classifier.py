@@ -13,6 +13,7 @@ from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone, resolve_backbone
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
+from headstart.evaluation.calibration import softmax
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
@@ -79,10 +80,18 @@ class Classifier:
 
     # -- inference ---------------------------------------------------------------------------
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
+    @property
+    def temperature(self) -> float:
+        """Fitted on the validation split at training time; 1.0 when there was none."""
+        return float(self.info.get("calibration", {}).get("temperature", 1.0))
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            logits = self.head(torch.from_numpy(features).float())
-            return torch.softmax(logits, dim=1).numpy()
+            return self.head(torch.from_numpy(features).float()).numpy()
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities: softmax of the logits over the temperature."""
+        return softmax(self.logits(features), self.temperature)
 
     def predict(
         self,
@@ -113,7 +122,7 @@ class Classifier:
         progress: bool = False,
     ) -> Evaluation:
         """Evaluate on a dataset's test split (else its validation split), or on `split`."""
-        dataset = data if isinstance(data, Dataset) else self._evaluation_dataset(data)
+        dataset = data if isinstance(data, Dataset) else self.evaluation_dataset(data)
         split = split or dataset.evaluation_split()
         unknown = sorted(set(dataset.classes) - set(self.labels))
         if unknown:
@@ -131,7 +140,7 @@ class Classifier:
             probabilities, labelled.y, self.labels, split, labelled.skipped
         )
 
-    def _evaluation_dataset(self, data: str | Path) -> Dataset:
+    def evaluation_dataset(self, data: str | Path) -> Dataset:
         settings = self.info.get("training", {}).get("split", {})
         return load_dataset(
             data, settings.get("val_percent", 10.0), settings.get("test_percent", 10.0)

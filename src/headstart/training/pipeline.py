@@ -28,6 +28,7 @@ class TrainSummary:
     used: dict[str, int]  # images with features, per split
     skipped: list[tuple[str, str]]  # (path, reason)
     computed: int  # images that went through the backbone (the rest came from the cache)
+    train_per_class: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
     epochs_run: int = 0
@@ -82,6 +83,7 @@ def train(
         "training": time.perf_counter() - extracted,
         "total": time.perf_counter() - started,
     }
+    calibration = _calibrate(fit.head, splits["val"])
     classifier = Classifier(
         dataset.classes,
         extractor.backbone.describe(),
@@ -96,12 +98,39 @@ def train(
                 "dataset": str(dataset.root),
             },
             "summary": summary.to_dict(),
+            **({"calibration": calibration} if calibration else {}),
             "history": fit.history,
         },
     )
     if output is not None:
         classifier.save(output)
     return classifier
+
+
+def _calibrate(head, val: LabelledFeatures) -> dict[str, float] | None:
+    """Temperature scaling fitted on the validation split, with its effect on NLL and ECE."""
+    import torch
+
+    from headstart.evaluation.calibration import (
+        expected_calibration_error,
+        fit_temperature,
+        nll,
+        softmax,
+    )
+
+    if not len(val.y):
+        return None
+    with torch.no_grad():
+        logits = head.eval()(torch.from_numpy(val.x)).numpy().astype(np.float64)
+    temperature = fit_temperature(logits, val.y)
+    before, after = softmax(logits), softmax(logits, temperature)
+    return {
+        "temperature": temperature,
+        "val_nll_before": nll(before, val.y),
+        "val_nll_after": nll(after, val.y),
+        "val_ece_before": expected_calibration_error(before, val.y),
+        "val_ece_after": expected_calibration_error(after, val.y),
+    }
 
 
 def _or_empty(split: LabelledFeatures, like: LabelledFeatures) -> np.ndarray:
@@ -128,6 +157,14 @@ def _summary(dataset, splits, history, best_epoch) -> TrainSummary:
         used={name: len(split.y) for name, split in splits.items()},
         skipped=[(str(p), r) for split in splits.values() for p, r in split.skipped],
         computed=sum(split.computed for split in splits.values()),
+        train_per_class={
+            label: int(n)
+            for label, n in zip(
+                dataset.classes,
+                np.bincount(splits["train"].y, minlength=len(dataset.classes)),
+                strict=True,
+            )
+        },
         best_epoch=best_epoch,
         epochs_run=len(history),
         val_accuracy=best.get("val_accuracy"),

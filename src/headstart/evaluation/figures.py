@@ -1,0 +1,116 @@
+"""The report's figures, drawn with matplotlib (Agg) in one consistent style, as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+BLUE, ORANGE, GREY = "#3a7bd5", "#e8833a", "#9aa5b1"
+
+
+def _figure(width: float, height: float, columns: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "font.size": 9,
+        }
+    )
+    return plt.subplots(1, columns, figsize=(width, height), dpi=110)
+
+
+def _png(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def confusion_figure(confusion: np.ndarray, labels: list[str], normalised: bool) -> bytes:
+    """Counts or row-normalised; stays readable from 2 to a few hundred classes."""
+    n = len(labels)
+    values = confusion / np.maximum(confusion.sum(1, keepdims=True), 1) if normalised else confusion
+    side = min(max(4.5, 1.0 + 0.16 * n), 22.0)
+    figure, axes = _figure(side, side * 0.9)
+    image = axes.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalised else None)
+    axes.grid(False)
+    font = max(3.0, min(9.0, 360 / max(n, 1)))
+    axes.set_xticks(range(n), labels, rotation=90, fontsize=font)
+    axes.set_yticks(range(n), labels, fontsize=font)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title("Confusion matrix, " + ("row-normalised" if normalised else "counts"))
+    if n <= 20:
+        for (row, column), value in np.ndenumerate(values):
+            text = f"{value:.2f}" if normalised else str(int(value))
+            dark = value > values.max() / 2
+            axes.text(
+                column, row, text, ha="center", va="center", color="white" if dark else "black"
+            )
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    return _png(figure)
+
+
+def accuracy_vs_images_figure(per_class: list[dict[str, Any]], train_counts: dict) -> bytes:
+    figure, axes = _figure(6, 4)
+    x = [train_counts.get(row["label"], 0) for row in per_class]
+    y = [row["recall"] for row in per_class]
+    axes.scatter(x, y, color=BLUE, alpha=0.8)
+    if len(per_class) <= 30:
+        for xi, yi, row in zip(x, y, per_class, strict=True):
+            axes.annotate(
+                row["label"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    axes.set_xlabel("training images of the class")
+    axes.set_ylabel("accuracy on the class (recall)")
+    axes.set_ylim(-0.03, 1.03)
+    axes.set_title("Accuracy per class against its number of training images")
+    return _png(figure)
+
+
+def reliability_figure(before: list[dict], after: list[dict], temperature: float) -> bytes:
+    figure, axes = _figure(5, 4.5)
+    axes.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="perfect calibration")
+    for rows, colour, name in (
+        (before, ORANGE, "uncalibrated"),
+        (after, BLUE, f"T = {temperature:.2f}"),
+    ):
+        axes.plot(
+            [r["confidence"] for r in rows],
+            [r["accuracy"] for r in rows],
+            "o-",
+            color=colour,
+            label=name,
+        )
+    axes.set_xlabel("confidence (top probability)")
+    axes.set_ylabel("accuracy")
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.02)
+    axes.legend(loc="upper left")
+    axes.set_title("Reliability diagram")
+    return _png(figure)
+
+
+def training_curves_figure(history: list[dict[str, float]]) -> bytes:
+    figure, (loss, accuracy) = _figure(9, 3.6, columns=2)
+    epochs = [h["epoch"] for h in history]
+    for axes, key, title in ((loss, "loss", "Loss"), (accuracy, "accuracy", "Accuracy")):
+        axes.plot(epochs, [h[f"train_{key}"] for h in history], color=ORANGE, label="train")
+        if "val_" + key in history[0]:
+            axes.plot(epochs, [h[f"val_{key}"] for h in history], color=BLUE, label="validation")
+        axes.set_xlabel("epoch")
+        axes.set_title(title)
+        axes.legend()
+    return _png(figure)

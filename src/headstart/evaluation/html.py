@@ -1,0 +1,154 @@
+"""The report page: one HTML file with everything inlined, so it opens offline anywhere."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from typing import Any
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem;
+       color: #222; }
+h1 { margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+.cards { display: flex; flex-wrap: wrap; gap: .8rem; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: .6rem 1rem; min-width: 9rem; }
+.card b { display: block; font-size: 1.4rem; }
+img.figure { max-width: 100%; height: auto; }
+table { border-collapse: collapse; }
+td, th { padding: .25rem .6rem; border-bottom: 1px solid #eee; }
+th { cursor: pointer; text-align: left; background: #f6f8fa; } td.n { text-align: right; }
+.gallery { display: flex; flex-wrap: wrap; gap: .8rem; }
+.gallery figure { margin: 0; width: 140px; font-size: .8rem; }
+.gallery img { width: 128px; height: 128px; object-fit: cover; border-radius: 4px; }
+"""
+
+_SORT = """
+document.querySelectorAll("table.sortable th").forEach((th, column) => {
+  th.addEventListener("click", () => {
+    const body = th.closest("table").tBodies[0];
+    const rows = [...body.rows];
+    const ascending = th.dataset.order !== "asc";
+    th.dataset.order = ascending ? "asc" : "desc";
+    const key = row => {
+      const text = row.cells[column].textContent;
+      const number = parseFloat(text);
+      return isNaN(number) ? text : number;
+    };
+    rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (ascending ? 1 : -1));
+    body.append(...rows);
+  });
+});
+"""
+
+
+def report_page(
+    title: str, numbers: dict[str, Any], pngs: dict[str, bytes], galleries: dict
+) -> str:
+    parts = [
+        f"<h1>{escape(title)}</h1>",
+        f"<p>{escape(numbers['backbone'].get('name', ''))} backbone, "
+        f"{escape(str(numbers.get('strategy') or 'linear'))} head; evaluated on the "
+        f"<b>{escape(numbers['split'])}</b> split.</p>",
+        _cards(numbers),
+        "<h2>Confusion matrix</h2>",
+        _image(pngs["confusion_counts"], "confusion matrix, counts"),
+        _image(pngs["confusion_normalised"], "confusion matrix, row-normalised"),
+        _most_confused(numbers["most_confused"]),
+        "<h2>Per class</h2><p>Click a column to sort.</p>",
+        _per_class(numbers["per_class"], numbers["train_per_class"]),
+        _image(pngs["accuracy_vs_training_images"], "accuracy against training images"),
+        "<h2>Calibration</h2>",
+        _calibration(numbers["calibration"]),
+        _image(pngs["reliability"], "reliability diagram"),
+    ]
+    if "training_curves" in pngs:
+        parts += ["<h2>Training curves</h2>", _image(pngs["training_curves"], "training curves")]
+    for name, items in galleries.items():
+        parts += [f"<h2>{escape(name)}</h2>", _gallery(items)]
+    body = "\n".join(parts)
+    return (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>\n{body}\n<script>{_SORT}</script></body></html>\n"
+    )
+
+
+def _cards(numbers: dict[str, Any]) -> str:
+    cards = [
+        ("top-1 accuracy", f"{numbers['accuracy']:.2%}"),
+        ("balanced accuracy", f"{numbers['balanced_accuracy']:.2%}"),
+        ("mean cross entropy", f"{numbers['cross_entropy']:.4f}"),
+        ("images evaluated", str(numbers["images"])),
+    ]
+    if numbers.get("top5_accuracy") is not None:
+        cards.insert(1, ("top-5 accuracy", f"{numbers['top5_accuracy']:.2%}"))
+    split_counts = ", ".join(f"{k} {v}" for k, v in numbers["images_per_split"].items())
+    cards.append(("images per split", split_counts))
+    if numbers.get("training_seconds") is not None:
+        cards.append(("training time", f"{numbers['training_seconds']:.1f} s"))
+    if numbers.get("skipped"):
+        cards.append(("unreadable, skipped", str(len(numbers["skipped"]))))
+    items = "".join(f"<div class='card'>{escape(k)}<b>{escape(v)}</b></div>" for k, v in cards)
+    return f"<div class='cards'>{items}</div>"
+
+
+def _image(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode()
+    return f"<p><img class='figure' alt='{escape(alt)}' src='data:image/png;base64,{data}'></p>"
+
+
+def _most_confused(pairs: list[dict]) -> str:
+    if not pairs:
+        return "<p>No confusions.</p>"
+    rows = "".join(
+        f"<tr><td>{escape(p['true'])}</td><td>{escape(p['predicted'])}</td>"
+        f"<td class='n'>{p['count']}</td></tr>"
+        for p in pairs
+    )
+    return (
+        "<h3>Most confused pairs</h3><table class='sortable'><thead><tr><th>true</th>"
+        f"<th>predicted as</th><th>images</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _per_class(per_class: list[dict], train_counts: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(r['label'])}</td><td class='n'>{r['precision']:.3f}</td>"
+        f"<td class='n'>{r['recall']:.3f}</td><td class='n'>{r['f1']:.3f}</td>"
+        f"<td class='n'>{r['support']}</td>"
+        f"<td class='n'>{train_counts.get(r['label'], 0)}</td></tr>"
+        for r in per_class
+    )
+    head = "".join(
+        f"<th>{name}</th>"
+        for name in ("class", "precision", "recall", "F1", "support", "train images")
+    )
+    return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _calibration(calibration: dict) -> str:
+    fitted = calibration.get("fitted_on_validation") or {}
+    text = (
+        f"<p>Temperature {calibration['temperature']:.3f}, fitted on the validation split and used "
+        f"by predict. Expected calibration error on this split: "
+        f"{calibration['ece_before']:.4f} before, <b>{calibration['ece_after']:.4f}</b> after."
+    )
+    if fitted:
+        text += (
+            f" On the validation split, NLL went from {fitted['val_nll_before']:.4f} to "
+            f"{fitted['val_nll_after']:.4f}."
+        )
+    return text + "</p>"
+
+
+def _gallery(items: list[dict]) -> str:
+    if not items:
+        return "<p>None.</p>"
+    figures = "".join(
+        f"<figure title='{escape(item['path'])}'>"
+        f"<img alt='{escape(item['true'])}' src='data:image/jpeg;base64,{item['thumbnail']}'>"
+        f"<figcaption>true <b>{escape(item['true'])}</b><br>predicted "
+        f"<b>{escape(item['predicted'])}</b> {item['probability']:.1%}</figcaption></figure>"
+        for item in items
+    )
+    return f"<div class='gallery'>{figures}</div>"

@@ -1,0 +1,176 @@
+"""`headstart report`: one self-contained report.html plus the same figures as PNG, JSON and CSV."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.data.images import decode_rgb
+from headstart.data.sources import Dataset
+from headstart.evaluation import figures
+from headstart.evaluation.calibration import expected_calibration_error, reliability_bins, softmax
+from headstart.evaluation.html import report_page
+from headstart.evaluation.metrics import evaluate_probabilities
+from headstart.features.labelled import labelled_features
+from headstart.storage import atomic_write_bytes, atomic_write_text
+
+GALLERY_SIZE = 24  # per gallery: keeps a 10,000-image report to a few MB
+THUMBNAIL = 128
+TOP_K = 5
+
+
+def write_report(
+    classifier,
+    data: str | Path,
+    folder: str | Path,
+    split: str | None = None,
+    cache_dir: str | Path | None = None,
+    engine: str = "auto",
+    progress: bool = False,
+) -> Path:
+    """Evaluate `classifier` on `data` and write the report into `folder`; returns report.html."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = data if isinstance(data, Dataset) else classifier.evaluation_dataset(data)
+    split = split or dataset.evaluation_split()
+    labelled = labelled_features(
+        classifier.extractor(cache_dir, engine), dataset.split(split), classifier.labels, progress
+    )
+    logits = classifier.logits(labelled.x).astype(np.float64)
+    raw, calibrated = softmax(logits), softmax(logits, classifier.temperature)
+    evaluation = evaluate_probabilities(
+        calibrated, labelled.y, classifier.labels, split, labelled.skipped
+    )
+    numbers = _numbers(classifier, dataset, evaluation, raw, calibrated, labelled.y)
+    pngs = _figures(classifier, evaluation, numbers, raw, calibrated, labelled.y)
+    for name, data_bytes in pngs.items():
+        atomic_write_bytes(folder / f"{name}.png", data_bytes)
+    atomic_write_text(folder / "metrics.json", json.dumps(numbers, indent=2) + "\n")
+    _write_per_class_csv(folder / "per_class.csv", evaluation.per_class)
+    paths = [sample.path for sample in labelled.samples]
+    _write_predictions_csv(
+        folder / "predictions.csv", paths, labelled.y, calibrated, classifier.labels
+    )
+    galleries = _galleries(paths, labelled.y, calibrated, classifier.labels)
+    title = f"headstart report: {len(classifier.labels)} classes"
+    page = report_page(title, numbers, pngs, galleries)
+    atomic_write_text(folder / "report.html", page)
+    return folder / "report.html"
+
+
+def _numbers(classifier, dataset, evaluation, raw, calibrated, truth) -> dict[str, Any]:
+    from sklearn.metrics import balanced_accuracy_score
+
+    summary = classifier.info.get("summary", {})
+    confusion = np.array(evaluation.confusion)
+    off_diagonal = [
+        (int(confusion[i, j]), classifier.labels[i], classifier.labels[j])
+        for i, j in zip(*np.nonzero(confusion), strict=True)
+        if i != j
+    ]
+    return {
+        **evaluation.to_dict(),
+        "balanced_accuracy": float(balanced_accuracy_score(truth, calibrated.argmax(1))),
+        "images_per_split": dataset.counts(),
+        "backbone": classifier.backbone,
+        "strategy": classifier.info.get("training", {}).get("strategy"),
+        "training_seconds": summary.get("seconds", {}).get("total"),
+        "train_per_class": summary.get("train_per_class")
+        or dict(Counter(s.label for s in dataset.split("train"))),
+        "most_confused": [
+            {"true": t, "predicted": p, "count": n}
+            for n, t, p in sorted(off_diagonal, reverse=True)[:20]
+        ],
+        "calibration": {
+            "temperature": classifier.temperature,
+            "ece_before": expected_calibration_error(raw, truth),
+            "ece_after": expected_calibration_error(calibrated, truth),
+            "reliability_before": reliability_bins(raw, truth),
+            "reliability_after": reliability_bins(calibrated, truth),
+            "fitted_on_validation": classifier.info.get("calibration"),
+        },
+    }
+
+
+def _figures(classifier, evaluation, numbers, raw, calibrated, truth) -> dict[str, bytes]:
+    confusion = np.array(evaluation.confusion)
+    calibration = numbers["calibration"]
+    pngs = {
+        "confusion_counts": figures.confusion_figure(confusion, classifier.labels, False),
+        "confusion_normalised": figures.confusion_figure(confusion, classifier.labels, True),
+        "accuracy_vs_training_images": figures.accuracy_vs_images_figure(
+            evaluation.per_class, numbers["train_per_class"]
+        ),
+        "reliability": figures.reliability_figure(
+            calibration["reliability_before"],
+            calibration["reliability_after"],
+            classifier.temperature,
+        ),
+    }
+    history = classifier.info.get("history")
+    if history:
+        pngs["training_curves"] = figures.training_curves_figure(history)
+    return pngs
+
+
+def _write_per_class_csv(path: Path, per_class: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(per_class[0]))
+    writer.writeheader()
+    writer.writerows(per_class)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _write_predictions_csv(path, paths, truth, probabilities, labels) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "true", "predicted", "probability", "top_k"])
+    order = np.argsort(-probabilities, axis=1)[:, :TOP_K]
+    for row, image in enumerate(paths):
+        top = order[row]
+        writer.writerow(
+            [
+                str(image),
+                labels[truth[row]],
+                labels[top[0]],
+                f"{probabilities[row, top[0]]:.6f}",
+                ";".join(f"{labels[i]}:{probabilities[row, i]:.4f}" for i in top),
+            ]
+        )
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _galleries(paths, truth, probabilities, labels) -> dict[str, list[dict]]:
+    predicted = probabilities.argmax(1)
+    confidence = probabilities.max(1)
+    wrong = [i for i in np.argsort(-confidence) if predicted[i] != truth[i]][:GALLERY_SIZE]
+    unsure = [i for i in np.argsort(confidence) if predicted[i] == truth[i]][:GALLERY_SIZE]
+
+    def items(indices):
+        return [
+            {
+                "path": str(paths[i]),
+                "true": labels[truth[i]],
+                "predicted": labels[predicted[i]],
+                "probability": float(confidence[i]),
+                "thumbnail": _thumbnail(paths[i]),
+            }
+            for i in indices
+        ]
+
+    return {"Most confident mistakes": items(wrong), "Least confident correct": items(unsure)}
+
+
+def _thumbnail(path: Path) -> str:
+    image = decode_rgb(Path(path).read_bytes(), draft=lambda w, h: (THUMBNAIL, THUMBNAIL))
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return base64.b64encode(buffer.getvalue()).decode()

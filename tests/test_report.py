@@ -1,0 +1,112 @@
+"""The evaluation report: files, numbers checked against scikit-learn, calibration, the page."""
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import real_photos
+from PIL import Image
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss
+
+from headstart.evaluation.calibration import fit_temperature, nll, softmax
+from headstart.evaluation.figures import confusion_figure
+from headstart.evaluation.report import GALLERY_SIZE, write_report
+
+FIGURES = [
+    "accuracy_vs_training_images",
+    "confusion_counts",
+    "confusion_normalised",
+    "reliability",
+    "training_curves",
+]
+
+
+@pytest.fixture(scope="module")
+def report(trained, presplit, cache_dir, tmp_path_factory):
+    classifier, _ = trained
+    folder = tmp_path_factory.mktemp("report")
+    page = write_report(classifier, presplit, folder, cache_dir=cache_dir)
+    return classifier, folder, page
+
+
+def test_report_folder_holds_html_pngs_json_and_csv(report):
+    _, folder, page = report
+    assert page == folder / "report.html"
+    names = {p.name for p in folder.iterdir()}
+    assert {f"{name}.png" for name in FIGURES} <= names
+    assert {"metrics.json", "per_class.csv", "predictions.csv", "report.html"} <= names
+    for name in FIGURES:
+        assert Image.open(folder / f"{name}.png").size[0] > 300
+
+
+def test_numbers_match_scikit_learn(report, presplit, cache_dir):
+    classifier, folder, _ = report
+    numbers = json.loads((folder / "metrics.json").read_text())
+    paths = sorted(presplit.glob("val/*/*.jpg"))
+    truth = np.array([classifier.labels.index(p.parent.name) for p in paths])
+    features = classifier.extractor(cache_dir).extract_files(paths).features
+    probabilities = classifier.probabilities(features)
+    predicted = probabilities.argmax(1)
+    assert numbers["images"] == len(paths) == 16
+    assert numbers["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert numbers["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, predicted))
+    assert numbers["cross_entropy"] == pytest.approx(log_loss(truth, probabilities), rel=1e-5)
+    assert numbers["confusion"] == confusion_matrix(truth, predicted).tolist()
+    rows = list(csv.DictReader(io.StringIO((folder / "predictions.csv").read_text())))
+    assert len(rows) == 16
+    assert sum(r["true"] == r["predicted"] for r in rows) == int(np.sum(predicted == truth))
+
+
+def test_temperature_scaling_lowers_validation_nll(trained):
+    classifier, _ = trained
+    fitted = classifier.info["calibration"]
+    assert fitted["val_nll_after"] <= fitted["val_nll_before"] + 1e-9
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, 400)
+    logits = rng.normal(size=(400, 4))
+    logits[np.arange(400), truth] += 1.0
+    overconfident = logits * 6  # right often, far too sure always
+    temperature = fit_temperature(overconfident, truth)
+    assert temperature > 2
+    assert nll(softmax(overconfident, temperature), truth) < 0.8 * nll(
+        softmax(overconfident), truth
+    )
+
+
+def test_predict_uses_the_fitted_temperature(trained, cache_dir):
+    classifier, _ = trained
+    photos = real_photos("val", "ants", 2)
+    features = classifier.extractor(cache_dir).extract_files(photos).features
+    expected = softmax(classifier.logits(features).astype(np.float64), classifier.temperature)
+    np.testing.assert_allclose(classifier.probabilities(features), expected, rtol=1e-6)
+
+
+def test_html_is_self_contained(report):
+    _, _, page = report
+    text = page.read_text()
+    assert not re.search(r"https?://", text)
+    assert not re.search(r"""(src|href)=['"]?(?!data:)[^'" >]""", text)
+    assert text.count("data:image/png;base64,") == len(FIGURES)
+    assert text.count("<figure") <= 2 * GALLERY_SIZE
+
+
+def test_confusion_figure_stays_readable_with_100_classes():
+    labels = [f"class_{i:03d}" for i in range(100)]
+    rng = np.random.default_rng(0)
+    confusion = rng.integers(0, 3, (100, 100)) + np.diag(rng.integers(5, 20, 100))
+    png = Image.open(io.BytesIO(confusion_figure(confusion, labels, normalised=True)))
+    assert png.size[0] >= 1500  # the figure grows with the classes instead of squeezing labels
+
+
+def test_report_command(trained, presplit, cache_dir, tmp_path):
+    _, folder = trained
+    command = [sys.executable, "-m", "headstart.cli", "evaluate", str(folder), str(presplit)]
+    command += ["--report", str(tmp_path / "r"), "--cache-dir", str(cache_dir), "-q"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "r" / "report.html").is_file()
