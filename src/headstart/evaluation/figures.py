@@ -42,11 +42,12 @@ def confusion_figure(confusion: np.ndarray, labels: list[str], normalised: bool)
     """Counts or row-normalised; stays readable from 2 to a few hundred classes."""
     n = len(labels)
     values = confusion / np.maximum(confusion.sum(1, keepdims=True), 1) if normalised else confusion
-    side = min(max(4.5, 1.0 + 0.16 * n), 22.0)
+    side = min(max(4.5, 1.5 + 0.2 * n), 40.0)
     figure, axes = _figure(side, side * 0.9)
     image = axes.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalised else None)
     axes.grid(False)
-    font = max(3.0, min(9.0, 360 / max(n, 1)))
+    row_points = side * 0.75 * 72 / max(n, 1)  # height of one row in the plot, in points
+    font = max(4.0, min(9.0, 0.5 * row_points))
     axes.set_xticks(range(n), labels, rotation=90, fontsize=font)
     axes.set_yticks(range(n), labels, fontsize=font)
     axes.set_xlabel("predicted")
