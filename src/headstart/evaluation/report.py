@@ -18,7 +18,6 @@ from headstart.evaluation import figures
 from headstart.evaluation.calibration import expected_calibration_error, reliability_bins, softmax
 from headstart.evaluation.html import report_page
 from headstart.evaluation.metrics import evaluate_probabilities
-from headstart.features.labelled import labelled_features
 from headstart.storage import atomic_write_bytes, atomic_write_text
 
 GALLERY_SIZE = 24  # per gallery: keeps a 10,000-image report to a few MB
@@ -28,7 +27,7 @@ TOP_K = 5
 
 def write_report(
     classifier,
-    data: str | Path,
+    data: str | Path | Dataset,
     folder: str | Path,
     split: str | None = None,
     cache_dir: str | Path | None = None,
@@ -38,10 +37,8 @@ def write_report(
     """Evaluate `classifier` on `data` and write the report into `folder`; returns report.html."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    dataset = data if isinstance(data, Dataset) else classifier.evaluation_dataset(data)
-    split = split or dataset.evaluation_split()
-    labelled = labelled_features(
-        classifier.extractor(cache_dir, engine), dataset.split(split), classifier.labels, progress
+    dataset, split, labelled = classifier.evaluation_features(
+        data, split, cache_dir, engine, progress
     )
     logits = classifier.logits(labelled.x).astype(np.float64)
     raw, calibrated = softmax(logits), softmax(logits, classifier.temperature)

@@ -54,11 +54,9 @@ class OnnxClassifier:
         """Top-k (label, probability) pairs for already decoded network inputs."""
         k = max(1, min(top_k, len(self.labels)))
         results = []
-        for start in range(0, len(pixels), batch_size):
-            probabilities = self.probabilities(np.stack(pixels[start : start + batch_size]))
-            for row in probabilities:
-                top = np.argsort(-row)[:k]
-                results.append([(self.labels[i], float(row[i])) for i in top])
+        for row in self._batched_probabilities(pixels, batch_size):
+            top = np.argsort(-row)[:k]
+            results.append([(self.labels[i], float(row[i])) for i in top])
         return results
 
     def predict(
@@ -69,11 +67,12 @@ class OnnxClassifier:
             decoded = list(pool.map(partial(pixels_or_reason, self.preprocessing), paths))
         kept = [i for i, (pixels, _) in enumerate(decoded) if pixels is not None]
         skipped = [(paths[i], error) for i, (_, error) in enumerate(decoded) if error]
-        chunks = [
-            self.probabilities(np.stack([decoded[i][0] for i in kept[start : start + batch_size]]))
-            for start in range(0, len(kept), batch_size)
-        ]
-        probabilities = (
-            np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
-        )
+        probabilities = self._batched_probabilities([decoded[i][0] for i in kept], batch_size)
         return top_k_predictions(paths, kept, probabilities, skipped, self.labels, top_k)
+
+    def _batched_probabilities(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
+        chunks = [
+            self.probabilities(np.stack(pixels[start : start + batch_size]))
+            for start in range(0, len(pixels), batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)

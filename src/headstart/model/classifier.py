@@ -17,7 +17,7 @@ from headstart.evaluation.calibration import softmax
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
-from headstart.features.labelled import labelled_features
+from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.model.folder import read_model_folder, write_model_folder
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.training.heads import HeadConfig, build_head
@@ -122,6 +122,21 @@ class Classifier:
         progress: bool = False,
     ) -> Evaluation:
         """Evaluate on a dataset's test split (else its validation split), or on `split`."""
+        _, split, labelled = self.evaluation_features(data, split, cache_dir, engine, progress)
+        probabilities = self.probabilities(labelled.x)
+        return evaluate_probabilities(
+            probabilities, labelled.y, self.labels, split, labelled.skipped
+        )
+
+    def evaluation_features(
+        self,
+        data: str | Path | Dataset,
+        split: str | None = None,
+        cache_dir: str | Path | None = None,
+        engine: str = "auto",
+        progress: bool = False,
+    ) -> tuple[Dataset, str, LabelledFeatures]:
+        """The dataset, the split evaluated (test, else validation) and its labelled features."""
         dataset = data if isinstance(data, Dataset) else self.evaluation_dataset(data)
         split = split or dataset.evaluation_split()
         unknown = sorted(set(dataset.classes) - set(self.labels))
@@ -135,10 +150,7 @@ class Classifier:
         )
         if not len(labelled.y):
             raise HeadstartError(f"{dataset.root}: no readable images in the {split} split")
-        probabilities = self.probabilities(labelled.x)
-        return evaluate_probabilities(
-            probabilities, labelled.y, self.labels, split, labelled.skipped
-        )
+        return dataset, split, labelled
 
     def evaluation_dataset(self, data: str | Path) -> Dataset:
         settings = self.info.get("training", {}).get("split", {})
