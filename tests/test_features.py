@@ -9,6 +9,7 @@ import pytest
 from conftest import copy_photos, real_photos
 
 from headstart.backbones import resolve_backbone
+from headstart.backbones.network import PixelsToFeatures
 from headstart.features import FeatureCache, FeatureExtractor
 from headstart.features.engines import TorchEngine
 
@@ -27,7 +28,8 @@ def test_onnx_features_match_pytorch_on_real_photos(extractor, backbone):
     photos = real_photos("val", "ants", 3) + real_photos("val", "bees", 3)
     pixels = np.stack([backbone.preprocessing.pixels(p.read_bytes()) for p in photos])
     fast = extractor.engine(pixels)
-    reference = TorchEngine(backbone, "cpu")(pixels)
+    module = PixelsToFeatures(backbone.build_module(), backbone.preprocessing)
+    reference = TorchEngine(module, "cpu")(pixels)
     assert fast.shape == reference.shape == (6, 1280)
     assert np.abs(fast - reference).max() < 1e-3 * np.abs(reference).max()
 

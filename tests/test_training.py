@@ -16,7 +16,7 @@ def blobs(seed: int, n: int = 60, dim: int = 16, classes: int = 3):
 
 def test_same_seed_gives_the_same_head():
     (x, y), (vx, vy) = blobs(0), blobs(1)
-    settings = FitSettings(head="mlp", hidden=32, epochs=30, seed=7)
+    settings = FitSettings(strategy="mlp", hidden=32, epochs=30, seed=7)
     first = fit_head(x, y, vx, vy, 3, settings)
     second = fit_head(x, y, vx, vy, 3, settings)
     for a, b in zip(
@@ -54,3 +54,32 @@ def test_without_validation_all_epochs_run():
     empty = np.zeros((0, x.shape[1]), np.float32)
     result = fit_head(x, y, empty, np.zeros(0, np.int64), 3, FitSettings(epochs=7))
     assert len(result.history) == 7 and result.best_epoch == 7
+
+
+def test_keep_start_gives_back_the_start_when_training_only_hurts():
+    from headstart.training.loop import run_epochs
+
+    (x, y), (vx, vy) = blobs(0, n=40), blobs(1)
+    vy = (vy + 1) % 3  # training makes validation worse from the first step
+    head = torch.nn.Linear(16, 3)
+    start = {k: v.clone() for k, v in head.state_dict().items()}
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    vxt, vyt = torch.from_numpy(vx), torch.from_numpy(vy)
+
+    def train_epoch(epoch):
+        loss = torch.nn.functional.cross_entropy(head(tx), ty)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item(), 0.0
+
+    def validate():
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(head(vxt), vyt)), 0.0
+
+    state = run_epochs(
+        head, optimizer, train_epoch, validate, epochs=5, patience=3, seed=0, keep_start=True
+    )
+    assert state.best_epoch == 0 and len(state.history) == 3
+    assert all(torch.equal(start[k], v) for k, v in head.state_dict().items())

@@ -37,6 +37,7 @@ CacheDir = Annotated[
 Engine = Annotated[str, typer.Option(help="Feature engine: auto, onnx (CPU) or torch")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout")]
+Tta = Annotated[bool, typer.Option("--tta", help="Average over flips and crops (4 views)")]
 
 
 @app.command()
@@ -46,7 +47,9 @@ def train(
     backbone: Annotated[
         str, typer.Option(help="Offline name or any timm model")
     ] = "efficientnet_lite0",
-    head: Annotated[str, typer.Option(help="linear or mlp")] = DEFAULTS.head,
+    strategy: Annotated[
+        str, typer.Option(help="linear, mlp, finetune, or auto (by data size and time budget)")
+    ] = DEFAULTS.strategy,
     hidden: Annotated[int, typer.Option(help="MLP hidden units")] = DEFAULTS.hidden,
     dropout: Annotated[
         float, typer.Option(help="Dropout before the last layer")
@@ -64,6 +67,34 @@ def train(
     balance_classes: Annotated[
         bool, typer.Option(help="Weight classes by inverse frequency")
     ] = DEFAULTS.balance_classes,
+    aug_views: Annotated[
+        int, typer.Option(help="Cached augmented views per training image (linear, mlp)")
+    ] = DEFAULTS.aug_views,
+    augment: Annotated[
+        str, typer.Option(help="none, light or strong (fine-tuning and --aug-views)")
+    ] = DEFAULTS.augment,
+    unfreeze: Annotated[
+        str, typer.Option(help="Fine-tune the top N units (head conv, stages) or all")
+    ] = DEFAULTS.unfreeze,
+    finetune_epochs: Annotated[
+        int, typer.Option(help="Most fine-tuning epochs")
+    ] = DEFAULTS.finetune_epochs,
+    finetune_lr: Annotated[
+        float, typer.Option(help="Fine-tuning learning rate of the head")
+    ] = DEFAULTS.finetune_learning_rate,
+    backbone_lr_scale: Annotated[
+        float, typer.Option(help="Backbone learning rate as a fraction of the head's")
+    ] = DEFAULTS.backbone_lr_scale,
+    freeze_bn: Annotated[
+        str, typer.Option(help="Freeze BatchNorm statistics: auto (below 5,000 images), yes, no")
+    ] = DEFAULTS.freeze_bn,
+    time_budget: Annotated[
+        str, typer.Option(help="For --strategy auto, e.g. 90s, 5m, 1h")
+    ] = DEFAULTS.time_budget,
+    device: Annotated[str, typer.Option(help="Fine-tuning device: auto, cpu, cuda")] = "auto",
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted fine-tuning run from its checkpoint")
+    ] = False,
     val_percent: Annotated[float, typer.Option(help="Validation share when not given")] = 10.0,
     test_percent: Annotated[float, typer.Option(help="Test share when not given")] = 10.0,
     seed: Annotated[int, typer.Option(help="Makes a run repeatable")] = DEFAULTS.seed,
@@ -76,7 +107,16 @@ def train(
     from headstart.training.pipeline import train as train_classifier
 
     settings = FitSettings(
-        head=head,
+        strategy=strategy,
+        aug_views=aug_views,
+        augment=augment,
+        unfreeze=unfreeze,
+        finetune_epochs=finetune_epochs,
+        finetune_learning_rate=finetune_lr,
+        backbone_lr_scale=backbone_lr_scale,
+        freeze_bn=freeze_bn,
+        time_budget=time_budget,
+        device=device,
         hidden=hidden,
         dropout=dropout,
         epochs=epochs,
@@ -97,6 +137,7 @@ def train(
         test_percent=test_percent,
         cache_dir=cache_dir,
         engine=engine,
+        resume=resume,
         progress=not (quiet or as_json),
     )
     summary = classifier.info["summary"]
@@ -112,6 +153,13 @@ def _summary_table(summary: dict, output: Path) -> Table:
     table.add_column(overflow="fold")
     table.add_row("dataset", f"{summary['dataset']} ({summary['layout']})")
     table.add_row("classes", str(summary["classes"]))
+    table.add_row("strategy", summary["strategy"])
+    if summary.get("reason"):
+        table.add_row("", f"chosen by auto: {summary['reason']}")
+    for note in summary.get("notes", []):
+        table.add_row("note", f"[yellow]{note}[/]")
+    if summary.get("augmented_views"):
+        table.add_row("augmented views", f"{summary['augmented_views']} per training image")
     used = summary["used"]
     table.add_row("images used", " / ".join(f"{k} {v}" for k, v in used.items()))
     table.add_row("images skipped", str(len(summary["skipped"])))
@@ -140,6 +188,7 @@ def evaluate(
     report_dir: Annotated[
         Path | None, typer.Option("--report", help="Also write the full report to this folder")
     ] = None,
+    tta: Tta = False,
     cache_dir: CacheDir = None,
     engine: Engine = "auto",
     quiet: Quiet = False,
@@ -153,7 +202,7 @@ def evaluate(
     if report_dir is not None:
         report(model, data, report_dir, split, cache_dir, engine)
     evaluation = classifier.evaluate(
-        data, split, cache_dir, engine, progress=not (quiet or as_json)
+        data, split, cache_dir, engine, progress=not (quiet or as_json), tta=tta
     )
     if as_json:
         print(json.dumps(evaluation.to_dict(), indent=2))
@@ -188,6 +237,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image")] = 3,
     as_json: AsJson = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout")] = False,
+    tta: Tta = False,
     cache_dir: CacheDir = None,
     engine: Engine = "auto",
     quiet: Quiet = False,
@@ -198,12 +248,17 @@ def predict(
     if model.suffix == ".onnx":
         from headstart.export.runtime import OnnxClassifier  # ONNX Runtime only, no PyTorch
 
+        if tta:
+            raise HeadstartError("--tta needs a model folder; an .onnx file has one view built in")
+
         predictions = OnnxClassifier(model).predict(images, top_k)
     else:
         from headstart.model.classifier import Classifier
 
         progress = not (quiet or as_json or as_csv)
-        predictions = Classifier.load(model).predict(images, top_k, cache_dir, engine, progress)
+        predictions = Classifier.load(model).predict(
+            images, top_k, cache_dir, engine, progress, tta=tta
+        )
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif as_csv:
@@ -350,9 +405,14 @@ def info(
     table = Table(title=str(model), show_header=False)
     table.add_row("labels", ", ".join(metadata["labels"]))
     table.add_row("backbone", f"{metadata['backbone']['name']} ({metadata['backbone']['weights']})")
+    if metadata["backbone"].get("tuned_weights"):
+        details = metadata.get("finetune", {})
+        tuned = ", ".join(p.rstrip(".") for p in details.get("tuned", []))
+        table.add_row("fine-tuned", f"{tuned} ({metadata['backbone']['tuned_weights']})")
     table.add_row("head", json.dumps(metadata["head"]))
     table.add_row("preprocessing", json.dumps(metadata["preprocessing"]))
     summary = metadata.get("summary", {})
+    table.add_row("strategy", metadata.get("training", {}).get("strategy", "linear"))
     if summary.get("val_accuracy") is not None:
         table.add_row("validation accuracy", f"{summary['val_accuracy']:.2%}")
     table.add_row("format version", str(metadata["format_version"]))
@@ -390,7 +450,10 @@ def main() -> None:
         stderr.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        stderr.print("[yellow]interrupted[/]: cached features are kept; run again to resume")
+        stderr.print(
+            "[yellow]interrupted[/]: cached features and the last fine-tuning checkpoint are "
+            "kept; run the same command again (with --resume when fine-tuning) to continue"
+        )
         sys.exit(130)
 
 

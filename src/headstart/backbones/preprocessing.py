@@ -92,9 +92,13 @@ class Preprocessing:
         image = decode_rgb(data, draft=self.scaled_size, max_pixels=max_pixels)
         return self.pixels_from_image(image)
 
+    def resized(self, image: Image.Image) -> Image.Image:
+        """The image resized as before the centre crop."""
+        return image.resize(self.scaled_size(*image.size), _FILTERS[self.interpolation])
+
     def pixels_from_image(self, image: Image.Image) -> np.ndarray:
-        width, height = self.scaled_size(*image.size)
-        image = image.resize((width, height), _FILTERS[self.interpolation])
+        image = self.resized(image)
+        width, height = image.size
         out_h, out_w = self.input_size
         left, top = round((width - out_w) / 2.0), round((height - out_h) / 2.0)
         image = image.crop((left, top, left + out_w, top + out_h))

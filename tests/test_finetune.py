@@ -1,0 +1,228 @@
+"""Fine-tuning on a small set of real photos: what changes, resume, checkpoints, bad files."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from headstart import Classifier, FitSettings, HeadstartError, train
+from headstart.backbones import resolve_backbone
+from headstart.training.checkpoint import CHECKPOINT_FILE, Checkpoint
+
+SETTINGS = FitSettings(strategy="finetune", finetune_epochs=3, unfreeze="2", augment="light")
+
+
+@pytest.fixture(scope="module")
+def train_only(presplit, tmp_path_factory):
+    """The 24 training photos alone: with no validation split every epoch's weights are kept."""
+    root = tmp_path_factory.mktemp("train_only")
+    shutil.copytree(presplit / "train", root / "train")
+    return root
+
+
+def finetune_run(data, folder, cache_dir, **options):
+    return train(
+        data,
+        folder,
+        settings=SETTINGS,
+        val_percent=0,
+        test_percent=0,
+        cache_dir=cache_dir,
+        **options,
+    )
+
+
+@pytest.fixture(scope="module")
+def finetuned(train_only, cache_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finetuned")
+    return finetune_run(train_only, folder, cache_dir), folder
+
+
+def test_only_the_unfrozen_units_change(finetuned, cache_dir):
+    classifier, _ = finetuned
+    pretrained = resolve_backbone("efficientnet_lite0", cache_dir).build_module().state_dict()
+    tuned = classifier.extractor(cache_dir).backbone.build_module().state_dict()
+    unfrozen = ("blocks.6.", "conv_head.", "bn2.")
+    assert set(classifier.backbone_tensors) == {k for k in pretrained if k.startswith(unfrozen)}
+    changed = {k for k in pretrained if not torch.equal(pretrained[k], tuned[k])}
+    assert changed, "fine-tuning changed no weight"
+    assert all(k.startswith(unfrozen) for k in changed), sorted(changed)[:5]
+    # Trainable weights moved; BatchNorm statistics stayed frozen (a small dataset).
+    assert "conv_head.weight" in changed and "blocks.6.0.conv_pw.weight" in changed
+    assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
+
+
+def test_history_checkpoint_and_summary(finetuned):
+    classifier, folder = finetuned
+    history = classifier.info["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert all({"train_loss", "train_accuracy", "lr", "seconds"} <= set(h) for h in history)
+    # Warm-up, then cosine decay of the head's learning rate.
+    assert history[0]["lr"] > history[1]["lr"] > history[2]["lr"]
+    assert classifier.info["head_history"], "fine-tuning starts from a trained linear head"
+    summary = classifier.info["summary"]
+    assert summary["strategy"] == "finetune" and summary["epochs_run"] == 3
+    assert not (folder / CHECKPOINT_FILE).exists(), "a finished run leaves no checkpoint"
+    assert classifier.info["finetune"]["improved"] and classifier.fine_tuned
+
+
+def test_finetuned_model_reloads_predicts_and_exports_identically(
+    finetuned, presplit, cache_dir, tmp_path
+):
+    from headstart.export.onnx import export_classifier
+    from headstart.export.runtime import OnnxClassifier
+
+    classifier, folder = finetuned
+    photos = sorted((presplit / "val" / "bees").glob("*.jpg"))[:4]
+    before = classifier.predict(photos, cache_dir=cache_dir)
+    loaded = Classifier.load(folder)
+    assert loaded.fine_tuned
+    after = loaded.predict(photos, cache_dir=cache_dir)
+    assert [p.probabilities for p in before] == [p.probabilities for p in after]
+    onnx = OnnxClassifier(export_classifier(loaded, tmp_path / "tuned.onnx", cache_dir))
+    exported = onnx.predict(photos, top_k=2)
+    for ours, theirs in zip(after, exported, strict=True):
+        assert ours.labels[0] == theirs.labels[0]
+        assert ours.probabilities[0] == pytest.approx(theirs.probabilities[0], abs=1e-3)
+
+
+def test_tampered_tuned_weights_are_refused(finetuned, cache_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    _, folder = finetuned
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    tensors = load_file(str(copy / "model.safetensors"))
+    tensors["backbone.conv_head.weight"] += 0.01
+    save_file(tensors, str(copy / "model.safetensors"))
+    with pytest.raises(HeadstartError, match="checksum"):
+        Classifier.load(copy).extractor(cache_dir).backbone  # noqa: B018
+
+
+def interrupt_after_one_epoch(monkeypatch, run) -> None:
+    """Call `run` and stop it with Ctrl-C once the first epoch's checkpoint is written."""
+    real_save = Checkpoint.save
+
+    def save_then_stop(self, module, optimizer, scheduler, state):
+        real_save(self, module, optimizer, scheduler, state)
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(Checkpoint, "save", real_save)
+
+
+def test_resume_after_an_interruption_gives_the_same_weights(
+    finetuned, train_only, cache_dir, tmp_path, monkeypatch
+):
+    _, uninterrupted = finetuned
+    folder = tmp_path / "interrupted"
+    interrupt_after_one_epoch(monkeypatch, lambda: finetune_run(train_only, folder, cache_dir))
+    assert (folder / CHECKPOINT_FILE).exists()
+    assert not (folder / "model.safetensors").exists()
+
+    resumed = finetune_run(train_only, folder, cache_dir, resume=True)
+    assert [h["epoch"] for h in resumed.info["history"]] == [1, 2, 3]
+    ours = load_file(str(folder / "model.safetensors"))
+    theirs = load_file(str(uninterrupted / "model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+
+
+def test_checkpoint_has_no_pickle_and_refuses_other_settings(
+    presplit, cache_dir, tmp_path, monkeypatch
+):
+    folder = tmp_path / "model"
+    settings = FitSettings(strategy="finetune", finetune_epochs=2, unfreeze="2", augment="none")
+    interrupt_after_one_epoch(
+        monkeypatch, lambda: train(presplit, folder, settings=settings, cache_dir=cache_dir)
+    )
+    data = (folder / CHECKPOINT_FILE).read_bytes()
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])  # safetensors layout
+    state = json.loads(header["__metadata__"]["state"])
+    assert state["loop"]["epoch"] == 1 and len(state["loop"]["history"]) == 1
+    assert any(k.startswith("optimizer.") for k in header)
+
+    other = FitSettings(strategy="finetune", finetune_epochs=2, unfreeze="2", augment="light")
+    with pytest.raises(HeadstartError, match="augment: 'none' then, 'light' now"):
+        train(presplit, folder, settings=other, cache_dir=cache_dir, resume=True)
+
+
+def test_corrupt_training_image_is_skipped_when_fine_tuning(presplit, cache_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(presplit, data)
+    (data / "train" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200)
+    settings = FitSettings(strategy="finetune", finetune_epochs=1, unfreeze="2", augment="none")
+    classifier = train(data, settings=settings, cache_dir=cache_dir)
+    summary = classifier.info["summary"]
+    assert [path.rsplit("/", 1)[1] for path, _ in summary["skipped"]] == ["broken.jpg"]
+    assert summary["used"]["train"] == 24 and summary["epochs_run"] == 1
+
+
+def test_augmented_cache_stores_k_views_and_reuses_them(presplit, cache_dir, tmp_path):
+    from headstart.features import FeatureCache
+    from headstart.features.views import augmented_views
+
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir / "onnx", cache / "onnx")  # skip the one-time backbone export
+    settings = FitSettings(aug_views=2)
+    first = train(presplit, settings=settings, cache_dir=cache)
+    assert first.info["summary"]["computed"] == 16 + 24 * 3  # val, then train plain + 2 views
+    second = train(presplit, settings=settings, cache_dir=cache)
+    assert second.info["summary"]["computed"] == 0
+    assert second.info["summary"]["augmented_views"] == 2
+
+    backbone = resolve_backbone("efficientnet_lite0", cache)
+    store = FeatureCache(cache)
+    fingerprints = [v.fingerprint(backbone.fingerprint) for v in augmented_views("light", 2)]
+    assert [store.count(f) for f in fingerprints] == [24, 24]
+    assert len({backbone.fingerprint, *fingerprints}) == 3
+
+
+def test_augmented_views_are_reproducible_and_differ(presplit):
+    from headstart.features.views import PLAIN, augmented_views
+
+    preprocessing = resolve_backbone("efficientnet_lite0").preprocessing
+    data = next((presplit / "train" / "bees").glob("*.jpg")).read_bytes()
+    one, two = augmented_views("strong", 2)
+    assert np.array_equal(one.pixels(preprocessing, data), one.pixels(preprocessing, data))
+    assert not np.array_equal(one.pixels(preprocessing, data), two.pixels(preprocessing, data))
+    assert not np.array_equal(one.pixels(preprocessing, data), PLAIN.pixels(preprocessing, data))
+    assert one.pixels(preprocessing, data).shape == (224, 224, 3)
+
+
+def test_test_time_augmentation_averages_four_views(trained, presplit, cache_dir):
+    classifier, _ = trained
+    photos = sorted((presplit / "val" / "ants").glob("*.jpg"))[:3]
+    plain = classifier.predict(photos, top_k=2, cache_dir=cache_dir)
+    averaged = classifier.predict(photos, top_k=2, cache_dir=cache_dir, tta=True)
+    assert [p.probabilities for p in plain] != [p.probabilities for p in averaged]
+    for p in averaged:
+        assert sum(p.probabilities) == pytest.approx(1.0, abs=1e-5)
+    evaluation = classifier.evaluate(presplit, cache_dir=cache_dir, tta=True)
+    assert evaluation.accuracy >= 0.8
+
+
+def test_auto_strategy_follows_the_time_budget():
+    from headstart.training.strategy import choose_strategy
+
+    roomy = choose_strategy(245, 153, FitSettings(strategy="auto", time_budget="30m"), False)
+    tight = choose_strategy(245, 153, FitSettings(strategy="auto", time_budget="20s"), False)
+    assert roomy[0] == "finetune" and "within the 30m budget" in roomy[1]
+    assert tight[0] == "linear" and "over the 20s budget" in tight[1]
+    assert choose_strategy(50_000, 5_000, FitSettings(time_budget="5m"), False)[0] == "linear"
+
+
+def test_warmup_then_cosine():
+    from headstart.training.finetune import warmup_cosine
+
+    factor = warmup_cosine(4, 20)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(12) == pytest.approx(0.5)
+    assert factor(20) == pytest.approx(0.0)
