@@ -18,7 +18,19 @@ ANT, BEE = 310, 309  # ImageNet class indices
 
 @pytest.fixture(scope="module")
 def backbone():
-    return resolve_backbone("efficientnet_lite0")
+    """At its pretrained size, where timm's transform and ImageNet classes are the reference."""
+    return resolve_backbone("efficientnet_lite0", input_size=224)
+
+
+def test_features_are_computed_at_the_test_resolution_by_default(backbone):
+    default = resolve_backbone("efficientnet_lite0").preprocessing
+    assert default.input_size == (288, 288)  # 224 x 1.29, to a multiple of 32
+    assert (default.crop_pct, default.interpolation, default.mean, default.std) == (
+        backbone.preprocessing.crop_pct,
+        backbone.preprocessing.interpolation,
+        backbone.preprocessing.mean,
+        backbone.preprocessing.std,
+    )
 
 
 def test_packaged_weights_name_real_photos_correctly(backbone):

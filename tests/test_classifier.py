@@ -24,7 +24,7 @@ def test_model_folder_is_safetensors_and_json_only(trained):
     assert metadata["labels"] == ["ants", "bees"]
     assert metadata["backbone"]["name"] == "efficientnet_lite0"
     assert metadata["backbone"]["weights"].startswith("sha256:")
-    assert metadata["preprocessing"]["input_size"] == [224, 224]
+    assert metadata["preprocessing"]["input_size"] == [288, 288]
     assert {"torch", "timm"} <= set(metadata["versions"])
     assert metadata["training"]["settings"]["seed"] == 0
     assert WEIGHTS_FILE.endswith(".safetensors")
@@ -79,3 +79,25 @@ def test_newer_format_is_refused_clearly(trained, tmp_path):
         Classifier.load(newer)
     with pytest.raises(HeadstartError, match="not a headstart model folder"):
         Classifier.load(tmp_path)
+
+
+def test_input_size_travels_with_the_model(presplit, cache_dir, tmp_path):
+    from headstart import train
+
+    folder = tmp_path / "model"
+    classifier = train(presplit, folder, input_size=256, cache_dir=cache_dir)
+    assert classifier.preprocessing.input_size == (256, 256)
+    loaded = Classifier.load(folder)
+    assert loaded.preprocessing.input_size == (256, 256)
+    photos = real_photos("val", "bees", 2, skip=30)
+    ours = [p.probabilities for p in classifier.predict(photos, cache_dir=cache_dir)]
+    assert ours == [p.probabilities for p in loaded.predict(photos, cache_dir=cache_dir)]
+    data = photos[0].read_bytes()
+    assert loaded.preprocessing.pixels(data).shape == (256, 256, 3)
+
+
+def test_input_size_out_of_range_is_refused():
+    from headstart.backbones import resolve_backbone
+
+    with pytest.raises(HeadstartError, match="between 32 and 1024"):
+        resolve_backbone("efficientnet_lite0", input_size=8)

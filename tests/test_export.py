@@ -18,12 +18,12 @@ def test_onnx_file_carries_labels_and_preprocessing(exported):
     model = onnx.load(str(path))
     metadata = {p.key: p.value for p in model.metadata_props}
     assert json.loads(metadata["headstart.labels"]) == ["ants", "bees"]
-    assert json.loads(metadata["headstart.input_size"]) == [224, 224]
+    assert json.loads(metadata["headstart.input_size"]) == [288, 288]
     assert json.loads(metadata["headstart.backbone"])["name"] == "efficientnet_lite0"
     assert path.with_name("labels.txt").read_text().split() == ["ants", "bees"]
     pixels = model.graph.input[0].type.tensor_type
     assert pixels.elem_type == onnx.TensorProto.UINT8
-    assert [d.dim_value for d in pixels.shape.dim][1:] == [224, 224, 3]
+    assert [d.dim_value for d in pixels.shape.dim][1:] == [288, 288, 3]
 
 
 def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):

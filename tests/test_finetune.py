@@ -2,11 +2,17 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
+from conftest import real_photos
 from safetensors.torch import load_file
+from test_cli import headstart
 
 from headstart import Classifier, FitSettings, HeadstartError, train
 from headstart.backbones import resolve_backbone
@@ -194,7 +200,7 @@ def test_augmented_views_are_reproducible_and_differ(presplit):
     assert np.array_equal(one.pixels(preprocessing, data), one.pixels(preprocessing, data))
     assert not np.array_equal(one.pixels(preprocessing, data), two.pixels(preprocessing, data))
     assert not np.array_equal(one.pixels(preprocessing, data), PLAIN.pixels(preprocessing, data))
-    assert one.pixels(preprocessing, data).shape == (224, 224, 3)
+    assert one.pixels(preprocessing, data).shape == (288, 288, 3)
 
 
 def test_test_time_augmentation_averages_four_views(trained, presplit, cache_dir):
@@ -226,3 +232,66 @@ def test_warmup_then_cosine():
     assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert factor(12) == pytest.approx(0.5)
     assert factor(20) == pytest.approx(0.0)
+
+
+def test_killed_command_resumes_to_the_same_weights(finetuned, train_only, cache_dir, tmp_path):
+    _, uninterrupted = finetuned
+    folder = tmp_path / "killed"
+    command = [
+        *[sys.executable, "-m", "headstart.cli", "train", str(train_only), "-o", str(folder)],
+        *["--strategy", "finetune", "--finetune-epochs", "3", "--unfreeze", "2"],
+        *["--val-percent", "0", "--test-percent", "0", "--cache-dir", str(cache_dir), "-q"],
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (folder / CHECKPOINT_FILE).exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (folder / "model.safetensors").exists()
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    ours = load_file(str(folder / "model.safetensors"))
+    theirs = load_file(str(uninterrupted / "model.safetensors"))
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+
+
+def test_auto_strategy_says_what_it_chose_and_why(presplit, cache_dir, tmp_path):
+    model = tmp_path / "model"
+    result = headstart(
+        *["train", str(presplit), "-o", str(model), "--strategy", "auto"],
+        *["--time-budget", "1s", "--json"],
+        cache_dir=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["strategy"] == "linear" and "over the 1s budget" in summary["reason"]
+    table = headstart("info", str(model))
+    assert "linear" in table.stdout
+
+
+def test_tta_from_the_command_line(trained, exported, cache_dir):
+    _, folder = trained
+    _, onnx_file = exported
+    photos = [str(p) for p in real_photos("val", "bees", 2)]
+    result = headstart("predict", str(folder), *photos, "--tta", "--json", cache_dir=cache_dir)
+    assert result.returncode == 0, result.stderr
+    assert [p["path"] for p in json.loads(result.stdout)] == photos
+    refused = headstart("predict", str(onnx_file), *photos, "--tta")
+    assert refused.returncode == 1 and "--tta needs a model folder" in refused.stderr
+
+
+def test_bad_strategy_settings_are_one_line_errors(presplit, cache_dir, tmp_path):
+    for option, value, message in [
+        ("--strategy", "deep", "unknown strategy 'deep'"),
+        ("--augment", "wild", "unknown augment level 'wild'"),
+        ("--unfreeze", "0", "--unfreeze must be a positive number or all"),
+        ("--time-budget", "soon", "cannot read the duration 'soon'"),
+    ]:
+        result = headstart(
+            "train", str(presplit), "-o", str(tmp_path / "m"), option, value, cache_dir=cache_dir
+        )
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

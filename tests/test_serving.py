@@ -33,7 +33,7 @@ def photos() -> list[tuple[str, bytes]]:
 def test_health_metadata_and_schema(client):
     assert client.get("/health").json() == {"status": "ok"}
     metadata = client.get("/metadata").json()
-    assert metadata["labels"] == ["ants", "bees"] and metadata["input_size"] == [224, 224]
+    assert metadata["labels"] == ["ants", "bees"] and metadata["input_size"] == [288, 288]
     assert metadata["backbone"]["name"] == "efficientnet_lite0"
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 

@@ -47,6 +47,9 @@ def train(
     backbone: Annotated[
         str, typer.Option(help="Offline name or any timm model")
     ] = "efficientnet_lite0",
+    input_size: Annotated[
+        int | None, typer.Option(help="Image size fed to the backbone [default: its pretrained]")
+    ] = None,
     strategy: Annotated[
         str, typer.Option(help="linear, mlp, finetune, or auto (by data size and time budget)")
     ] = DEFAULTS.strategy,
@@ -132,6 +135,7 @@ def train(
         data,
         output,
         backbone=backbone,
+        input_size=input_size,
         settings=settings,
         val_percent=val_percent,
         test_percent=test_percent,

@@ -209,7 +209,9 @@ class Classifier:
 
     def _backbone(self, config_dir: Path) -> Backbone:
         """The backbone as trained: the pretrained one, with the fine-tuned weights if any."""
-        pretrained = resolve_backbone(self.backbone["name"], config_dir)
+        height, width = self.preprocessing.input_size
+        size = height if height == width else None
+        pretrained = resolve_backbone(self.backbone["name"], config_dir, size)
         if pretrained.fingerprint != self.backbone["fingerprint"]:
             raise HeadstartError(
                 f"backbone {self.backbone['name']!r} installed here differs from the one this "

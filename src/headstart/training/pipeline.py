@@ -51,6 +51,7 @@ def train(
     output: str | Path | None = None,
     *,
     backbone: str = DEFAULT_BACKBONE,
+    input_size: int | None = None,
     settings: FitSettings | None = None,
     val_percent: float = 10.0,
     test_percent: float = 10.0,
@@ -61,17 +62,19 @@ def train(
 ) -> Classifier:
     """Train a classifier on a dataset; save it to `output` if given.
 
-    Heads train on cached backbone features; `strategy="finetune"` then also tunes the top of
-    the backbone, writing a checkpoint into `output` after every epoch, which `resume=True`
-    continues from. The returned Classifier's `info["summary"]` says what was used, skipped,
-    chosen and measured.
+    `input_size` is the square size images are fed to the backbone at (its pretrained size by
+    default). Heads train on cached backbone features; `strategy="finetune"` then also tunes
+    the top of the backbone, writing a checkpoint into `output` after every epoch, which
+    `resume=True` continues from. The returned Classifier's `info["summary"]` says what was
+    used, skipped, chosen and measured.
     """
     settings = settings or FitSettings()
     settings.check()
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else load_dataset(data, val_percent, test_percent)
     cache = FeatureCache(cache_dir)
-    extractor = FeatureExtractor(resolve_backbone(backbone, cache.directory), cache, engine)
+    resolved = resolve_backbone(backbone, cache.directory, input_size)
+    extractor = FeatureExtractor(resolved, cache, engine)
     splits = {
         name: labelled_features(
             extractor, dataset.split(name), dataset.classes, progress, f"Features ({name})"
