@@ -30,7 +30,7 @@ class FitSettings:
     unfreeze: str = "3"  # top units (stages, head conv) to train, or "all"
     finetune_epochs: int = 15
     finetune_batch_size: int = 32
-    finetune_learning_rate: float = 1e-3  # the head's; the backbone's is scaled down
+    finetune_learning_rate: float = 1e-4  # the head's; the backbone's is scaled down
     backbone_lr_scale: float = 0.1
     warmup_epochs: float = 1.0
     finetune_patience: int = 5

@@ -6,7 +6,7 @@ from headstart.features.engines import cpu_threads
 from headstart.training.settings import FitSettings, parse_duration
 
 # Seconds per training image per fine-tuning epoch with the default settings, measured with
-# bench/strategies.py on a 2-core CPU (trunk in ONNX Runtime, top three units trained).
+# bench/strategies.py on a 2-core CPU (288 px, trunk in ONNX Runtime, top three units trained).
 CPU_SECONDS_PER_IMAGE_EPOCH_2_CORES = 0.03
 GPU_SPEEDUP = 20.0
 FIXED_SECONDS = 30.0  # trunk export, decoding, and features of the tuned model afterwards
@@ -28,7 +28,7 @@ def choose_strategy(
         return "finetune", (
             f"fine-tuning {train_images} images for up to {settings.finetune_epochs} epochs "
             f"takes about {_minutes(estimate)} on {where}, within the {settings.time_budget} "
-            "budget, and beats a head on frozen features"
+            "budget (the linear head it starts from is kept if no epoch beats it)"
         )
     return "linear", (
         f"fine-tuning {train_images} images would take about {_minutes(estimate)} on {where}, "
