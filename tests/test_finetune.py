@@ -61,6 +61,36 @@ def test_only_the_unfrozen_units_change(finetuned, cache_dir):
     assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
 
 
+def test_pytorch_trunk_matches_onnx_and_fine_tunes(presplit, train_only, cache_dir, tmp_path):
+    """The trunk a GPU runs in PyTorch: same activations as the ONNX one, and trainable on top."""
+    from headstart.backbones.stages import split_backbone
+    from headstart.features.extract import pixels_or_reason
+    from headstart.training.finetune import Trunk
+
+    backbone = resolve_backbone("efficientnet_lite0", cache_dir)
+    split = split_backbone(backbone.build_module(), "2")
+    photos = sorted((presplit / "val" / "ants").glob("*.jpg"))[:2]
+    pixels = torch.from_numpy(
+        np.stack([pixels_or_reason(backbone.preprocessing, p)[0] for p in photos])
+    )
+    cpu, onnx_dir = torch.device("cpu"), cache_dir / "onnx"
+    ours = Trunk(backbone, split, cpu, onnx_dir, "torch")(pixels)
+    reference = Trunk(backbone, split, cpu, onnx_dir, "onnx")(pixels)
+    assert not ours.requires_grad and ours.shape == reference.shape
+    assert torch.allclose(ours, reference, atol=1e-3)
+
+    settings = FitSettings(strategy="finetune", finetune_epochs=1, unfreeze="2", augment="light")
+    classifier = train(
+        train_only,
+        settings=settings,
+        val_percent=0,
+        test_percent=0,
+        cache_dir=cache_dir,
+        engine="torch",
+    )
+    assert classifier.fine_tuned and classifier.info["summary"]["epochs_run"] == 1
+
+
 def test_history_checkpoint_and_summary(finetuned):
     classifier, folder = finetuned
     history = classifier.info["history"]

@@ -27,7 +27,7 @@ from headstart.backbones.registry import Backbone
 from headstart.backbones.stages import BackboneSplit, split_backbone
 from headstart.data.augment import AugmentedImages, augmentation, image_for_augmentation
 from headstart.errors import HeadstartError
-from headstart.features.engines import cpu_threads, pixels_engine
+from headstart.features.engines import ENGINES, cpu_threads, pixels_engine
 from headstart.features.extract import pixels_or_reason
 from headstart.features.labelled import LabelledFeatures
 from headstart.training.checkpoint import Checkpoint
@@ -60,17 +60,19 @@ def finetune(
     checkpoint: Checkpoint | None = None,
     resume: bool = False,
     progress: bool = False,
+    engine: str = "auto",
 ) -> FinetuneResult:
     """Fine-tune the top `settings.unfreeze` units of `backbone` with `head` on the samples.
 
-    `model_dir` keeps the trunk's ONNX export for later runs.
+    `model_dir` keeps the trunk's ONNX export for later runs. `engine` runs the frozen trunk:
+    onnx, torch, or auto (ONNX Runtime on CPU, PyTorch on a GPU).
     """
     device = resolve_device(settings.device)
     network = backbone.build_module()
     split = split_backbone(network, settings.unfreeze)
     network.requires_grad_(False)
     split.top.requires_grad_(True)
-    trunk = Trunk(backbone, split, device, model_dir)
+    trunk = Trunk(backbone, split, device, model_dir, engine)
     model = nn.Sequential(split.top, head.requires_grad_(True))
     model.to(device, memory_format=torch.channels_last)
     freeze_bn = settings.freeze_bn == "yes" or (
@@ -186,11 +188,19 @@ class Trunk:
     """The frozen bottom of the backbone: uint8 pixels in, activations (on `device`) out."""
 
     def __init__(
-        self, backbone: Backbone, split: BackboneSplit, device: torch.device, model_dir: Path
+        self,
+        backbone: Backbone,
+        split: BackboneSplit,
+        device: torch.device,
+        model_dir: Path,
+        engine: str = "auto",
     ) -> None:
+        if engine not in ENGINES:
+            raise HeadstartError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
         self.device = device
+        self.onnx = engine == "onnx" or (engine == "auto" and device.type == "cpu")
         module = nn.Sequential(PixelNormalize(backbone.preprocessing), split.trunk)
-        if device.type == "cpu":
+        if self.onnx:
             onnx_file = model_dir / f"{backbone.fingerprint}-trunk-{split.units}.onnx"
             input_size = backbone.preprocessing.input_size
             self._engine = pixels_engine(lambda: module, input_size, "onnx", onnx_file)
@@ -198,11 +208,12 @@ class Trunk:
             self.module = module.eval().to(device, memory_format=torch.channels_last)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cpu":
-            activations = torch.from_numpy(self._engine(pixels.numpy()))
+        if self.onnx:
+            activations = torch.from_numpy(self._engine(pixels.numpy())).to(self.device)
             return activations.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), _autocast(self.device):
-            return self.module(pixels.to(self.device, non_blocking=True)).clone()
+        # no_grad, not inference_mode: the top of the network trains on these activations.
+        with torch.no_grad(), _autocast(self.device):
+            return self.module(pixels.to(self.device, non_blocking=True))
 
     def run_all(self, pixels: np.ndarray, batch_size: int = 32) -> torch.Tensor:
         """Activations of many images, computed once and kept on the CPU."""

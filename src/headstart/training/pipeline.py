@@ -118,6 +118,7 @@ def train(
             _checkpoint(output, settings, extractor, splits),
             resume,
             progress,
+            engine,
         )
         head, backbone_used, val_logits = tuned.head, tuned.backbone, tuned.val_logits
         history, best_epoch = tuned.history, tuned.best_epoch
