@@ -38,7 +38,9 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, batch: in
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
-        quant_pre_process(str(source), str(prepared))
+        # ONNX's own shape inference is enough for a CNN; ONNX Runtime's symbolic one failed
+        # (an assertion on a Range node) on some exporter and runtime versions.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(quantized),

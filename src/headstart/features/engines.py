@@ -78,12 +78,11 @@ class TorchEngine:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        # Full fp32 (no bf16, no TF32) on a GPU too: cached features are shared between
+        # machines and engines, so they must not depend on which one computed them.
+        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             batch = torch.from_numpy(pixels).to(self.device, non_blocking=True)
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return self.module(batch).float().cpu().numpy()
-            return self.module(batch).numpy()
+            return self.module(batch).cpu().numpy()
 
 
 class OnnxEngine:

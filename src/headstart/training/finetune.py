@@ -224,6 +224,11 @@ class Trunk:
         return torch.cat(parts)
 
 
+def loader_workers(device: torch.device) -> int:
+    """Augmenting processes: on CPU the trunk needs the other cores; a GPU waits on them."""
+    return min(2 if device.type == "cpu" else 8, cpu_threads())
+
+
 class EpochBatches(Sampler):
     """Shuffled batches of (epoch, index) keys; the epoch seeds the order and the augmentation."""
 
@@ -273,7 +278,8 @@ def _training_batches(
     loader = DataLoader(
         AugmentedImages(images, train.y, transform, settings.seed),
         batch_sampler=sampler,
-        num_workers=min(2, cpu_threads()),
+        num_workers=loader_workers(trunk.device),
+        pin_memory=trunk.device.type == "cuda",
         persistent_workers=True,
         # Its own generator: creating the workers must not draw from torch's global one, or a
         # resumed run (which creates them in a later epoch) would see other dropout masks.
