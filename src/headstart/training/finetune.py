@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def finetune(
         total, correct, seen = 0.0, 0, 0
         for inputs, labels in batches(epoch):
             labels = labels.to(device)
-            with _autocast(device):
+            with _precision(device):
                 logits = model(inputs).float()
             loss = loss_fn(logits, labels)
             optimizer.zero_grad(set_to_none=True)
@@ -207,18 +208,19 @@ class Trunk:
         else:
             self.module = module.eval().to(device, memory_format=torch.channels_last)
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """Activations for training (bf16 on a GPU), or in full fp32 when `exact`."""
         if self.onnx:
             activations = torch.from_numpy(self._engine(pixels.numpy())).to(self.device)
             return activations.contiguous(memory_format=torch.channels_last)
         # no_grad, not inference_mode: the top of the network trains on these activations.
-        with torch.no_grad(), _autocast(self.device):
+        with torch.no_grad(), _precision(self.device, exact):
             return self.module(pixels.to(self.device, non_blocking=True))
 
     def run_all(self, pixels: np.ndarray, batch_size: int = 32) -> torch.Tensor:
-        """Activations of many images, computed once and kept on the CPU."""
+        """Full-precision activations of many images, computed once and kept on the CPU."""
         parts = [
-            self(torch.from_numpy(pixels[i : i + batch_size])).float().cpu()
+            self(torch.from_numpy(pixels[i : i + batch_size]), exact=True).float().cpu()
             for i in range(0, len(pixels), batch_size)
         ]
         return torch.cat(parts)
@@ -334,8 +336,10 @@ def _images_for_augmentation(backbone: Backbone, split: LabelledFeatures) -> lis
 
 
 def _logits(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Full-precision logits: validation losses decide which epoch is kept, so they must be
+    comparable with the linear head's (the start, epoch 0) and with the reported one."""
     model.eval()
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), _precision(device, exact=True):
         parts = [
             model(inputs[i : i + 64].to(device, memory_format=torch.channels_last)).float().cpu()
             for i in range(0, len(inputs), 64)
@@ -343,6 +347,12 @@ def _logits(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> tor
     return torch.cat(parts)
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on CPU, where bf16 is rarely faster."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+@contextmanager
+def _precision(device: torch.device, exact: bool = False) -> Iterator[None]:
+    """bf16 autocast on CUDA for training; on CPU, and when `exact`, fp32 without TF32."""
+    if device.type == "cuda" and not exact:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
