@@ -87,3 +87,19 @@ def test_quantizing_without_calibration_data_is_a_clear_error(trained, tmp_path)
     command = [sys.executable, "-m", "headstart.cli", "export", str(folder), "--quantize", "int8"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 1 and "needs --calibration DATA" in result.stderr
+
+
+def test_export_quantize_from_the_command_line(trained, presplit, cache_dir, tmp_path):
+    _, folder = trained
+    target = tmp_path / "cli.onnx"
+    command = [sys.executable, "-m", "headstart.cli", "export", str(folder), "-o", str(target)]
+    command += ["--quantize", "int8", "--calibration", str(presplit), "--cache-dir", str(cache_dir)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert OnnxClassifier(tmp_path / "cli.int8.onnx").labels == ["ants", "bees"]
+    rows = dict(
+        line.strip("│ ").split("│")[:2] for line in result.stdout.splitlines() if "│" in line
+    )
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    assert rows["images"] == "16", "checked on the held-out (val) split"
+    assert rows["top1_agreement"].endswith("%") and float(rows["top1_agreement"][:-1]) >= 87.5

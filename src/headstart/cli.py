@@ -347,9 +347,19 @@ def _quantize(classifier, source: Path, calibration: Path) -> None:
     report = compare(source, target, pixels, truth)
     table = Table(title=f"int8 against fp32 on the {held_out} split", show_header=False)
     for key, value in report.items():
-        table.add_row(key, f"{value:.4f}" if value < 100 else f"{value:,.0f}")
+        table.add_row(key, _readable(key, value))
     stdout.print(table)
     stderr.print(f"wrote {target}")
+
+
+def _readable(key: str, value: float) -> str:
+    if key.endswith(("accuracy", "agreement")):
+        return f"{value:.2%}"
+    if key.endswith("per_second"):
+        return f"{value:.1f}"
+    if key.endswith(("bytes", "images")):
+        return f"{value:,.0f}"
+    return f"{value:.4f}"
 
 
 @app.command()
