@@ -21,6 +21,7 @@ from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import read_model_folder, write_model_folder
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
+from headstart.storage import tensor_group
 from headstart.training.heads import HeadConfig, build_head
 
 
@@ -68,7 +69,7 @@ class Classifier:
         try:
             config = HeadConfig.from_dict(metadata["head"])
             head = build_head(config)
-            head.load_state_dict(_prefixed(tensors, "head."), strict=True)
+            head.load_state_dict(tensor_group(tensors, "head."), strict=True)
             known = {"labels", "backbone", "preprocessing", "head", "format", "format_version"}
             return cls(
                 metadata["labels"],
@@ -77,7 +78,7 @@ class Classifier:
                 head,
                 config,
                 {k: v for k, v in metadata.items() if k not in known},
-                _prefixed(tensors, "backbone."),
+                tensor_group(tensors, "backbone."),
             )
         except (KeyError, RuntimeError, TypeError) as error:
             raise HeadstartError(f"{folder}: damaged model folder ({error})") from error
@@ -234,7 +235,3 @@ class Classifier:
             f"Classifier({len(self.labels)} classes, backbone={self.backbone['name']}, "
             f"head={self.head_config.kind})"
         )
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}

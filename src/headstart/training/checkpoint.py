@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from headstart.errors import HeadstartError
-from headstart.storage import atomic_write_bytes
+from headstart.storage import atomic_write_bytes, tensor_group
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -75,23 +75,19 @@ class Checkpoint:
                 f"({_difference(document['identity'], self.identity)}); "
                 "run without --resume to start again"
             )
-        module.load_state_dict(_prefixed(tensors, "module."))
+        module.load_state_dict(tensor_group(tensors, "module."))
         moments: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in _prefixed(tensors, "optimizer.").items():
+        for key, value in tensor_group(tensors, "optimizer.").items():
             index, name = key.split(".", 1)
             moments.setdefault(int(index), {})[name] = value
         optimizer.load_state_dict({"state": moments, "param_groups": document["param_groups"]})
         if scheduler is not None:
             scheduler.load_state_dict(document["scheduler"])
-        best = _prefixed(tensors, "best.")
+        best = tensor_group(tensors, "best.")
         return LoopState(**document["loop"], best_state=best or None)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
