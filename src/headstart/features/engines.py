@@ -49,8 +49,7 @@ def pixels_engine(
 
     For ONNX Runtime the module is exported to `onnx_file` the first time, then loaded from it.
     """
-    if name not in ENGINES:
-        raise HeadstartError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+    check_engine(name)
     if name == "auto":
         name = "torch" if cuda_available() else "onnx"
     if name == "torch":
@@ -62,10 +61,22 @@ def pixels_engine(
     return OnnxEngine(onnx_file)
 
 
+def check_engine(name: str) -> None:
+    if name not in ENGINES:
+        raise HeadstartError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+
+
 def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def exact_fp32():
+    """Full fp32 on a GPU too: cuDNN convolutions without TF32 (a no-op on CPU)."""
+    import torch
+
+    return torch.backends.cudnn.flags(enabled=True, allow_tf32=False)
 
 
 class TorchEngine:
@@ -78,9 +89,9 @@ class TorchEngine:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
-        # Full fp32 (no bf16, no TF32) on a GPU too: cached features are shared between
-        # machines and engines, so they must not depend on which one computed them.
-        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        # Cached features are shared between machines and engines, so they must not depend on
+        # which one computed them.
+        with torch.inference_mode(), exact_fp32():
             batch = torch.from_numpy(pixels).to(self.device, non_blocking=True)
             return self.module(batch).cpu().numpy()
 

@@ -28,7 +28,7 @@ from headstart.backbones.registry import Backbone
 from headstart.backbones.stages import BackboneSplit, split_backbone
 from headstart.data.augment import AugmentedImages, augmentation, image_for_augmentation
 from headstart.errors import HeadstartError
-from headstart.features.engines import ENGINES, cpu_threads, pixels_engine
+from headstart.features.engines import check_engine, cpu_threads, exact_fp32, pixels_engine
 from headstart.features.extract import pixels_or_reason
 from headstart.features.labelled import LabelledFeatures
 from headstart.training.checkpoint import Checkpoint
@@ -196,8 +196,7 @@ class Trunk:
         model_dir: Path,
         engine: str = "auto",
     ) -> None:
-        if engine not in ENGINES:
-            raise HeadstartError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        check_engine(engine)
         self.device = device
         self.onnx = engine == "onnx" or (engine == "auto" and device.type == "cpu")
         module = nn.Sequential(PixelNormalize(backbone.preprocessing), split.trunk)
@@ -354,5 +353,5 @@ def _precision(device: torch.device, exact: bool = False) -> Iterator[None]:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             yield
     else:
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        with exact_fp32():
             yield
