@@ -54,8 +54,40 @@ def test_second_run_reads_the_cache_and_runs_no_backbone(tmp_path, backbone, cac
     second = FeatureExtractor(backbone, FeatureCache(tmp_path / "cache"), engine="onnx")
     warm = second.extract_files(photos)
     assert (warm.computed, warm.from_cache) == (0, 6)
-    assert "engine" not in second.__dict__  # the model was never even loaded
+    assert "engine" not in second._shared  # the model was never even loaded
     np.testing.assert_array_equal(cold.features, warm.features)
+
+
+def test_a_file_saved_anew_during_a_run_cannot_poison_the_cache(tmp_path, extractor, monkeypatch):
+    """Before: hashed on one read, decoded on a second, so the old content's key got the new
+    content's features for good."""
+    import headstart.features.extract as extract
+
+    ant, bee = copy_photos(real_photos("val", "ants", 1, skip=11), tmp_path / "a") + copy_photos(
+        real_photos("val", "bees", 1, skip=11), tmp_path / "b"
+    )
+    original = ant.read_bytes()
+    hashed = extract._digest_file
+
+    def digest_then_overwrite(path):
+        digest = hashed(path)
+        if Path(path) == ant:
+            ant.write_bytes(bee.read_bytes())  # an editor saves the file between the two reads
+        return digest
+
+    cache = FeatureCache(tmp_path / "cache")
+    racing = FeatureExtractor(extractor.backbone, cache, "onnx")
+    racing.engine = extractor.engine
+    monkeypatch.setattr(extract, "_digest_file", digest_then_overwrite)
+    raced = racing.extract_files([ant])
+    monkeypatch.undo()
+    bee_features = extractor.extract_files([bee]).features
+    np.testing.assert_array_equal(raced.features, bee_features)  # what the file now holds
+    ant.write_bytes(original)
+    again = racing.extract_files([ant])
+    fresh = extractor.extract_files([ant])
+    assert again.computed == 1  # the old content's key was never written
+    np.testing.assert_array_equal(again.features, fresh.features)
 
 
 def test_adding_images_computes_only_the_new_ones(tmp_path, extractor):

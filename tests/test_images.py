@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pytest
+import hostile
 from conftest import jpeg_bytes, real_photos
 from PIL import Image
 
@@ -80,3 +81,67 @@ def test_draft_decoding_gives_nearly_the_same_network_input():
     full = preprocessing.pixels_from_image(decode_rgb(data)).astype(float)
     assert fast.shape == full.shape == (224, 224, 3)
     assert np.abs(fast - full).mean() < 4
+
+
+PREPROCESSING = Preprocessing((288, 288), "bicubic", 0.875, "center", (0.5,) * 3, (0.5,) * 3)
+
+
+@pytest.mark.parametrize("size", [(2000, 1), (1, 20000), (1_000_000, 1)])
+def test_extreme_aspect_ratios_cost_no_more_than_the_output(size):
+    """Before: the short side was scaled up first, so 2000x1 became a 658,000x329 image."""
+    pixels = PREPROCESSING.pixels(hostile.strip(*size))
+    assert pixels.shape == (288, 288, 3)
+    assert tuple(pixels[144, 144]) == (200, 30, 30)
+
+
+def test_crop_box_gives_the_same_pixels_as_resize_then_crop(photo):
+    scaled = photo.resize(PREPROCESSING.scaled_size(*photo.size), Image.Resampling.BICUBIC)
+    left, top = round((scaled.width - 288) / 2), round((scaled.height - 288) / 2)
+    expected = np.asarray(scaled.crop((left, top, left + 288, top + 288)), dtype=float)
+    ours = PREPROCESSING.pixels_from_image(photo).astype(float)
+    assert np.abs(ours - expected).max() <= 1
+
+
+def test_augmentation_resize_of_a_strip_is_bounded():
+    image = decode_rgb(hostile.strip(20000, 1))
+    resized = PREPROCESSING.resized(image)
+    assert resized.width * resized.height <= 4 * 329 * 329
+
+
+def test_large_16_bit_png_is_shrunk_before_conversion():
+    """Before: 1.1 GB for a 39.6 MP grey PNG (float64 copies of the whole image)."""
+    ramp = np.tile(np.linspace(0, 65535, 6300).astype(np.uint16), (6300, 1))
+    data = encode(Image.fromarray(ramp), "PNG")
+    del ramp
+    import tracemalloc
+
+    tracemalloc.start()
+    pixels = PREPROCESSING.pixels(data)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert pixels.shape == (288, 288, 3)
+    assert 100 < pixels[144, 144, 0] < 160  # the middle of the ramp stays mid-grey
+    assert peak < 100e6  # NumPy's share; Pillow's own decode buffer is bounded by max_pixels
+
+
+def test_crafted_tiff_is_a_reason_not_a_type_error():
+    with pytest.raises(ValueError):
+        decode_rgb(hostile.rational_strip_offsets_tiff())
+
+
+@pytest.mark.parametrize("name", sorted(hostile.other_formats()))
+def test_only_documented_formats_are_parsed(name):
+    with pytest.raises(ValueError, match="unsupported image format"):
+        decode_rgb(hostile.other_formats()[name])
+
+
+def test_memory_error_while_decoding_is_a_reason(monkeypatch, photo):
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    from PIL import ImageFile
+
+    data = encode(photo, "PNG")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", exhausted)
+    with pytest.raises(ValueError, match="memory"):
+        decode_rgb(data)

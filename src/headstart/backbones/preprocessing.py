@@ -15,6 +15,8 @@ from PIL import Image
 
 from headstart.data.images import decode_rgb
 
+# Augmentation crops at most 4:3 regions, so a longer side beyond 4x the short is never used.
+MAX_ASPECT = 4.0
 _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -73,6 +75,8 @@ class Preprocessing:
 
         if self.interpolation not in _FILTERS:
             raise HeadstartError(f"unsupported interpolation {self.interpolation!r}")
+        if not 0 < self.crop_pct <= 1:
+            raise HeadstartError(f"crop_pct must be in (0, 1], not {self.crop_pct}")
         if self.crop_mode not in ("center", "squash"):
             raise HeadstartError(f"unsupported crop mode {self.crop_mode!r} (center or squash)")
 
@@ -87,19 +91,45 @@ class Preprocessing:
             return short, int(short * height / width)
         return int(short * width / height), short
 
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The region of a (width, height) image that the resize and centre crop keep.
+
+        Resizing only this region gives the same pixels as resizing the whole image and then
+        cropping, with memory bounded by the output size whatever the aspect ratio.
+        """
+        scaled_w, scaled_h = self.scaled_size(width, height)
+        out_h, out_w = self.input_size
+        left, top = round((scaled_w - out_w) / 2.0), round((scaled_h - out_h) / 2.0)
+        x_scale, y_scale = width / scaled_w, height / scaled_h
+        return (
+            left * x_scale,
+            top * y_scale,
+            (left + out_w) * x_scale,
+            (top + out_h) * y_scale,
+        )
+
     def pixels(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """Decode image bytes to the network's input: uint8 array of shape (height, width, 3)."""
         image = decode_rgb(data, draft=self.scaled_size, max_pixels=max_pixels)
         return self.pixels_from_image(image)
 
     def resized(self, image: Image.Image) -> Image.Image:
-        """The image resized as before the centre crop."""
-        return image.resize(self.scaled_size(*image.size), _FILTERS[self.interpolation])
+        """The image resized as before the centre crop; its long side is first cut (centred)
+        to at most MAX_ASPECT times the short one, so a 1-pixel-high strip stays small."""
+        box = central_box(*image.size, MAX_ASPECT)
+        size = self.scaled_size(box[2] - box[0], box[3] - box[1])
+        return image.resize(size, _FILTERS[self.interpolation], box=box)
 
     def pixels_from_image(self, image: Image.Image) -> np.ndarray:
-        image = self.resized(image)
-        width, height = image.size
         out_h, out_w = self.input_size
-        left, top = round((width - out_w) / 2.0), round((height - out_h) / 2.0)
-        image = image.crop((left, top, left + out_w, top + out_h))
+        box = self.crop_box(*image.size)
+        image = image.resize((out_w, out_h), _FILTERS[self.interpolation], box=box)
         return np.asarray(image, dtype=np.uint8)
+
+
+def central_box(width: int, height: int, max_aspect: float) -> tuple[int, int, int, int]:
+    """The centred region of an image whose long side is at most `max_aspect` x the short."""
+    keep_w = min(width, math.ceil(height * max_aspect))
+    keep_h = min(height, math.ceil(width * max_aspect))
+    left, top = (width - keep_w) // 2, (height - keep_h) // 2
+    return left, top, left + keep_w, top + keep_h

@@ -1,21 +1,44 @@
-"""Decoding any common photo file into an 8-bit RGB image, the way a person would see it."""
+"""Decoding any common photo file into an 8-bit RGB image, the way a person would see it.
+
+Every file is hostile until decoded: only the documented formats are opened, any failure of
+any kind becomes a ValueError with a one-line reason, and memory is bounded by the input's
+pixel count (limited) and the size the caller needs, never by what a header claims.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif"}
 )
+# Pillow opens dozens of formats, some through external programs (EPS runs Ghostscript):
+# only these are ever parsed (Pillow's JPEG opener also reads the MPO files phones write).
+DECODED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+# Pillow's own limit (about 89 megapixels) applies when the caller gives none.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 # Alpha is flattened onto white: transparent product shots and logos are drawn on white pages.
 _BACKGROUND = (255, 255, 255)
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+Size = tuple[int, int]
 
 
 def is_image_file(path: Path) -> bool:
@@ -27,46 +50,75 @@ def is_image_file(path: Path) -> bool:
 
 def decode_rgb(
     data: bytes,
-    draft: Callable[[int, int], tuple[int, int]] | None = None,
+    draft: Callable[[int, int], Size] | None = None,
     max_pixels: int | None = None,
 ) -> Image.Image:
     """Decode image bytes to an upright 8-bit RGB image.
 
-    `draft` maps the stored (width, height) to the smallest size the caller needs; JPEGs are
-    then decoded at a reduced scale, which is several times faster for large photos.
-    Images over `max_pixels` (or Pillow's own limit) are refused before they are decoded.
-    Raises ValueError (with Pillow's reason) for anything that is not a readable image.
+    `draft` maps the stored (width, height) to the smallest size the caller needs; larger
+    images are then decoded (JPEG) or shrunk (others) to no less than twice that size before
+    any colour conversion, which bounds memory and time. Images over `max_pixels` (Pillow's
+    limit by default) are refused before they are decoded. Raises ValueError with a one-line
+    reason for anything that is not a readable image of a supported format.
     """
     try:
         with warnings.catch_warnings():
             # A decompression-bomb warning is an error here: such files are refused, not decoded.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
             width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ValueError(f"{width}x{height} pixels is over the limit of {max_pixels}")
-            if draft is not None and image.format == "JPEG":
-                image.draft("RGB", draft(*image.size))
+            limit = max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS
+            if width * height > limit:
+                raise ValueError(f"{width}x{height} pixels is over the limit of {limit}")
+            needed = draft(width, height) if draft is not None else None
+            if needed is not None and image.format in ("JPEG", "MPO"):
+                image.draft("RGB", needed)
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
-        raise ValueError(_reason(error)) from error
-    except Image.DecompressionBombError as error:
+            if needed is not None:
+                image = _shrink(image, needed)
+            image = _to_rgb(image)
+            if orientation in _ORIENTATIONS:
+                image = image.transpose(_ORIENTATIONS[orientation])
+            return image
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except MemoryError:
+        raise ValueError("too large to decode in the memory available") from None
+    except BaseException as error:  # a crafted file can make Pillow raise anything
         raise ValueError(_reason(error)) from error
 
 
 def _reason(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     if text.startswith("cannot identify image file"):
-        return "unknown image format"  # Pillow's text ends in the repr of our BytesIO
-    return text.splitlines()[0]
+        return "unknown or unsupported image format"  # Pillow's text ends in a BytesIO repr
+    return text.splitlines()[0][:200]
+
+
+def _shrink(image: Image.Image, needed: Size) -> Image.Image:
+    """Reduce by a whole factor while the image stays at least twice the needed size."""
+    width, height = image.size
+    ratio = min(width / max(needed[0], 1), height / max(needed[1], 1))
+    factor = math.floor(ratio / 2)
+    if factor < 2:
+        return image
+    if image.mode in ("P", "1", "PA"):
+        image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    if image.mode in _SIXTEEN_BIT:  # reduce() has no 16-bit path; a box filter is the same
+        size = (max(1, width // factor), max(1, height // factor))
+        return image.resize(size, Image.Resampling.BOX)
+    return image.reduce(factor)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode == "PA" or "transparency" in image.info
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode in _SIXTEEN_BIT:
         return Image.fromarray(_to_uint8(np.asarray(image)), "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
@@ -79,10 +131,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     """Scale a 16-bit, 32-bit or float single-channel image to 0..255 instead of clipping it."""
+    is_float = pixels.dtype.kind == "f"
+    pixels = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(pixels.max(initial=0))
-    if pixels.dtype.kind == "f" and peak <= 1.0:
-        full_scale = 1.0
-    else:
-        full_scale = 65535.0 if peak > 255 else 255.0
-    scaled = pixels.astype(np.float64) * (255.0 / full_scale)
+    full_scale = 1.0 if is_float and peak <= 1.0 else 65535.0 if peak > 255 else 255.0
+    scaled = pixels * np.float32(255.0 / full_scale)
     return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)

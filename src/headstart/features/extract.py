@@ -25,6 +25,7 @@ from headstart.features.cache import FeatureCache
 from headstart.features.engines import Engine, cpu_threads, create_engine
 from headstart.features.views import PLAIN, View
 
+_MAX_PASSES = 3
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -100,38 +101,72 @@ class FeatureExtractor:
     def extract_files(
         self, paths: Sequence[Path], progress: bool = False, description: str = "Features"
     ) -> ExtractionResult:
-        """Features for image files, computing only those not already in the cache."""
+        """Features for image files, computing only those not already in the cache.
+
+        Each file is hashed, and those not cached are read again to decode; features are
+        stored under the digest of exactly the bytes decoded, so a file saved anew in between
+        can never put its new content's features under its old content's key.
+        """
         fingerprint = self.fingerprint
         with ThreadPoolExecutor(self.workers) as pool:
-            digests = list(pool.map(_digest_file, paths))
-            readable = {i: d for i, d in enumerate(digests) if isinstance(d, bytes)}
-            failures = {d: d for d in digests if isinstance(d, str)}  # reason stands for itself
-            vectors = self.cache.get_many(fingerprint, list(readable.values()))
-            todo = _first_with_each_digest((i, d) for i, d in readable.items() if d not in vectors)
+            first_read = list(pool.map(_digest_file, paths))
+            digests = {i: d for i, d in enumerate(first_read) if isinstance(d, bytes)}
+            failed = {i: d for i, d in enumerate(first_read) if isinstance(d, str)}
+            vectors = self.cache.get_many(fingerprint, list(digests.values()))
+            from_cache = sum(d in vectors for d in digests.values())
+            bad_content: dict[bytes, str] = {}  # digest -> why those bytes did not decode
             computed = 0
-            with progress_bar(description, len(todo), progress) as advance:
+
+            def compute(todo: list[int], advance: Callable[[int], None]) -> int:
+                done = 0
                 decoded = bounded_map(pool, self._decode_file(paths), todo, 4 * self.batch_size)
                 for batch in _batches(decoded, self.batch_size):
-                    good = [(digests[i], pixels) for i, pixels, _ in batch if pixels is not None]
-                    failures.update((digests[i], error) for i, _, error in batch if error)
+                    good = []
+                    for i, digest, pixels, reason in batch:
+                        if digest is None:  # unreadable on the second read
+                            failed[i] = reason
+                            digests.pop(i, None)
+                            continue
+                        digests[i] = digest
+                        if pixels is None:
+                            bad_content[digest] = reason
+                        else:
+                            good.append((digest, pixels))
                     if good:
                         features = self._forward([pixels for _, pixels in good])
-                        fresh = {
-                            digest: vector
-                            for (digest, _), vector in zip(good, features, strict=True)
-                        }
+                        fresh = dict(zip((d for d, _ in good), features, strict=True))
                         self.cache.put_many(fingerprint, fresh.items())
                         vectors.update(fresh)
-                        computed += len(good)
+                        done += len(good)
                     advance(len(batch))
-        kept = [i for i, d in readable.items() if d in vectors]
-        skipped = [(Path(paths[i]), failures[d]) for i, d in enumerate(digests) if d in failures]
+                return done
+
+            def pending() -> list[int]:
+                return _first_with_each_digest(
+                    (i, d) for i, d in digests.items() if d not in vectors and d not in bad_content
+                )
+
+            todo = pending()
+            with progress_bar(description, len(todo), progress) as advance:
+                # Another pass only for copies of a file that changed between its two reads.
+                for _ in range(_MAX_PASSES):
+                    if not todo:
+                        break
+                    computed += compute(todo, advance)
+                    todo = pending()
+        for i, digest in digests.items():
+            if digest in bad_content:
+                failed[i] = bad_content[digest]
+            elif digest not in vectors:
+                failed[i] = "unreadable: the file kept changing while it was read"
+        kept = sorted(i for i, d in digests.items() if d in vectors)
+        skipped = [(Path(paths[i]), failed[i]) for i in sorted(failed)]
         features = (
             np.stack([vectors[digests[i]] for i in kept]).astype(np.float32)
             if kept
             else np.zeros((0, 0), np.float32)
         )
-        return ExtractionResult(features, kept, skipped, computed, len(readable) - len(todo))
+        return ExtractionResult(features, kept, skipped, computed, from_cache)
 
     def _forward(self, pixels: list[np.ndarray]) -> np.ndarray:
         features = self.engine(np.stack(pixels))
@@ -142,11 +177,14 @@ class FeatureExtractor:
         return pixels_or_reason(self.backbone.preprocessing, data, view=self.view)
 
     def _decode_file(self, paths: Sequence[Path]) -> Callable[[int], tuple]:
-        def decode(index: int) -> tuple[int, np.ndarray | None, str | None]:
-            pixels = pixels_or_reason(
-                self.backbone.preprocessing, Path(paths[index]), view=self.view
-            )
-            return index, *pixels
+        """index -> (index, digest of the bytes decoded or None, pixels or None, reason)."""
+
+        def decode(index: int) -> tuple[int, bytes | None, np.ndarray | None, str | None]:
+            data = _read_file(Path(paths[index]))
+            if isinstance(data, str):
+                return index, None, None, data
+            pixels, reason = pixels_or_reason(self.backbone.preprocessing, data, view=self.view)
+            return index, content_digest(data), pixels, reason
 
         return decode
 
@@ -158,22 +196,36 @@ def pixels_or_reason(
     view: View = PLAIN,
 ) -> tuple[np.ndarray | None, str | None]:
     """The network input for a view of an image (bytes or file), or why there is none."""
-    try:
-        data = source if isinstance(source, bytes) else source.read_bytes()
-    except OSError as error:
-        return None, f"unreadable: {error.strerror or error}"
+    data = source if isinstance(source, bytes) else _read_file(source)
+    if isinstance(data, str):
+        return None, data
     try:
         return view.pixels(preprocessing, data, max_pixels), None
     except ValueError as error:
         return None, f"not a readable image: {error}"
+    except MemoryError:
+        return None, "not a readable image: too large for the memory available"
+
+
+def content_digest(data: bytes) -> bytes:
+    """The cache key of an image's content."""
+    return hashlib.blake2b(data, digest_size=20).digest()
+
+
+def _read_file(path: Path) -> bytes | str:
+    """The file's bytes, or why they could not be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+    except MemoryError:
+        return "unreadable: too large for the memory available"
 
 
 def _digest_file(path: Path) -> bytes | str:
     """A content hash of the file, or why it could not be read."""
-    try:
-        return hashlib.blake2b(Path(path).read_bytes(), digest_size=20).digest()
-    except OSError as error:
-        return f"unreadable: {error.strerror or error}"
+    data = _read_file(path)
+    return data if isinstance(data, str) else content_digest(data)
 
 
 def _first_with_each_digest(pairs: Iterable[tuple[int, bytes]]) -> list[int]:
