@@ -1,8 +1,8 @@
 import io
 
+import hostile
 import numpy as np
 import pytest
-import hostile
 from conftest import jpeg_bytes, real_photos
 from PIL import Image
 
