@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from headstart.console import stderr
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, SettingError
 from headstart.training.settings import FitSettings
 
 DEFAULTS = FitSettings()
+# Click's base exception, whether typer vendors click (0.2x) or depends on it.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 app = typer.Typer(
     help="Train, evaluate and use image classifiers from folders of labelled photos.",
@@ -238,7 +242,7 @@ def report(
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image")] = 3,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels per image")] = 3,
     as_json: AsJson = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout")] = False,
     tta: Tta = False,
@@ -248,7 +252,7 @@ def predict(
 ) -> None:
     """Predict the top-k labels of images, with a model folder or an exported .onnx file."""
     if as_json and as_csv:
-        raise HeadstartError("choose one of --json and --csv")
+        raise SettingError("choose one of --json and --csv")
     if model.suffix == ".onnx":
         from headstart.export.runtime import OnnxClassifier  # ONNX Runtime only, no PyTorch
 
@@ -266,17 +270,21 @@ def predict(
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif as_csv:
-        _write_csv(predictions, top_k)
+        _write_csv(predictions, min(top_k, max(len(p.labels) for p in predictions)))
     else:
         table = Table("image", "prediction")
         for p in predictions:
             text = p.error or ", ".join(
                 f"{label} {prob:.1%}" for label, prob in zip(p.labels, p.probabilities, strict=True)
             )
-            table.add_row(str(p.path), f"[red]{text}[/]" if p.error else text)
+            text = escape(text)
+            table.add_row(escape(str(p.path)), f"[red]{text}[/]" if p.error else text)
         stdout.print(table)
-    if any(p.error for p in predictions):
-        stderr.print(f"[yellow]{sum(bool(p.error) for p in predictions)} image(s) unreadable[/]")
+    unreadable = sum(bool(p.error) for p in predictions)
+    if unreadable == len(predictions):
+        raise HeadstartError(f"none of the {unreadable} image(s) could be read")
+    if unreadable:
+        stderr.print(f"[yellow]{unreadable} image(s) unreadable[/]")
 
 
 def _write_csv(predictions, top_k: int) -> None:
@@ -289,7 +297,7 @@ def _write_csv(predictions, top_k: int) -> None:
         row = [str(p.path), p.error or ""]
         for label, prob in zip(p.labels, p.probabilities, strict=True):
             row += [label, f"{prob:.6f}"]
-        writer.writerow(row)
+        writer.writerow(row + [""] * (len(header) - len(row)))
 
 
 @app.command()
@@ -458,17 +466,38 @@ def sample(
 
 
 def main() -> None:
+    """Run the command line; every failure ends as one line on stderr and an exit code."""
     try:
-        app()
-    except HeadstartError as error:
-        stderr.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except typer.Exit as done:
+        code = done.exit_code
+    except SettingError as error:
+        _error_line(str(error))
+        code = 2
+    except _CLICK_ERROR as error:  # usage errors (exit 2) found while parsing the command line
+        error.show()
+        code = error.exit_code
+    except (KeyboardInterrupt, typer.Abort):
         stderr.print(
             "[yellow]interrupted[/]: cached features and the last fine-tuning checkpoint are "
             "kept; run the same command again (with --resume when fine-tuning) to continue"
         )
-        sys.exit(130)
+        code = 130
+    except HeadstartError as error:
+        _error_line(str(error))
+        code = 1
+    except OSError as error:  # a disk, permission or path problem the checks did not foresee
+        where = f"{error.filename}: " if error.filename else ""
+        _error_line(f"{where}{error.strerror or error}")
+        code = 1
+    except (sqlite3.Error, MemoryError) as error:
+        _error_line(f"{type(error).__name__}: {error}")
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_line(message: str) -> None:
+    stderr.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 
 stderr = Console(stderr=True)
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something the user should know that does not stop the run."""
+    stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -213,8 +214,9 @@ def _memoised_preprocessing(
         return Preprocessing.from_dict(json.loads(memo.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         preprocessing = Preprocessing.from_timm_config(read_config())
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo, json.dumps(preprocessing.to_dict()))
+        with contextlib.suppress(OSError):  # a read-only cache only loses this shortcut
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(memo, json.dumps(preprocessing.to_dict()))
         return preprocessing
 
 

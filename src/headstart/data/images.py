@@ -48,6 +48,16 @@ def is_image_file(path: Path) -> bool:
     )
 
 
+def visible_images(folder: Path) -> list[Path]:
+    """The image files under `folder`, sorted, skipping hidden files and hidden folders."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if is_image_file(path)
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
 def decode_rgb(
     data: bytes,
     draft: Callable[[int, int], Size] | None = None,

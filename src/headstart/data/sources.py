@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headstart.data.images import is_image_file
+from headstart.data.images import IMAGE_SUFFIXES, visible_images
 from headstart.data.split import SPLITS, check_percents, hashed_split
 from headstart.errors import HeadstartError
 
@@ -117,20 +117,28 @@ def _read_class_folders(root: Path, split: str | None) -> list[tuple[Path, str, 
         raise HeadstartError(f"{root}: no class folders (expected {root}/CLASS/image.jpg)")
     rows = []
     for class_dir in class_dirs:
-        images = sorted(p for p in class_dir.rglob("*") if is_image_file(p) and not _hidden(p))
+        images = visible_images(class_dir)
         if not images:
             raise HeadstartError(f"{class_dir}: class folder has no images")
         rows.extend((image, class_dir.name, split) for image in images)
     return rows
 
 
-def _hidden(path: Path) -> bool:
-    return any(part.startswith(".") for part in path.parts[-3:])
-
-
 def _read_listing(path: Path) -> tuple[list[tuple[Path, str, str | None]], str]:
     """A CSV (path,label[,split]) or a CNTK-style mapping file (path<TAB>label)."""
-    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise HeadstartError(
+            f"{path}: is an image, not a dataset; give a folder of class folders, a CSV "
+            "(path,label[,split]) or a mapping file (path<TAB>label)"
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise HeadstartError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
+            "save the list as UTF-8"
+        ) from error
     if path.suffix.lower() == ".csv":
         lines, layout = list(csv.reader(text.splitlines())), "csv"
     else:
@@ -191,7 +199,7 @@ def _relative_key(image: Path, root: Path) -> str:
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:
-    if all(label.lstrip("-").isdigit() for label in labels):
+    if all(label.isascii() and label.lstrip("-").isdigit() for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
 

@@ -12,7 +12,10 @@ SPLITS = ("train", "val", "test")
 
 def hashed_split(key: str, val_percent: float, test_percent: float) -> str:
     """The split for `key`: test takes the lowest hash buckets, validation the next ones."""
-    bucket = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") % 10_000
+    bucket = (
+        int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()[:8], "big")
+        % 10_000
+    )
     percent = bucket / 100.0
     if percent < test_percent:
         return "test"

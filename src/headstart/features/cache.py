@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 from platformdirs import user_cache_dir
 
+from headstart.console import warn
+from headstart.errors import HeadstartError
+
 CACHE_ENV = "HEADSTART_CACHE_DIR"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
@@ -35,9 +38,25 @@ def _retry_while_locked(action, attempts: int = 100) -> None:
         try:
             return action()
         except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or attempt == attempts - 1:
+            if not _locked(error) or attempt == attempts - 1:
                 raise
             time.sleep(0.05)
+
+
+def _locked(error: sqlite3.Error) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
+
+
+def _make_folder(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise HeadstartError(f"{directory}: is a file, not a cache folder (see --cache-dir)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HeadstartError(
+            f"{directory}: cannot create the cache folder ({error.strerror}); "
+            "give another with --cache-dir or $HEADSTART_CACHE_DIR"
+        ) from error
 
 
 def default_cache_dir() -> Path:
@@ -46,12 +65,61 @@ def default_cache_dir() -> Path:
 
 
 class FeatureCache:
+    """Opened read-write when it can be; a damaged file is moved aside and started afresh, and a
+    cache the user cannot write to is read (features are then computed but not kept)."""
+
     def __init__(self, directory: Path | str | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / "features.sqlite3"
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        _retry_while_locked(self._set_up)
+        self.read_only = False
+        _make_folder(self.directory)
+        self._open()
+
+    def _open(self) -> None:
+        if not os.access(self.directory, os.W_OK):
+            self._open_read_only()
+            return
+        try:
+            if self.path.is_dir():
+                raise sqlite3.DatabaseError("a folder stands where the cache file belongs")
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            _retry_while_locked(self._set_up)
+            self._db.execute("SELECT 1 FROM features LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as error:
+            if _locked(error):
+                raise
+            self._move_aside(error)
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            _retry_while_locked(self._set_up)
+
+    def _open_read_only(self) -> None:
+        self.read_only = True
+        warn(
+            f"the feature cache {self.directory} is read-only: cached features are used, new "
+            "ones are computed but not kept"
+        )
+        if self.path.is_file():
+            # immutable: no -shm/-wal files are needed (or can be made) in a read-only folder
+            uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+            try:
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self._db.execute("SELECT 1 FROM features LIMIT 1").fetchall()
+                return
+            except sqlite3.DatabaseError:
+                warn(f"{self.path} is unreadable and cannot be rebuilt here")
+        self._db = sqlite3.connect(":memory:", isolation_level=None)
+        self._db.execute(_SCHEMA)
+
+    def _move_aside(self, error: sqlite3.Error) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            damaged = Path(f"{self.path}{suffix}")
+            if damaged.exists():
+                damaged.rename(f"{self.path}.damaged-{stamp}{suffix}")
+        warn(
+            f"the feature cache {self.path} was unreadable ({error}); it was moved aside to "
+            f"{self.path.name}.damaged-{stamp} and a new one started"
+        )
 
     def _set_up(self) -> None:
         self._db.execute("PRAGMA page_size=16384")  # only takes effect on a new file
@@ -60,6 +128,17 @@ class FeatureCache:
         self._db.execute(_SCHEMA)
 
     def get_many(self, fingerprint: str, digests: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        try:
+            return self._get_many(fingerprint, digests)
+        except sqlite3.DatabaseError as error:  # damaged after opening: start again, all misses
+            if _locked(error) or self.read_only:
+                raise
+            self._db.close()
+            self._move_aside(error)
+            self._open()
+            return {}
+
+    def _get_many(self, fingerprint: str, digests: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
         unique = list(dict.fromkeys(digests))
         for start in range(0, len(unique), _LOOKUP_CHUNK):
@@ -80,7 +159,7 @@ class FeatureCache:
             (fingerprint, digest, int(vector.size), vector.astype(np.float16).tobytes())
             for digest, vector in items
         ]
-        if not rows:
+        if not rows or self.read_only:
             return
         with self._transaction():
             self._db.executemany(

@@ -7,6 +7,7 @@ and is the reference the ONNX path is checked against.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from headstart.backbones.registry import Backbone
+from headstart.console import warn
 from headstart.errors import HeadstartError
 
 ENGINES = ("auto", "onnx", "torch")
@@ -54,11 +56,29 @@ def pixels_engine(
         name = "torch" if cuda_available() else "onnx"
     if name == "torch":
         return TorchEngine(build())
-    if not onnx_file.exists():
-        from headstart.export.onnx import export_pixels_module
+    if onnx_file.exists():
+        try:
+            return OnnxEngine(onnx_file)
+        except Exception as error:  # ONNX Runtime has its own exception types for bad files
+            warn(f"{onnx_file} is damaged ({_first_line(error)}); exporting it again")
+    if not _writable_folder(onnx_file.parent):
+        onnx_file = Path(tempfile.mkdtemp(prefix="headstart-onnx-")) / onnx_file.name
+    from headstart.export.onnx import export_pixels_module
 
-        export_pixels_module(build(), input_size, onnx_file, "output")
+    export_pixels_module(build(), input_size, onnx_file, "output")
     return OnnxEngine(onnx_file)
+
+
+def _writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def check_engine(name: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from headstart.data.images import is_image_file
+from headstart.data.images import visible_images
 from headstart.errors import HeadstartError
 
 
@@ -63,7 +63,7 @@ def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
     for item in items:
         path = Path(item).expanduser()
         if path.is_dir():
-            paths.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
+            paths.extend(visible_images(path))
         elif path.is_file():
             paths.append(path)
         else:

@@ -117,7 +117,7 @@ async def _read_uploads(request: Request, limits: Limits) -> list[tuple[str, byt
     length = request.headers.get("content-length")
     if length is None:
         raise HTTPException(411, "a Content-Length header is required")
-    if not length.isdigit() or int(length) > limits.max_upload_bytes:
+    if not (length.isascii() and length.isdigit()) or int(length) > limits.max_upload_bytes:
         raise HTTPException(413, f"upload larger than {limits.max_upload_bytes} bytes")
     body = await request.body()
     if not body:

@@ -100,6 +100,6 @@ def samples_digest(*splits) -> str:
     digest = hashlib.sha256()
     for split in splits:
         for sample in split.samples:
-            digest.update(f"{sample.path}|{sample.label}\n".encode())
+            digest.update(f"{sample.path}|{sample.label}\n".encode("utf-8", "surrogateescape"))
         digest.update(b"--\n")
     return digest.hexdigest()[:24]
