@@ -6,7 +6,7 @@ from conftest import copy_photos, real_photos
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
 
 from headstart import Classifier, HeadstartError
-from headstart.model.folder import METADATA_FILE, WEIGHTS_FILE
+from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 
 
 def test_trained_model_separates_ants_from_bees(trained):
@@ -18,16 +18,17 @@ def test_trained_model_separates_ants_from_bees(trained):
 
 def test_model_folder_is_safetensors_and_json_only(trained):
     _, folder = trained
-    assert sorted(p.name for p in folder.iterdir()) == [METADATA_FILE, WEIGHTS_FILE]
+    weights = weights_path(folder, read_metadata(folder))
+    assert sorted(p.name for p in folder.iterdir()) == [METADATA_FILE, weights.name]
+    assert weights.name.startswith("model-") and weights.suffix == ".safetensors"
     metadata = json.loads((folder / METADATA_FILE).read_text())
-    assert metadata["format_version"] == 1
+    assert metadata["format_version"] == 2
     assert metadata["labels"] == ["ants", "bees"]
     assert metadata["backbone"]["name"] == "efficientnet_lite0"
     assert metadata["backbone"]["weights"].startswith("sha256:")
     assert metadata["preprocessing"]["input_size"] == [288, 288]
     assert {"torch", "timm"} <= set(metadata["versions"])
     assert metadata["training"]["settings"]["seed"] == 0
-    assert WEIGHTS_FILE.endswith(".safetensors")
 
 
 def test_save_load_round_trip_predicts_identically(trained, cache_dir, tmp_path):
@@ -72,7 +73,8 @@ def test_newer_format_is_refused_clearly(trained, tmp_path):
     _, folder = trained
     newer = tmp_path / "newer"
     newer.mkdir()
-    (newer / WEIGHTS_FILE).write_bytes((folder / WEIGHTS_FILE).read_bytes())
+    weights = weights_path(folder, read_metadata(folder))
+    (newer / weights.name).write_bytes(weights.read_bytes())
     metadata = json.loads((folder / METADATA_FILE).read_text())
     (newer / METADATA_FILE).write_text(json.dumps({**metadata, "format_version": 99}))
     with pytest.raises(HeadstartError, match="format version 99 is newer"):

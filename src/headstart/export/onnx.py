@@ -10,7 +10,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from headstart.storage import atomic_write_bytes
+from headstart.errors import HeadstartError
+from headstart.storage import atomic_write_bytes, check_writable_file
 
 ONNX_OPSET = 18
 
@@ -46,7 +47,7 @@ def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> 
     """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out.
 
     Normalisation, backbone, head and softmax are all inside the graph; labels, backbone and
-    preprocessing go into its metadata and a labels.txt beside it.
+    preprocessing go into its metadata and a NAME.labels.txt beside it.
     """
     import onnx
     from torch import nn
@@ -54,6 +55,7 @@ def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> 
     from headstart.backbones.network import PixelsToFeatures
 
     path = Path(path)
+    check_export_target(path)
     backbone = classifier.extractor(cache_dir, "torch").backbone
     network = nn.Sequential(
         PixelsToFeatures(backbone.build_module(), classifier.preprocessing),
@@ -65,8 +67,21 @@ def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> 
     for key, value in onnx_metadata(classifier).items():
         model.metadata_props.add(key=key, value=value)
     atomic_write_bytes(path, model.SerializeToString())
-    atomic_write_bytes(path.with_name("labels.txt"), ("\n".join(classifier.labels) + "\n").encode())
+    atomic_write_bytes(labels_path(path), ("\n".join(classifier.labels) + "\n").encode())
     return path
+
+
+def labels_path(onnx_file: Path) -> Path:
+    """The labels file that goes with an exported model: model.onnx -> model.labels.txt."""
+    return Path(onnx_file).with_suffix(".labels.txt")
+
+
+def check_export_target(onnx_file: Path) -> None:
+    """Fail before exporting when the file cannot be written or would replace a user's file."""
+    check_writable_file(onnx_file, "ONNX file")
+    labels = labels_path(onnx_file)
+    if labels.exists() and not Path(onnx_file).exists():
+        raise HeadstartError(f"{labels}: exists and is not from an earlier export; move it away")
 
 
 def _calibrated_head(head, temperature: float):

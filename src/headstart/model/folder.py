@@ -1,25 +1,38 @@
-"""The model folder: `model.safetensors` (weights) and `headstart.json` (everything else).
+"""The model folder: `headstart.json` (everything but weights) naming its weights file.
 
-No pickle anywhere, and a format version so that later releases keep reading today's folders.
+The weights go to `model-<hash>.safetensors`, written before the JSON that names it with its
+SHA-256, and the JSON is replaced atomically: that rename is the one commit point, so a reader
+(or a run killed at any moment) sees the old model or the new one, never new weights with old
+labels. Old weights files are removed only after the commit. No pickle anywhere, and a format
+version so that later releases keep reading today's folders (version 1 had `model.safetensors`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from headstart.errors import HeadstartError
-from headstart.storage import atomic_write_bytes, atomic_write_text
+from headstart.storage import (
+    CHECKPOINT_FILE,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable_folder,
+)
 
 FORMAT = "headstart-model"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 2
 METADATA_FILE = "headstart.json"
+LEGACY_WEIGHTS_FILE = "model.safetensors"  # format version 1
+_WEIGHTS_NAME = re.compile(r"model-[0-9a-f]{16}\.safetensors")
 
 
 def write_model_folder(
@@ -28,34 +41,97 @@ def write_model_folder(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    atomic_write_bytes(folder / WEIGHTS_FILE, save(contiguous))
+    data = save(contiguous)
+    sha256 = hashlib.sha256(data).hexdigest()
+    weights = folder / f"model-{sha256[:16]}.safetensors"
+    atomic_write_bytes(weights, data)
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
+    document["weights"] = {"file": weights.name, "sha256": sha256}
     document["versions"] = library_versions()
     atomic_write_text(folder / METADATA_FILE, json.dumps(document, indent=2) + "\n")
+    for stale in [*folder.glob("model-*.safetensors"), folder / LEGACY_WEIGHTS_FILE]:
+        if stale != weights:
+            with contextlib.suppress(OSError):
+                stale.unlink(missing_ok=True)
+
+
+def check_model_output(folder: Path) -> None:
+    """Fail before training when `folder` cannot become a model folder: a file, not writable, or
+    a folder of other things (its files would sit beside, or be taken for, the model's)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise HeadstartError(f"{folder}: is a file; give a folder for the model (-o)")
+    check_writable_folder(folder, "model")
+    if folder.is_dir():
+        names = {p.name for p in folder.iterdir()}
+        if names and not names & {METADATA_FILE, CHECKPOINT_FILE}:
+            raise HeadstartError(
+                f"{folder}: holds other files and is not a model folder; give a new or empty "
+                "folder (-o)"
+            )
 
 
 def read_model_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     folder = Path(folder)
-    metadata_file = folder / METADATA_FILE
+    # A writer may replace the model between our two reads: the second try sees it whole.
+    for attempt in range(2):
+        metadata = read_metadata(folder)
+        try:
+            return _read_weights(folder, metadata), metadata
+        except FileNotFoundError:
+            if attempt == 1:
+                raise HeadstartError(
+                    f"{weights_path(folder, metadata)}: weights file missing"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    """headstart.json, checked to be a headstart model of a format version we can read."""
+    metadata_file = Path(folder) / METADATA_FILE
     if not metadata_file.is_file():
         raise HeadstartError(f"{folder}: not a headstart model folder (no {METADATA_FILE})")
     try:
         metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise HeadstartError(f"{metadata_file}: not valid JSON ({error})") from error
-    if metadata.get("format") != FORMAT:
+    except (ValueError, OSError) as error:
+        raise HeadstartError(f"{metadata_file}: not readable JSON ({error})") from error
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise HeadstartError(f"{metadata_file}: not a headstart model file")
     found = metadata.get("format_version")
-    if not isinstance(found, int) or found > FORMAT_VERSION:
+    if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+        raise HeadstartError(f"{metadata_file}: format_version must be a whole number")
+    if found > FORMAT_VERSION:
         raise HeadstartError(
             f"{metadata_file}: format version {found} is newer than this headstart "
             f"understands ({FORMAT_VERSION}); upgrade headstart"
         )
+    return metadata
+
+
+def weights_path(folder: Path, metadata: dict[str, Any]) -> Path:
+    """The weights file the metadata names (only a plain name in the folder is accepted)."""
+    if metadata["format_version"] == 1:
+        return Path(folder) / LEGACY_WEIGHTS_FILE
+    name = (
+        metadata.get("weights", {}).get("file")
+        if isinstance(metadata.get("weights"), dict)
+        else None
+    )
+    if not isinstance(name, str) or not _WEIGHTS_NAME.fullmatch(name):
+        raise HeadstartError(f"{Path(folder) / METADATA_FILE}: weights.file is missing or invalid")
+    return Path(folder) / name
+
+
+def _read_weights(folder: Path, metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
+    path = weights_path(folder, metadata)
+    data = path.read_bytes()
+    expected = metadata.get("weights", {}).get("sha256") if metadata["format_version"] > 1 else None
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise HeadstartError(f"{path}: the weights do not match their checksum in {METADATA_FILE}")
     try:
-        tensors = load_file(str(folder / WEIGHTS_FILE))
-    except Exception as error:  # safetensors raises its own error type, missing file too
-        raise HeadstartError(f"{folder / WEIGHTS_FILE}: cannot read weights ({error})") from error
-    return tensors, metadata
+        return load(data)
+    except Exception as error:  # safetensors raises its own error type
+        raise HeadstartError(f"{path}: cannot read weights ({error})") from error
 
 
 def library_versions() -> dict[str, str]:

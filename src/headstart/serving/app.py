@@ -6,17 +6,21 @@ images are checked by decoding them (never by file name), and decompression bomb
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
 from headstart.export.runtime import OnnxClassifier
+from headstart.features.engines import cpu_threads
 from headstart.features.extract import pixels_or_reason
 
 PAGE = Path(__file__).with_name("page.html")
@@ -51,11 +55,49 @@ class Metadata(BaseModel):
     version: str
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
+    """Host headers a server bound to `host` answers: for loopback, only loopback names (a web
+    page that rebinds its own name to 127.0.0.1 is refused); None (any) otherwise."""
+    if host not in LOOPBACK_HOSTS:
+        return None
+    names = ("127.0.0.1", "localhost", "[::1]")
+    return frozenset(n for name in names for n in (name, f"{name}:{port}"))
+
+
 def create_app(
-    model: OnnxClassifier, token: str | None = None, limits: Limits = Limits()
+    model: OnnxClassifier,
+    token: str | None = None,
+    limits: Limits = Limits(),
+    hosts: frozenset[str] | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="headstart", version=__version__, description="Image classification")
+    """The app for `model`. `token`: bearer token required on all but /health and the page;
+    `hosts`: the Host headers accepted (None: any). Cross-origin requests are always refused."""
+    if token is not None and not token.strip():
+        raise ValueError("an empty token would let every request in; give a real one or None")
+    app = FastAPI(
+        title="headstart",
+        version=__version__,
+        description="Image classification",
+        docs_url=None,  # Swagger and ReDoc pages load scripts from a CDN: not served
+        redoc_url=None,
+        openapi_url=None,
+    )
     authorised = Depends(_bearer_check(token))
+    busy = asyncio.Semaphore(cpu_threads())  # bounds the uploads held and decoded at once
+
+    @app.middleware("http")
+    async def same_origin_only(request: Request, call_next):
+        refusal = _origin_refusal(request, hosts)
+        if refusal:
+            return JSONResponse({"detail": refusal}, status_code=403)
+        return await call_next(request)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[authorised])
+    def openapi() -> dict:
+        return app.openapi()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -84,9 +126,10 @@ def create_app(
         request: Request, top_k: int = Query(5, ge=1, le=limits.max_top_k)
     ) -> Predictions:
         """Images as multipart files (any field name) or one image as the raw request body."""
-        uploads = await _read_uploads(request, limits)
-        decoded = await run_in_threadpool(_decode_all, model, uploads, limits.max_pixels)
-        ranked = await run_in_threadpool(model.predict_pixels, decoded, top_k)
+        async with busy:
+            uploads = await _read_uploads(request, limits)
+            decoded = await run_in_threadpool(_decode_all, model, uploads, limits.max_pixels)
+            ranked = await run_in_threadpool(model.predict_pixels, decoded, top_k)
         return Predictions(
             predictions=[
                 ImagePrediction(
@@ -97,6 +140,16 @@ def create_app(
         )
 
     return app
+
+
+def _origin_refusal(request: Request, hosts: frozenset[str] | None) -> str | None:
+    host = request.headers.get("host", "").lower()
+    if hosts is not None and host not in hosts:
+        return f"unexpected Host header {host!r}"
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != host:
+        return "cross-origin requests are refused"
+    return None
 
 
 def _bearer_check(token: str | None):
@@ -124,7 +177,12 @@ async def _read_uploads(request: Request, limits: Limits) -> list[tuple[str, byt
         raise HTTPException(400, "empty request: send images as multipart files or a raw body")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return [("image", body)]
-    form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images + 1)
+    try:
+        form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images + 1)
+    except StarletteHTTPException as error:  # what Starlette's form parser raises
+        if "Too many" in str(error.detail):
+            raise HTTPException(413, f"at most {limits.max_images} images per request") from None
+        raise
     uploads = [
         (value.filename or key, await value.read())
         for key, value in form.multi_items()

@@ -19,8 +19,6 @@ from safetensors.torch import save
 from headstart.errors import HeadstartError
 from headstart.storage import atomic_write_bytes, tensor_group
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-
 
 @dataclass
 class LoopState:

@@ -17,7 +17,9 @@ from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
-from headstart.training.checkpoint import CHECKPOINT_FILE, Checkpoint, samples_digest
+from headstart.model.folder import check_model_output
+from headstart.storage import CHECKPOINT_FILE
+from headstart.training.checkpoint import Checkpoint, samples_digest
 from headstart.training.fit import fit_head
 from headstart.training.settings import FitSettings
 from headstart.training.strategy import choose_strategy
@@ -70,6 +72,8 @@ def train(
     """
     settings = settings or FitSettings()
     settings.check()
+    if output is not None:
+        check_model_output(Path(output))
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else load_dataset(data, val_percent, test_percent)
     cache = FeatureCache(cache_dir)
