@@ -2,13 +2,14 @@
 
 import io
 
+import hostile
 import pytest
 from conftest import jpeg_bytes, real_photos
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from headstart.export.runtime import OnnxClassifier
-from headstart.serving.app import Limits, create_app
+from headstart.serving.app import Limits, allowed_hosts, create_app
 
 TOKEN = "s3cret-token"
 
@@ -36,6 +37,8 @@ def test_health_metadata_and_schema(client):
     assert metadata["labels"] == ["ants", "bees"] and metadata["input_size"] == [288, 288]
     assert metadata["backbone"]["name"] == "efficientnet_lite0"
     assert "/predict" in client.get("/openapi.json").json()["paths"]
+    # Swagger and ReDoc load their scripts from a CDN: not served
+    assert client.get("/docs").status_code == client.get("/redoc").status_code == 404
 
 
 def test_predict_multipart_images(client, photos):
@@ -111,3 +114,56 @@ def test_web_page_is_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "Drop photos here" in page.text
+
+
+def test_schema_is_behind_the_token_and_empty_tokens_are_refused(model):
+    client = TestClient(create_app(model, token=TOKEN))
+    assert client.get("/openapi.json").status_code == 401
+    right = {"authorization": f"Bearer {TOKEN}"}
+    assert client.get("/openapi.json", headers=right).status_code == 200
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="empty token"):
+            create_app(model, token=empty)
+    assert (
+        client.post("/predict", content=b"x", headers={"authorization": "Bearer "}).status_code
+        == 401
+    )
+
+
+def test_cross_origin_and_rebound_host_requests_are_refused(model, photos):
+    _, photo = photos[0]
+    client = TestClient(create_app(model, hosts=allowed_hosts("127.0.0.1", 8000)))
+    local = {"host": "127.0.0.1:8000"}
+    assert client.post("/predict", content=photo, headers=local).status_code == 200
+    same_origin = {**local, "origin": "http://127.0.0.1:8000"}
+    assert client.post("/predict", content=photo, headers=same_origin).status_code == 200
+    evil = {**local, "origin": "https://evil.example"}
+    response = client.post("/predict", content=photo, headers=evil)
+    assert response.status_code == 403 and "cross-origin" in response.json()["detail"]
+    rebound = {"host": "evil.example:8000"}
+    assert client.post("/predict", content=photo, headers=rebound).status_code == 403
+
+
+def test_too_many_files_is_413_and_bad_lengths_are_4xx(client, photos):
+    _, photo = photos[0]
+    many = [("files", (f"{i}.jpg", photo[:100], "image/jpeg")) for i in range(18)]
+    status, detail = bad_request(client, files=many)
+    assert status == 413 and "at most 3 images" in detail
+    weird = {"content-length": "²".encode(), "content-type": "image/jpeg"}
+    assert client.post("/predict", content=photo, headers=weird).status_code in (400, 413)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("strip.png", hostile.strip(1_000_000, 1)),
+        ("tall.png", hostile.strip(1, 20_000)),
+        ("crafted.tif", hostile.rational_strip_offsets_tiff()),
+        *sorted(hostile.other_formats().items()),
+    ],
+)
+def test_hostile_uploads_get_an_answer_never_a_500(client, name, data):
+    response = client.post("/predict", files=[("files", (name, data, "image/png"))])
+    assert response.status_code in (200, 415), response.text
+    if response.status_code == 415:
+        assert response.json()["detail"].startswith(name)

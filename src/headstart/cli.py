@@ -497,6 +497,8 @@ def main() -> None:
     """Run the command line; every failure ends as one line on stderr and an exit code."""
     try:
         code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into this exit code, silently
+            _interrupted()
     except typer.Exit as done:
         code = done.exit_code
     except SettingError as error:
@@ -506,10 +508,7 @@ def main() -> None:
         error.show()
         code = error.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        stderr.print(
-            "[yellow]interrupted[/]: cached features and the last fine-tuning checkpoint are "
-            "kept; run the same command again (with --resume when fine-tuning) to continue"
-        )
+        _interrupted()
         code = 130
     except HeadstartError as error:
         _error_line(str(error))
@@ -522,6 +521,13 @@ def main() -> None:
         _error_line(f"{type(error).__name__}: {error}")
         code = 1
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted() -> None:
+    stderr.print(
+        "[yellow]interrupted[/]: cached features and the last fine-tuning checkpoint are "
+        "kept; run the same command again (with --resume when fine-tuning) to continue"
+    )
 
 
 def _error_line(message: str) -> None:

