@@ -73,7 +73,9 @@ def decode_rgb(
     """
     try:
         with warnings.catch_warnings():
-            # A decompression-bomb warning is an error here: such files are refused, not decoded.
+            # Pillow's warnings about damaged metadata are noise per file; a decompression-bomb
+            # warning is an error: such files are refused, not decoded.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
             width, height = image.size
