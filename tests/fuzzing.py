@@ -3,8 +3,8 @@
 Mutates real photos saved in every supported format (bit flips, truncation, header fields set to
 extreme values, spliced, duplicated and deleted chunks, extreme sizes and aspect ratios) and
 feeds each input to the decoder; every tenth also to the HTTP server and (the last 300 of
-those, in one batch at the end) to `predict` with a model folder and with an exported ONNX file. Run as a script so that
-its peak memory (ru_maxrss) is its own:
+those, in one batch at the end) to `predict` with a model folder and with an exported ONNX
+file. Run as a script so that its peak memory (ru_maxrss) is its own:
 
     python tests/fuzzing.py --seconds 600 --model MODEL_FOLDER --onnx MODEL.onnx --cache CACHE
 
