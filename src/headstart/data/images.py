@@ -22,6 +22,8 @@ IMAGE_SUFFIXES = frozenset(
 # Pillow opens dozens of formats, some through external programs (EPS runs Ghostscript):
 # only these are ever parsed (Pillow's JPEG opener also reads the MPO files phones write).
 DECODED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+# Panoramas reach about 10:1; past this a file is a strip or a crafted header, not a photo.
+MAX_ASPECT_RATIO = 100
 # Pillow's own limit (about 89 megapixels) applies when the caller gives none.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
@@ -82,6 +84,11 @@ def decode_rgb(
             limit = max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS
             if width * height > limit:
                 raise ValueError(f"{width}x{height} pixels is over the limit of {limit}")
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                raise ValueError(
+                    f"{width}x{height} pixels: a strip, not a photo (aspect ratio over "
+                    f"{MAX_ASPECT_RATIO}:1)"
+                )
             needed = draft(width, height) if draft is not None else None
             if needed is not None and image.format in ("JPEG", "MPO"):
                 image.draft("RGB", needed)
