@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import hostile
 import numpy as np
@@ -151,3 +152,11 @@ def test_memory_error_while_decoding_is_a_reason(monkeypatch, photo):
     monkeypatch.setattr(ImageFile.ImageFile, "load", exhausted)
     with pytest.raises(ValueError, match="memory"):
         decode_rgb(data)
+
+
+def test_a_small_file_claiming_50_megapixels_is_refused_before_decoding():
+    """Found by the fuzz suite: a mutated 1.6 KB WebP whose header says 8544x5932; decoding it
+    at full size took 200 MB before failing."""
+    data = (Path(__file__).parent / "data" / "fuzz-claims-50mp.webp").read_bytes()
+    with pytest.raises(ValueError, match="over the limit of 40000000"):
+        decode_rgb(data, draft=PREPROCESSING.scaled_size)

@@ -24,8 +24,11 @@ IMAGE_SUFFIXES = frozenset(
 DECODED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 # Panoramas reach about 10:1; past this a file is a strip or a crafted header, not a photo.
 MAX_ASPECT_RATIO = 100
-# Pillow's own limit (about 89 megapixels) applies when the caller gives none.
-DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+# When the caller gives no limit: formats decoded at full size (PNG, WebP, ...) cost memory in
+# proportion to the pixels their header claims, so they stop at 40 MP (about 160 MB decoded);
+# JPEGs are decoded at a reduced scale (draft), so Pillow's own limit (89 MP) applies.
+DEFAULT_MAX_PIXELS = 40_000_000
+JPEG_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 # Alpha is flattened onto white: transparent product shots and logos are drawn on white pages.
 _BACKGROUND = (255, 255, 255)
@@ -81,7 +84,9 @@ def decode_rgb(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
             width, height = image.size
-            limit = max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS
+            limit = max_pixels or (
+                JPEG_MAX_PIXELS if image.format == "JPEG" and draft else DEFAULT_MAX_PIXELS
+            )
             if width * height > limit:
                 raise ValueError(f"{width}x{height} pixels is over the limit of {limit}")
             if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
