@@ -159,20 +159,20 @@ def _summary_table(summary: dict, output: Path) -> Table:
     table = Table(title="Training summary", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("dataset", f"{summary['dataset']} ({summary['layout']})")
+    table.add_row("dataset", escape(f"{summary['dataset']} ({summary['layout']})"))
     table.add_row("classes", str(summary["classes"]))
     table.add_row("strategy", summary["strategy"])
     if summary.get("reason"):
         table.add_row("", f"chosen by auto: {summary['reason']}")
     for note in summary.get("notes", []):
-        table.add_row("note", f"[yellow]{note}[/]")
+        table.add_row("note", f"[yellow]{escape(note)}[/]")
     if summary.get("augmented_views"):
         table.add_row("augmented views", f"{summary['augmented_views']} per training image")
     used = summary["used"]
     table.add_row("images used", " / ".join(f"{k} {v}" for k, v in used.items()))
     table.add_row("images skipped", str(len(summary["skipped"])))
     for path, reason in summary["skipped"][:20]:
-        table.add_row("", f"[yellow]{path}[/]: {reason}")
+        table.add_row("", f"[yellow]{escape(path)}[/]: {escape(reason)}")
     table.add_row("features computed", f"{summary['computed']} (the rest from the cache)")
     if summary["val_accuracy"] is not None:
         table.add_row("validation accuracy", f"{summary['val_accuracy']:.2%}")
@@ -184,7 +184,7 @@ def _summary_table(summary: dict, output: Path) -> Table:
         f"{seconds['total']:.1f} s (features {seconds['features']:.1f} s, "
         f"training {seconds['training']:.1f} s)",
     )
-    table.add_row("model", str(output))
+    table.add_row("model", escape(str(output)))
     return table
 
 
@@ -218,7 +218,7 @@ def evaluate(
     if not quiet:
         stdout.print(evaluation_tables(evaluation))
     for path, reason in evaluation.skipped:
-        stderr.print(f"[yellow]skipped[/] {path}: {reason}")
+        stderr.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(reason)}")
 
 
 @app.command()
@@ -235,7 +235,7 @@ def report(
     from headstart.model.classifier import Classifier
 
     page = write_report(Classifier.load(model), data, output, split, cache_dir, engine)
-    stderr.print(f"wrote {page}")
+    stderr.print(f"wrote {escape(str(page))}")
 
 
 @app.command()
@@ -449,8 +449,8 @@ def info(
     if as_json:
         print(json.dumps(metadata, indent=2))
         return
-    table = Table(title=str(model), show_header=False)
-    table.add_row("labels", ", ".join(metadata["labels"]))
+    table = Table(title=escape(str(model)), show_header=False)
+    table.add_row("labels", escape(", ".join(metadata["labels"])))
     table.add_row("backbone", f"{metadata['backbone']['name']} ({metadata['backbone']['weights']})")
     if metadata["backbone"].get("tuned_weights"):
         details = metadata.get("finetune", {})
@@ -490,7 +490,7 @@ def sample(
     if name != "digits":
         raise HeadstartError(f"unknown sample {name!r}: the one available is digits")
     count = write_digits(folder)
-    stderr.print(f"wrote {count} images of handwritten digits to {folder}")
+    stderr.print(f"wrote {count} images of handwritten digits to {escape(str(folder))}")
 
 
 def main() -> None:

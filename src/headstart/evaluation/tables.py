@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from headstart.evaluation.metrics import Evaluation
@@ -31,7 +32,7 @@ def _per_class(evaluation: Evaluation) -> Table:
         table.add_column(column, justify="left" if column == "class" else "right")
     for row in evaluation.per_class:
         table.add_row(
-            row["label"],
+            escape(row["label"]),
             f"{row['precision']:.3f}",
             f"{row['recall']:.3f}",
             f"{row['f1']:.3f}",
@@ -44,11 +45,11 @@ def _confusion(evaluation: Evaluation) -> Table:
     table = Table(title="Confusion matrix (rows: true, columns: predicted)")
     table.add_column("true \\ predicted")
     for label in evaluation.labels:
-        table.add_column(label, justify="right")
+        table.add_column(escape(label), justify="right")
     for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
         cells = [
             f"[bold]{n}[/]" if i == evaluation.labels.index(label) else str(n)
             for i, n in enumerate(row)
         ]
-        table.add_row(label, *cells)
+        table.add_row(escape(label), *cells)
     return table
