@@ -33,7 +33,8 @@ def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):
     pixels = np.stack([classifier.preprocessing.pixels(p.read_bytes()) for p in photos])
     backbone = classifier.extractor().backbone
     network = torch.nn.Sequential(
-        PixelsToFeatures(backbone.build_module(), classifier.preprocessing), classifier.head
+        PixelsToFeatures(backbone.build_module(), classifier.preprocessing),
+        classifier.head.module(),
     ).eval()
     with torch.no_grad():
         logits = network(torch.from_numpy(pixels)) / classifier.temperature

@@ -3,57 +3,115 @@ import pytest
 import torch
 
 from headstart.training.fit import fit_head
+from headstart.training.heads import Head
 from headstart.training.settings import FitSettings
+from headstart.training.solver import L2_PATH, fit_linear, scores
 
 
 def blobs(seed: int, n: int = 60, dim: int = 16, classes: int = 3):
+    """Gaussian blobs around the same centres for every seed (the seed draws the samples)."""
+    centres = np.random.default_rng(1000 + dim).normal(size=(classes, dim)) * 3
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(classes, dim)) * 3
     y = rng.integers(0, classes, n)
     x = (centres[y] + rng.normal(size=(n, dim))).astype(np.float32)
     return x, y
 
 
-def test_same_seed_gives_the_same_head():
+def test_same_seed_gives_the_same_mlp():
     (x, y), (vx, vy) = blobs(0), blobs(1)
     settings = FitSettings(strategy="mlp", hidden=32, epochs=30, seed=7)
     first = fit_head(x, y, vx, vy, 3, settings)
     second = fit_head(x, y, vx, vy, 3, settings)
-    for a, b in zip(
-        first.head.state_dict().values(), second.head.state_dict().values(), strict=True
-    ):
-        assert torch.equal(a, b)
+    for name, value in first.head.parameters.items():
+        np.testing.assert_array_equal(value, second.head.parameters[name])
     assert [h["val_loss"] for h in first.history] == [h["val_loss"] for h in second.history]
+    other = fit_head(x, y, vx, vy, 3, FitSettings(strategy="mlp", hidden=32, epochs=30, seed=8))
+    assert not np.array_equal(other.head.parameters["0.weight"], first.head.parameters["0.weight"])
 
 
-def test_early_stopping_restores_the_best_epoch():
+def test_mlp_early_stopping_restores_the_best_epoch():
     (x, y), (vx, vy) = blobs(0, n=40), blobs(1)
     vy = (vy + 1) % 3  # validation labels disagree with training: val loss rises as training fits
-    result = fit_head(x, y, vx, vy, 3, FitSettings(epochs=200, patience=5, learning_rate=1e-2))
-    assert result.stopped_early
-    assert len(result.history) == result.best_epoch + 5
+    settings = FitSettings(strategy="mlp", epochs=200, patience=5, learning_rate=1e-2)
+    result = fit_head(x, y, vx, vy, 3, settings)
+    assert len(result.history) == result.best_epoch + 5 < 200
     best = min(h["val_loss"] for h in result.history)
     assert result.history[result.best_epoch - 1]["val_loss"] == best
-    with torch.no_grad():
-        restored = torch.nn.functional.cross_entropy(
-            result.head.eval()(torch.from_numpy(vx)), torch.from_numpy(vy)
+    assert scores(result.head.logits(vx), vy)[0] == pytest.approx(best, rel=1e-5)
+
+
+def test_numpy_heads_give_the_logits_of_their_pytorch_modules():
+    (x, y), (vx, vy) = blobs(0), blobs(1)
+    for strategy in ("linear", "mlp"):
+        head = fit_head(x, y, vx, vy, 3, FitSettings(strategy=strategy, hidden=8, epochs=5)).head
+        with torch.no_grad():
+            expected = head.module()(torch.from_numpy(vx)).numpy()
+        np.testing.assert_allclose(head.logits(vx), expected, rtol=1e-5, atol=1e-5)
+        assert (
+            Head.from_module(head.config, head.module()).parameters.keys() == head.parameters.keys()
         )
-    assert float(restored) == pytest.approx(best, rel=1e-5)
 
 
-def test_linear_head_learns_separable_features():
-    (x, y), (vx, vy) = blobs(0, n=200), blobs(0, n=100)
-    result = fit_head(
-        x, y, vx, vy, 3, FitSettings(epochs=100, balance_classes=True, label_smoothing=0.1)
-    )
-    assert result.history[result.best_epoch - 1]["val_accuracy"] > 0.9
+def test_linear_solver_reaches_the_logistic_regression_optimum():
+    """The same minimum as scikit-learn's multinomial logistic regression at the chosen L2."""
+    from sklearn.linear_model import LogisticRegression
+
+    (x, y), (vx, vy) = blobs(0, n=200, dim=8), blobs(1, n=100, dim=8)
+    x += np.random.default_rng(2).normal(size=x.shape).astype(np.float32) * 3  # overlapping
+    fit = fit_linear(x, y, vx, vy, 3)
+    reference = LogisticRegression(C=1 / (fit.l2 * len(y)), tol=1e-10, max_iter=10_000).fit(x, y)
+
+    def objective(weight, bias) -> float:
+        loss = scores(x @ weight.T + bias, y)[0]
+        return loss + 0.5 * fit.l2 * float((weight.astype(np.float64) ** 2).sum())
+
+    ours, theirs = objective(fit.weight, fit.bias), objective(reference.coef_, reference.intercept_)
+    assert ours == pytest.approx(theirs, abs=1e-5)
+    np.testing.assert_allclose(fit.weight, reference.coef_, atol=0.02)
 
 
-def test_without_validation_all_epochs_run():
+def test_linear_l2_is_the_one_with_the_lowest_validation_loss():
+    (x, y), (vx, vy) = blobs(0, n=60), blobs(1, n=200)
+    fit = fit_linear(x, y, vx, vy, 3)
+    losses = [h["val_loss"] for h in fit.history]
+    assert fit.best_index == int(np.argmin(losses)) and fit.l2 == L2_PATH[fit.best_index]
+    assert [h["l2"] for h in fit.history] == list(L2_PATH[: len(losses)])
+    noisy = (vy + np.random.default_rng(0).integers(0, 2, len(vy))) % 3  # half the labels wrong
+    assert fit_linear(x, y, vx, noisy, 3).l2 > fit.l2  # worse validation: stronger L2
+
+
+def test_balance_classes_raises_the_minority_recall():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (300, 4)), rng.normal(1.2, 1, (30, 4))]).astype(np.float32)
+    y = np.array([0] * 300 + [1] * 30)
+    vx = np.concatenate([rng.normal(0, 1, (100, 4)), rng.normal(1.2, 1, (100, 4))])
+    vy = np.array([0] * 100 + [1] * 100)
+
+    def minority_recall(balance: bool) -> float:
+        head = fit_head(x, y, vx.astype(np.float32), vy, 2, FitSettings(balance_classes=balance))
+        return float((head.head.logits(vx[vy == 1]).argmax(1) == 1).mean())
+
+    assert minority_recall(True) > minority_recall(False) + 0.2
+
+
+def test_label_smoothing_lowers_the_confidence_on_training_images():
+    (x, y), (vx, vy) = blobs(0, n=200), blobs(1, n=100)
+
+    def top_probability(smoothing: float) -> float:
+        head = fit_head(x, y, vx, vy, 3, FitSettings(label_smoothing=smoothing)).head
+        logits = head.logits(x).astype(np.float64)
+        probabilities = np.exp(logits - logits.max(1, keepdims=True))
+        return float((probabilities.max(1) / probabilities.sum(1)).mean())
+
+    assert top_probability(0.3) < top_probability(0.0) - 0.05
+
+
+def test_without_validation_l2_is_cross_validated():
     x, y = blobs(0)
     empty = np.zeros((0, x.shape[1]), np.float32)
-    result = fit_head(x, y, empty, np.zeros(0, np.int64), 3, FitSettings(epochs=7))
-    assert len(result.history) == 7 and result.best_epoch == 7
+    result = fit_head(x, y, empty, np.zeros(0, np.int64), 3, FitSettings())
+    assert len(result.history) == 1 and result.details["l2"] in L2_PATH
+    assert scores(result.head.logits(x), y)[1] > 0.9
 
 
 def test_keep_start_gives_back_the_start_when_training_only_hurts():
@@ -61,6 +119,7 @@ def test_keep_start_gives_back_the_start_when_training_only_hurts():
 
     (x, y), (vx, vy) = blobs(0, n=40), blobs(1)
     vy = (vy + 1) % 3  # training makes validation worse from the first step
+    torch.manual_seed(0)
     head = torch.nn.Linear(16, 3)
     start = {k: v.clone() for k, v in head.state_dict().items()}
     optimizer = torch.optim.SGD(head.parameters(), lr=0.5)

@@ -177,7 +177,13 @@ def _summary_table(summary: dict, output: Path) -> Table:
     if summary["val_accuracy"] is not None:
         table.add_row("validation accuracy", f"{summary['val_accuracy']:.2%}")
         table.add_row("validation loss", f"{summary['val_loss']:.4f}")
-    table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']}")
+    if summary.get("l2") is not None and summary["strategy"] == "linear":
+        table.add_row(
+            "L2 strength",
+            f"{summary['l2']:.0e} (best of {summary['epochs_run']} tried, by validation loss)",
+        )
+    else:
+        table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']}")
     seconds = summary["seconds"]
     table.add_row(
         "time",

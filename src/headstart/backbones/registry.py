@@ -13,6 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from headstart.backbones.packaged import (
     PACKAGED_WEIGHTS,
     file_sha256,
@@ -80,18 +82,24 @@ class Backbone:
 
 
 def tensors_sha256(tensors: dict[str, Any]) -> str:
-    import torch
-
+    """A hash of named tensors (NumPy arrays or PyTorch tensors: the same values hash alike)."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+        array = _as_numpy(tensors[name])
+        digest.update(f"{name}|torch.{array.dtype}|{tuple(array.shape)}|".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:24]
+
+
+def _as_numpy(tensor: Any) -> np.ndarray:
+    return tensor if isinstance(tensor, np.ndarray) else tensor.detach().cpu().numpy()
 
 
 def load_tuned_tensors(module, tensors: dict[str, Any], name: str) -> None:
     """Replace weights in `module` by name, checking every name and shape."""
+    import torch
+
+    tensors = {key: torch.as_tensor(_as_numpy(value)) for key, value in tensors.items()}
     own = module.state_dict()
     for key, tensor in tensors.items():
         if key not in own or own[key].shape != tensor.shape:

@@ -105,13 +105,20 @@ def reliability_figure(before: list[dict], after: list[dict], temperature: float
 
 
 def training_curves_figure(history: list[dict[str, float]]) -> bytes:
+    """Loss and accuracy per epoch, or along the L2 path for a linear head (strongest first)."""
     figure, (loss, accuracy) = _figure(9, 3.6, columns=2)
-    epochs = [h["epoch"] for h in history]
+    path = "l2" in history[0]
+    steps = [h["l2"] if path else h["epoch"] for h in history]
     for axes, key, title in ((loss, "loss", "Loss"), (accuracy, "accuracy", "Accuracy")):
-        axes.plot(epochs, [h[f"train_{key}"] for h in history], color=ORANGE, label="train")
+        axes.plot(steps, [h[f"train_{key}"] for h in history], color=ORANGE, label="train",
+                  marker="o" if path else None)  # fmt: skip
         if "val_" + key in history[0]:
-            axes.plot(epochs, [h[f"val_{key}"] for h in history], color=BLUE, label="validation")
-        axes.set_xlabel("epoch")
+            axes.plot(steps, [h[f"val_{key}"] for h in history], color=BLUE,
+                      label="validation", marker="o" if path else None)  # fmt: skip
+        if path:
+            axes.set_xscale("log")
+            axes.invert_xaxis()
+        axes.set_xlabel("L2 strength (weaker to the right)" if path else "epoch")
         axes.set_title(title)
         axes.legend()
     return _png(figure)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import tempfile
@@ -59,7 +58,7 @@ def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> 
     backbone = classifier.extractor(cache_dir, "torch").backbone
     network = nn.Sequential(
         PixelsToFeatures(backbone.build_module(), classifier.preprocessing),
-        _calibrated_head(classifier.head, classifier.temperature),
+        _calibrated_head(classifier.head.module(), classifier.temperature),
         nn.Softmax(dim=1),
     )
     export_pixels_module(network, classifier.preprocessing.input_size, path, "probabilities")
@@ -85,10 +84,10 @@ def check_export_target(onnx_file: Path) -> None:
 
 
 def _calibrated_head(head, temperature: float):
-    """A copy of the head whose logits are already divided by the calibration temperature."""
+    """The head (a fresh module) with its logits already divided by the temperature."""
     import torch
 
-    scaled = copy.deepcopy(head).eval()
+    scaled = head.eval()
     with torch.no_grad():
         scaled[-1].weight /= temperature
         scaled[-1].bias /= temperature

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone, resolve_backbone
@@ -22,19 +21,21 @@ from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import read_model_folder, write_model_folder
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.storage import tensor_group
-from headstart.training.heads import HeadConfig, build_head
+from headstart.training.heads import Head, HeadConfig
 
 
 class Classifier:
+    """A trained classifier: predicts, evaluates and saves; PyTorch is needed only to compute
+    features that are not cached yet, or for a fine-tuned backbone."""
+
     def __init__(
         self,
         labels: list[str],
         backbone: dict[str, Any],
         preprocessing: Preprocessing,
-        head: torch.nn.Sequential,
-        head_config: HeadConfig,
+        head: Head,
         info: dict[str, Any] | None = None,
-        backbone_tensors: dict[str, torch.Tensor] | None = None,
+        backbone_tensors: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.labels = list(labels)
         # name, architecture, weights, fingerprint (of the pretrained backbone), and after
@@ -42,16 +43,19 @@ class Classifier:
         self.backbone = dict(backbone)
         self.backbone_tensors = backbone_tensors or None  # weights changed by fine-tuning
         self.preprocessing = preprocessing
-        self.head = head.eval()
-        self.head_config = head_config
+        self.head = head
         self.info = info or {}
         self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
+
+    @property
+    def head_config(self) -> HeadConfig:
+        return self.head.config
 
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
-        tensors = {f"head.{name}": t for name, t in self.head.state_dict().items()}
+        tensors = {f"head.{name}": t for name, t in self.head.parameters.items()}
         tensors |= {f"backbone.{name}": t for name, t in (self.backbone_tensors or {}).items()}
         metadata = {
             "labels": self.labels,
@@ -67,16 +71,21 @@ class Classifier:
     def load(cls, folder: str | Path) -> Classifier:
         tensors, metadata = read_model_folder(Path(folder))
         try:
-            config = HeadConfig.from_dict(metadata["head"])
-            head = build_head(config)
-            head.load_state_dict(tensor_group(tensors, "head."), strict=True)
-            known = {"labels", "backbone", "preprocessing", "head", "format", "format_version"}
+            head = Head(HeadConfig.from_dict(metadata["head"]), tensor_group(tensors, "head."))
+            known = {
+                "labels",
+                "backbone",
+                "preprocessing",
+                "head",
+                "format",
+                "format_version",
+                "weights",
+            }
             return cls(
                 metadata["labels"],
                 metadata["backbone"],
                 Preprocessing.from_dict(metadata["preprocessing"]),
                 head,
-                config,
                 {k: v for k, v in metadata.items() if k not in known},
                 tensor_group(tensors, "backbone."),
             )
@@ -91,8 +100,7 @@ class Classifier:
         return float(self.info.get("calibration", {}).get("temperature", 1.0))
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.head(torch.from_numpy(features).float()).numpy()
+        return self.head.logits(features)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: softmax of the logits over the temperature."""

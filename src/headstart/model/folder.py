@@ -17,8 +17,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load, save
+import numpy as np
+from safetensors.numpy import load, save
 
 from headstart.errors import HeadstartError
 from headstart.storage import (
@@ -36,11 +36,11 @@ _WEIGHTS_NAME = re.compile(r"model-[0-9a-f]{16}\.safetensors")
 
 
 def write_model_folder(
-    folder: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
+    folder: Path, tensors: dict[str, np.ndarray], metadata: dict[str, Any]
 ) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+    contiguous = {name: np.ascontiguousarray(tensor) for name, tensor in tensors.items()}
     data = save(contiguous)
     sha256 = hashlib.sha256(data).hexdigest()
     weights = folder / f"model-{sha256[:16]}.safetensors"
@@ -71,7 +71,7 @@ def check_model_output(folder: Path) -> None:
             )
 
 
-def read_model_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_model_folder(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     folder = Path(folder)
     # A writer may replace the model between our two reads: the second try sees it whole.
     for attempt in range(2):
@@ -122,7 +122,7 @@ def weights_path(folder: Path, metadata: dict[str, Any]) -> Path:
     return Path(folder) / name
 
 
-def _read_weights(folder: Path, metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _read_weights(folder: Path, metadata: dict[str, Any]) -> dict[str, np.ndarray]:
     path = weights_path(folder, metadata)
     data = path.read_bytes()
     expected = metadata.get("weights", {}).get("sha256") if metadata["format_version"] > 1 else None

@@ -87,7 +87,9 @@ def finetune(
     warmup = round(settings.warmup_epochs * batches.per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, steps))
     loss_fn = nn.CrossEntropyLoss(
-        weight=class_weights(train.y, head[-1].out_features) if settings.balance_classes else None,
+        weight=torch.from_numpy(class_weights(train.y, head[-1].out_features)).float()
+        if settings.balance_classes
+        else None,
         label_smoothing=settings.label_smoothing,
     ).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]

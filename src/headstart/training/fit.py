@@ -1,25 +1,26 @@
-"""Training a head on cached features: AdamW, early stopping on validation loss, best kept."""
+"""Training a head on cached features.
+
+The linear head is solved exactly (training/solver.py: L-BFGS, NumPy and SciPy, no PyTorch);
+the MLP trains with AdamW mini-batches and early stopping on validation loss, best kept.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import nn
 
-from headstart.training.heads import HeadConfig, build_head
-from headstart.training.loop import epoch_seed, run_epochs
+from headstart.training.heads import Head, HeadConfig
 from headstart.training.settings import FitSettings
+from headstart.training.solver import fit_linear
 
 
 @dataclass
 class FitResult:
-    head: nn.Sequential
-    config: HeadConfig
+    head: Head
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
-    stopped_early: bool = False
+    details: dict[str, float] = field(default_factory=dict)
 
 
 def fit_head(
@@ -31,16 +32,49 @@ def fit_head(
     settings: FitSettings,
     progress: bool = False,
 ) -> FitResult:
-    """Train a head on features; without validation images it trains for all epochs."""
-    torch.manual_seed(settings.seed)
+    """Train the settings' head kind on features (validation picks L2 or the best epoch)."""
     config = HeadConfig(
         settings.head, train_x.shape[1], num_classes, settings.hidden, settings.dropout
     )
+    weights = class_weights(train_y, num_classes)[train_y] if settings.balance_classes else None
+    if config.kind == "linear":
+        fit = fit_linear(
+            train_x,
+            train_y,
+            val_x,
+            val_y,
+            num_classes,
+            label_smoothing=settings.label_smoothing,
+            sample_weight=weights,
+        )
+        parameters = {"1.weight": fit.weight, "1.bias": fit.bias}
+        return FitResult(Head(config, parameters), fit.history, fit.best_index + 1, {"l2": fit.l2})
+    return fit_by_gradient(train_x, train_y, val_x, val_y, config, settings, progress)
+
+
+def fit_by_gradient(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    config: HeadConfig,
+    settings: FitSettings,
+    progress: bool = False,
+) -> FitResult:
+    """AdamW mini-batches with early stopping on validation loss (the MLP's way)."""
+    import torch
+    from torch import nn
+
+    from headstart.training.heads import build_head
+    from headstart.training.loop import epoch_seed, run_epochs
+
+    torch.manual_seed(settings.seed)
     head = build_head(config)
     x, y = torch.from_numpy(train_x).float(), torch.from_numpy(train_y).long()
     vx, vy = torch.from_numpy(val_x).float(), torch.from_numpy(val_y).long()
+    weights = class_weights(train_y, config.num_classes) if settings.balance_classes else None
     loss_fn = nn.CrossEntropyLoss(
-        weight=class_weights(train_y, num_classes) if settings.balance_classes else None,
+        weight=torch.from_numpy(weights).float() if weights is not None else None,
         label_smoothing=settings.label_smoothing,
     )
     optimizer = torch.optim.AdamW(
@@ -64,29 +98,29 @@ def fit_head(
             correct += int((logits.argmax(1) == y[batch]).sum())
         return total_loss / len(y), correct / len(y)
 
+    def validate() -> tuple[float, float] | None:
+        if not len(vy):
+            return None
+        head.eval()
+        with torch.no_grad():
+            logits = head(vx)
+        loss = nn.functional.cross_entropy(logits, vy)
+        return float(loss), float((logits.argmax(1) == vy).float().mean())
+
     state = run_epochs(
         head,
         optimizer,
         train_epoch,
-        lambda: score(head, vx, vy) if len(vy) else None,
+        validate,
         epochs=settings.epochs,
         patience=settings.patience,
         seed=settings.seed,
         progress=progress,
     )
-    return FitResult(head, config, state.history, state.best_epoch, state.stopped_early)
+    return FitResult(Head.from_module(config, head), state.history, state.best_epoch)
 
 
-def score(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Plain (unsmoothed, unweighted) cross entropy and accuracy, the numbers users judge by."""
-    head.eval()
-    with torch.no_grad():
-        logits = head(x)
-        loss = nn.functional.cross_entropy(logits, y)
-    return float(loss), float((logits.argmax(1) == y).float().mean())
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse class frequency, normalised so that a balanced set weighs 1 everywhere."""
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
-    return torch.tensor(weights, dtype=torch.float32)
+    return len(labels) / (num_classes * np.maximum(counts, 1.0))

@@ -1,11 +1,16 @@
-"""Classifier heads that replace the backbone's ImageNet classifier."""
+"""Classifier heads that replace the backbone's ImageNet classifier.
+
+A head is its config and its parameters as NumPy arrays, named as in the PyTorch module they
+load into, so predicting with a trained head needs NumPy only; PyTorch comes in when a head is
+trained by gradient descent (MLP, fine-tuning) or exported.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from torch import nn
+import numpy as np
 
 from headstart.errors import HeadstartError
 
@@ -27,18 +32,75 @@ class HeadConfig:
     def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter names and shapes, as in the module `build_head` makes."""
+        if self.kind == "linear":
+            return {"1.weight": (self.num_classes, self.in_features), "1.bias": (self.num_classes,)}
+        if self.kind == "mlp":
+            return {
+                "0.weight": (self.hidden, self.in_features),
+                "0.bias": (self.hidden,),
+                "3.weight": (self.num_classes, self.hidden),
+                "3.bias": (self.num_classes,),
+            }
+        raise HeadstartError(f"unknown head {self.kind!r}: choose one of {', '.join(HEAD_KINDS)}")
 
-def build_head(config: HeadConfig) -> nn.Sequential:
+
+class Head:
+    """A trained head: logits from features with NumPy alone."""
+
+    def __init__(self, config: HeadConfig, parameters: dict[str, np.ndarray]) -> None:
+        expected = config.shapes()
+        found = {name: tuple(np.shape(value)) for name, value in parameters.items()}
+        if found != expected:
+            raise HeadstartError(f"head parameters {found} do not match the {config.kind} head")
+        self.config = config
+        self.parameters = {
+            k: np.ascontiguousarray(v, dtype=np.float32) for k, v in parameters.items()
+        }
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float32)
+        p = self.parameters
+        if self.config.kind == "linear":
+            return x @ p["1.weight"].T + p["1.bias"]
+        hidden = _gelu(x @ p["0.weight"].T + p["0.bias"])
+        return hidden @ p["3.weight"].T + p["3.bias"]
+
+    def module(self):
+        """The head as a PyTorch module (eval mode), loaded with these parameters."""
+        import torch
+
+        module = build_head(self.config)
+        state = {name: torch.from_numpy(value.copy()) for name, value in self.parameters.items()}
+        module.load_state_dict(state, strict=True)
+        return module.eval()
+
+    @classmethod
+    def from_module(cls, config: HeadConfig, module) -> Head:
+        state = module.state_dict()
+        return cls(config, {name: state[name].detach().cpu().numpy() for name in config.shapes()})
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """The exact GELU of torch.nn.GELU: x * Phi(x)."""
+    from scipy.special import erf
+
+    return (0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))).astype(np.float32)
+
+
+def build_head(config: HeadConfig):
     """A linear softmax head, or an MLP with one hidden layer and dropout (logits out)."""
+    from torch import nn
+
+    config.shapes()  # refuses unknown kinds
     if config.kind == "linear":
         return nn.Sequential(
             nn.Dropout(config.dropout), nn.Linear(config.in_features, config.num_classes)
         )
-    if config.kind == "mlp":
-        return nn.Sequential(
-            nn.Linear(config.in_features, config.hidden),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, config.num_classes),
-        )
-    raise HeadstartError(f"unknown head {config.kind!r}: choose one of {', '.join(HEAD_KINDS)}")
+    return nn.Sequential(
+        nn.Linear(config.in_features, config.hidden),
+        nn.GELU(),
+        nn.Dropout(config.dropout),
+        nn.Linear(config.hidden, config.num_classes),
+    )

@@ -19,8 +19,8 @@ from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
 from headstart.model.folder import check_model_output
 from headstart.storage import CHECKPOINT_FILE
-from headstart.training.checkpoint import Checkpoint, samples_digest
 from headstart.training.fit import fit_head
+from headstart.training.heads import Head
 from headstart.training.settings import FitSettings
 from headstart.training.strategy import choose_strategy
 
@@ -37,6 +37,7 @@ class TrainSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
     epochs_run: int = 0
+    l2: float | None = None  # the linear head's L2 strength, chosen on validation
     val_accuracy: float | None = None
     val_loss: float | None = None
     strategy: str = "linear"
@@ -106,7 +107,7 @@ def train(
         fit.history,
         fit.best_epoch,
     )
-    val_logits = _head_logits(head, _or_empty(splits["val"], splits["train"]))
+    val_logits = head.logits(_or_empty(splits["val"], splits["train"]))
     info: dict[str, Any] = {}
     notes: list[str] = []
     if strategy == "finetune":
@@ -114,7 +115,7 @@ def train(
 
         tuned = finetune(
             extractor.backbone,
-            head,
+            head.module(),
             splits["train"],
             splits["val"],
             settings,
@@ -124,7 +125,8 @@ def train(
             progress,
             engine,
         )
-        head, backbone_used, val_logits = tuned.head, tuned.backbone, tuned.val_logits
+        head = Head.from_module(head.config, tuned.head)
+        backbone_used, val_logits = tuned.backbone, tuned.val_logits
         history, best_epoch = tuned.history, tuned.best_epoch
         info["finetune"] = tuned.details
         info["head_history"] = fit.history
@@ -135,6 +137,7 @@ def train(
             )
     summary = _summary(dataset, splits, history, best_epoch, val_logits)
     summary.strategy, summary.reason, summary.augmented_views = strategy, reason, views
+    summary.l2 = fit.details.get("l2")
     summary.notes = notes
     summary.seconds = {
         "features": extracted - started,
@@ -147,7 +150,6 @@ def train(
         _describe(extractor.backbone, backbone_used),
         extractor.backbone.preprocessing,
         head,
-        fit.config,
         {
             "training": {
                 "strategy": strategy,
@@ -160,7 +162,11 @@ def train(
             "history": history,
             **info,
         },
-        backbone_tensors=tuned.tensors if strategy == "finetune" else None,
+        backbone_tensors=(
+            {name: t.numpy() for name, t in tuned.tensors.items()}
+            if strategy == "finetune"
+            else None
+        ),
     )
     if output is not None:
         classifier.save(output)
@@ -209,22 +215,17 @@ def _training_features(
     return np.concatenate(xs), np.concatenate(ys), settings.aug_views
 
 
-def _checkpoint(output, settings: FitSettings, extractor, splits) -> Checkpoint | None:
+def _checkpoint(output, settings: FitSettings, extractor, splits):
     if output is None:
         return None
+    from headstart.training.checkpoint import Checkpoint, samples_digest  # torch
+
     identity = {
         **{k: v for k, v in settings.to_dict().items() if k != "time_budget"},
         "backbone": extractor.backbone.fingerprint,
         "samples": samples_digest(splits["train"], splits["val"]),
     }
     return Checkpoint(Path(output) / CHECKPOINT_FILE, identity)
-
-
-def _head_logits(head, features: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return head.eval()(torch.from_numpy(features).float()).numpy()
 
 
 def _calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, float] | None:
