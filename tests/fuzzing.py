@@ -126,7 +126,7 @@ def run(seconds: float, seed: int, photo: Path, model: Path, onnx: Path, cache: 
         data = mutate(base, rng, seeds) if rng.random() < 0.95 else base
         count += 1
         name = f"{count:06d}.{suffix}"
-        before = resident_mb()
+        before, peak_before = resident_mb(), peak_mb()
         try:
             pixels = preprocessing.pixels(data)
             assert pixels.shape == (*preprocessing.input_size, 3) and pixels.dtype == np.uint8
@@ -139,7 +139,7 @@ def run(seconds: float, seed: int, photo: Path, model: Path, onnx: Path, cache: 
             traceback.print_exc()
         # The process peak only moves when an input goes above every earlier one: then what
         # that input used is at least the new peak less the memory resident before it.
-        if peak_mb() - before > MEMORY_BOUND_MB:
+        if peak_mb() > peak_before and peak_mb() - before > MEMORY_BOUND_MB:
             over.append(f"{name}: peak {peak_mb() - before:.0f} MB over what was resident")
             (folder / name).write_bytes(data)
         if count % 10 == 0:

@@ -191,8 +191,9 @@ def test_a_damaged_cache_is_moved_aside_and_rebuilt(trained, own_cache, damage):
 
 def test_a_truncated_cached_backbone_is_exported_again(trained, own_cache):
     _, folder = trained
-    (onnx_file,) = (own_cache / "onnx").glob("*.onnx")
-    onnx_file.write_bytes(onnx_file.read_bytes()[:10_000])
+    onnx_files = sorted((own_cache / "onnx").glob("*.onnx"))
+    for onnx_file in onnx_files:
+        onnx_file.write_bytes(onnx_file.read_bytes()[:10_000])
     (own_cache / "features.sqlite3").unlink()  # so the backbone must run
     for suffix in ("-wal", "-shm"):
         Path(f"{own_cache / 'features.sqlite3'}{suffix}").unlink(missing_ok=True)
@@ -201,7 +202,7 @@ def test_a_truncated_cached_backbone_is_exported_again(trained, own_cache):
     assert result.returncode == 0, result.stderr
     assert "exporting it again" in result.stderr
     assert json.loads(result.stdout)[0]["top"][0]["label"] == "ants"
-    assert onnx_file.stat().st_size > 1_000_000
+    assert max(f.stat().st_size for f in onnx_files) > 1_000_000
 
 
 def test_a_read_only_cache_is_used_read_only(trained, own_cache, monkeypatch):

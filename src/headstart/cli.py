@@ -42,6 +42,9 @@ Engine = Annotated[str, typer.Option(help="Feature engine: auto, onnx (CPU) or t
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout")]
 Tta = Annotated[bool, typer.Option("--tta", help="Average over flips and crops (4 views)")]
+KeepDuplicates = Annotated[
+    bool, typer.Option(help="Also score images identical to training images")
+]
 
 
 @app.command()
@@ -197,30 +200,45 @@ def _summary_table(summary: dict, output: Path) -> Table:
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model folder")],
-    data: Annotated[Path, typer.Argument(help="Dataset; its test split, else validation")],
+    data: Annotated[
+        Path, typer.Argument(help="Data: all of it, or the held-out split of the training set")
+    ],
     split: Annotated[str | None, typer.Option(help="train, val or test")] = None,
     report_dir: Annotated[
         Path | None, typer.Option("--report", help="Also write the full report to this folder")
     ] = None,
     tta: Tta = False,
+    keep_duplicates: KeepDuplicates = False,
     cache_dir: CacheDir = None,
     engine: Engine = "auto",
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Evaluate a model: accuracy, per-class results, confusion matrix, cross entropy."""
+    """Evaluate a model: accuracy, per-class results, confusion matrix, cross entropy.
+
+    On the dataset the model was trained on, its test split (else validation); on any other
+    data, every image in it. Images identical to training images are left out and named."""
     from headstart.evaluation.tables import evaluation_tables
     from headstart.model.classifier import Classifier
 
     classifier = Classifier.load(model)
     if report_dir is not None:
-        report(model, data, report_dir, split, cache_dir, engine)
+        report(model, data, report_dir, split, keep_duplicates, cache_dir, engine)
     evaluation = classifier.evaluate(
-        data, split, cache_dir, engine, progress=not (quiet or as_json), tta=tta
+        data,
+        split,
+        cache_dir,
+        engine,
+        progress=not (quiet or as_json),
+        tta=tta,
+        keep_duplicates=keep_duplicates,
     )
     if as_json:
         print(json.dumps(evaluation.to_dict(), indent=2))
         return
+    stderr.print(escape(evaluation.scope), highlight=False, soft_wrap=True)
+    for path in evaluation.duplicates[:20]:
+        stderr.print(f"  identical to a training image: {escape(path)}", highlight=False)
     if not quiet:
         stdout.print(evaluation_tables(evaluation))
     for path, reason in evaluation.skipped:
@@ -230,9 +248,12 @@ def evaluate(
 @app.command()
 def report(
     model: Annotated[Path, typer.Argument(help="Model folder")],
-    data: Annotated[Path, typer.Argument(help="Dataset; its test split, else validation")],
+    data: Annotated[
+        Path, typer.Argument(help="Data: all of it, or the held-out split of the training set")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder")],
     split: Annotated[str | None, typer.Option(help="train, val or test")] = None,
+    keep_duplicates: KeepDuplicates = False,
     cache_dir: CacheDir = None,
     engine: Engine = "auto",
 ) -> None:
@@ -240,7 +261,15 @@ def report(
     from headstart.evaluation.report import write_report
     from headstart.model.classifier import Classifier
 
-    page = write_report(Classifier.load(model), data, output, split, cache_dir, engine)
+    page = write_report(
+        Classifier.load(model),
+        data,
+        output,
+        split,
+        cache_dir,
+        engine,
+        keep_duplicates=keep_duplicates,
+    )
     stderr.print(f"wrote {escape(str(page))}")
 
 

@@ -14,6 +14,7 @@ from headstart.errors import HeadstartError
 SPLIT_FOLDER_NAMES = {
     "train": "train",
     "training": "train",
+    "trainval": "train",  # the Oxford-IIIT Pet convention: training and validation together
     "val": "val",
     "valid": "val",
     "validation": "val",

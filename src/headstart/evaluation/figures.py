@@ -66,6 +66,7 @@ def confusion_figure(confusion: np.ndarray, labels: list[str], normalised: bool)
 
 def accuracy_vs_images_figure(per_class: list[dict[str, Any]], train_counts: dict) -> bytes:
     figure, axes = _figure(6, 4)
+    per_class = [row for row in per_class if row["recall"] is not None]  # classes scored
     x = [train_counts.get(row["label"], 0) for row in per_class]
     y = [row["recall"] for row in per_class]
     axes.scatter(x, y, color=BLUE, alpha=0.8)

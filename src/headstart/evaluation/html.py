@@ -47,8 +47,8 @@ def report_page(
     parts = [
         f"<h1>{escape(title)}</h1>",
         f"<p>{escape(numbers['backbone'].get('name', ''))} backbone, "
-        f"{escape(str(numbers.get('strategy') or 'linear'))} head; evaluated on the "
-        f"<b>{escape(numbers['split'])}</b> split.</p>",
+        f"{escape(str(numbers.get('strategy') or 'linear'))} head. "
+        f"<b>{escape(numbers.get('scope') or numbers['split'])}</b>.</p>",
         _cards(numbers),
         "<h2>Confusion matrix</h2>",
         _image(pngs["confusion_counts"], "confusion matrix, counts"),
@@ -83,7 +83,7 @@ def _cards(numbers: dict[str, Any]) -> str:
     if numbers.get("top5_accuracy") is not None:
         cards.insert(1, ("top-5 accuracy", f"{numbers['top5_accuracy']:.2%}"))
     split_counts = ", ".join(f"{k} {v}" for k, v in numbers["images_per_split"].items())
-    cards.append(("images per split", split_counts))
+    cards.append(("trained on (images per split)", split_counts))
     if numbers.get("training_seconds") is not None:
         cards.append(("training time", f"{numbers['training_seconds']:.1f} s"))
     if numbers.get("skipped"):
@@ -111,10 +111,14 @@ def _most_confused(pairs: list[dict]) -> str:
     )
 
 
+def _score(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
 def _per_class(per_class: list[dict], train_counts: dict) -> str:
     rows = "".join(
-        f"<tr><td>{escape(r['label'])}</td><td class='n'>{r['precision']:.3f}</td>"
-        f"<td class='n'>{r['recall']:.3f}</td><td class='n'>{r['f1']:.3f}</td>"
+        f"<tr><td>{escape(r['label'])}</td><td class='n'>{_score(r['precision'])}</td>"
+        f"<td class='n'>{_score(r['recall'])}</td><td class='n'>{_score(r['f1'])}</td>"
         f"<td class='n'>{r['support']}</td>"
         f"<td class='n'>{train_counts.get(r['label'], 0)}</td></tr>"
         for r in per_class

@@ -20,6 +20,8 @@ class Evaluation:
     per_class: list[dict[str, Any]]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    scope: str = ""  # which images were scored, in words
+    duplicates: list[str] = field(default_factory=list)  # identical to training images
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,15 +43,17 @@ def evaluate_probabilities(
 
     classes = list(range(len(labels)))
     predicted = probabilities.argmax(axis=1)
+    # A class never predicted has no precision, one never present no recall: undefined (None),
+    # not 0.0, which would read as "always wrong".
     precision, recall, f1, support = precision_recall_fscore_support(
-        truth, predicted, labels=classes, zero_division=0
+        truth, predicted, labels=classes, zero_division=np.nan
     )
     per_class = [
         {
             "label": label,
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
+            "precision": _defined(precision[i]),
+            "recall": _defined(recall[i]),
+            "f1": _defined(f1[i]),
             "support": int(support[i]),
         }
         for i, label in enumerate(labels)
@@ -68,3 +72,7 @@ def evaluate_probabilities(
         confusion=confusion_matrix(truth, predicted, labels=classes).tolist(),
         skipped=[(str(path), reason) for path, reason in (skipped or [])],
     )
+
+
+def _defined(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)

@@ -33,18 +33,21 @@ def write_report(
     cache_dir: str | Path | None = None,
     engine: str = "auto",
     progress: bool = False,
+    keep_duplicates: bool = False,
 ) -> Path:
-    """Evaluate `classifier` on `data` and write the report into `folder`; returns report.html."""
+    """Evaluate `classifier` on `data` (the images `Classifier.evaluate` would score) and write
+    the report into `folder`; returns report.html."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    dataset, split, labelled = classifier.evaluation_features(
-        data, split, cache_dir, engine, progress
-    )
+    scored = classifier.evaluation_set(data, split, cache_dir, engine, progress, keep_duplicates)
+    dataset, labelled = scored.dataset, scored.labelled
     logits = classifier.logits(labelled.x).astype(np.float64)
     raw, calibrated = softmax(logits), softmax(logits, classifier.temperature)
     evaluation = evaluate_probabilities(
-        calibrated, labelled.y, classifier.labels, split, labelled.skipped
+        calibrated, labelled.y, classifier.labels, scored.split, labelled.skipped
     )
+    evaluation.scope = scored.describe()
+    evaluation.duplicates = [str(path) for path in scored.duplicates]
     numbers = _numbers(classifier, dataset, evaluation, raw, calibrated, labelled.y)
     pngs = _figures(classifier, evaluation, numbers, raw, calibrated, labelled.y)
     for name, data_bytes in pngs.items():
@@ -75,7 +78,8 @@ def _numbers(classifier, dataset, evaluation, raw, calibrated, truth) -> dict[st
     return {
         **evaluation.to_dict(),
         "balanced_accuracy": float(balanced_accuracy_score(truth, calibrated.argmax(1))),
-        "images_per_split": dataset.counts(),
+        # what the model trained on, not the evaluated folder's own hashed split
+        "images_per_split": summary.get("used") or dataset.counts(),
         "backbone": classifier.backbone,
         "strategy": classifier.info.get("training", {}).get("strategy"),
         "training_seconds": summary.get("seconds", {}).get("total"),

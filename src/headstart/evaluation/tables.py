@@ -33,9 +33,7 @@ def _per_class(evaluation: Evaluation) -> Table:
     for row in evaluation.per_class:
         table.add_row(
             escape(row["label"]),
-            f"{row['precision']:.3f}",
-            f"{row['recall']:.3f}",
-            f"{row['f1']:.3f}",
+            *(_number(row[key]) for key in ("precision", "recall", "f1")),
             str(row["support"]),
         )
     return table
@@ -53,3 +51,7 @@ def _confusion(evaluation: Evaluation) -> Table:
         ]
         table.add_row(escape(label), *cells)
     return table
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"

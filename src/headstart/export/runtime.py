@@ -12,9 +12,9 @@ import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import HeadstartError
-from headstart.features.engines import cpu_threads
 from headstart.features.extract import pixels_or_reason
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
+from headstart.threads import onnx_session_options
 
 
 class OnnxClassifier:
@@ -26,8 +26,7 @@ class OnnxClassifier:
         self.path = Path(path)
         if not self.path.is_file():
             raise HeadstartError(f"{self.path}: no such ONNX file")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or cpu_threads()
+        options = onnx_session_options(threads)
         try:
             self.session = ort.InferenceSession(
                 str(self.path), options, providers=["CPUExecutionProvider"]

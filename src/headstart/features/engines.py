@@ -17,19 +17,13 @@ import numpy as np
 from headstart.backbones.registry import Backbone
 from headstart.console import warn
 from headstart.errors import HeadstartError
+from headstart.threads import onnx_session_options
 
 ENGINES = ("auto", "onnx", "torch")
 
 
 class Engine(Protocol):
     def __call__(self, pixels: np.ndarray) -> np.ndarray: ...
-
-
-def cpu_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def create_engine(backbone: Backbone, name: str, model_dir: Path) -> Engine:
@@ -120,8 +114,7 @@ class OnnxEngine:
     def __init__(self, onnx_file: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or cpu_threads()
+        options = onnx_session_options(threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
             str(onnx_file), options, providers=["CPUExecutionProvider"]

@@ -22,8 +22,9 @@ from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone
 from headstart.console import progress_bar
 from headstart.features.cache import FeatureCache
-from headstart.features.engines import Engine, cpu_threads, create_engine
+from headstart.features.engines import Engine, create_engine
 from headstart.features.views import PLAIN, View
+from headstart.threads import cpu_threads
 
 _MAX_PASSES = 3
 T = TypeVar("T")
@@ -44,6 +45,7 @@ class ExtractionResult:
     skipped: list[tuple[Path, str]]  # files that could not be read or decoded, with the reason
     computed: int  # images that went through the backbone in this call
     from_cache: int
+    digests: list[bytes] = field(default_factory=list)  # content digest of each kept file
 
 
 class FeatureExtractor:
@@ -166,7 +168,8 @@ class FeatureExtractor:
             if kept
             else np.zeros((0, 0), np.float32)
         )
-        return ExtractionResult(features, kept, skipped, computed, from_cache)
+        kept_digests = [digests[i] for i in kept]
+        return ExtractionResult(features, kept, skipped, computed, from_cache, kept_digests)
 
     def _forward(self, pixels: list[np.ndarray]) -> np.ndarray:
         features = self.engine(np.stack(pixels))
@@ -207,9 +210,12 @@ def pixels_or_reason(
         return None, "not a readable image: too large for the memory available"
 
 
+DIGEST_SIZE = 20
+
+
 def content_digest(data: bytes) -> bytes:
     """The cache key of an image's content."""
-    return hashlib.blake2b(data, digest_size=20).digest()
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
 
 
 def _read_file(path: Path) -> bytes | str:

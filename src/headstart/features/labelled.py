@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,19 @@ class LabelledFeatures:
     samples: list[Sample]  # the samples that have features, in the order of x
     skipped: list[tuple[Path, str]]
     computed: int
+    digests: list[bytes] = field(default_factory=list)  # content digest of each sample
+
+    def without(self, positions: set[int]) -> LabelledFeatures:
+        """These features less the samples at `positions`."""
+        keep = [i for i in range(len(self.y)) if i not in positions]
+        return LabelledFeatures(
+            self.x[keep],
+            self.y[keep],
+            [self.samples[i] for i in keep],
+            self.skipped,
+            self.computed,
+            [self.digests[i] for i in keep],
+        )
 
 
 def labelled_features(
@@ -31,4 +44,6 @@ def labelled_features(
     kept = [samples[i] for i in result.kept]
     index = {label: i for i, label in enumerate(classes)}
     y = np.array([index[s.label] for s in kept], dtype=np.int64)
-    return LabelledFeatures(result.features, y, kept, result.skipped, result.computed)
+    return LabelledFeatures(
+        result.features, y, kept, result.skipped, result.computed, result.digests
+    )

@@ -16,10 +16,16 @@ from headstart.evaluation.calibration import softmax
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
-from headstart.features.labelled import LabelledFeatures, labelled_features
+from headstart.features.labelled import labelled_features
 from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import read_model_folder, write_model_folder
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
+from headstart.model.scoring import (
+    EvaluationSet,
+    choose_samples,
+    digest_set,
+    leave_out_training_copies,
+)
 from headstart.storage import tensor_group
 from headstart.training.heads import Head, HeadConfig
 
@@ -36,6 +42,7 @@ class Classifier:
         head: Head,
         info: dict[str, Any] | None = None,
         backbone_tensors: dict[str, np.ndarray] | None = None,
+        training_digests: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.labels = list(labels)
         # name, architecture, weights, fingerprint (of the pretrained backbone), and after
@@ -44,6 +51,8 @@ class Classifier:
         self.backbone_tensors = backbone_tensors or None  # weights changed by fine-tuning
         self.preprocessing = preprocessing
         self.head = head
+        # Content digests of the training and validation images, (n, 20) uint8 per split.
+        self.training_digests = training_digests or {}
         self.info = info or {}
         self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
 
@@ -57,6 +66,7 @@ class Classifier:
         folder = Path(folder)
         tensors = {f"head.{name}": t for name, t in self.head.parameters.items()}
         tensors |= {f"backbone.{name}": t for name, t in (self.backbone_tensors or {}).items()}
+        tensors |= {f"digests.{split}": d for split, d in self.training_digests.items()}
         metadata = {
             "labels": self.labels,
             "backbone": self.backbone,
@@ -88,6 +98,7 @@ class Classifier:
                 head,
                 {k: v for k, v in metadata.items() if k not in known},
                 tensor_group(tensors, "backbone."),
+                tensor_group(tensors, "digests."),
             )
         except (KeyError, RuntimeError, TypeError) as error:
             raise HeadstartError(f"{folder}: damaged model folder ({error})") from error
@@ -141,12 +152,17 @@ class Classifier:
         engine: str = "auto",
         progress: bool = False,
         tta: bool = False,
+        keep_duplicates: bool = False,
     ) -> Evaluation:
-        """Evaluate on a dataset's test split (else its validation split), or on `split`.
+        """Evaluate on `data`: its held-out split (test, else validation) if it is the dataset
+        the model was trained on, else every image in it; or the named `split`.
 
-        `tta` averages the probabilities over flips and crops (test-time augmentation).
+        Images identical to a training image are left out unless `keep_duplicates`; the
+        Evaluation's `scope` says what was scored. `tta` averages the probabilities over flips
+        and crops (test-time augmentation).
         """
-        _, split, labelled = self.evaluation_features(data, split, cache_dir, engine, progress)
+        scored = self.evaluation_set(data, split, cache_dir, engine, progress, keep_duplicates)
+        labelled = scored.labelled
         probabilities = (
             self._averaged(
                 self.extractor(cache_dir, engine),
@@ -157,33 +173,44 @@ class Classifier:
             if tta
             else self.probabilities(labelled.x)
         )
-        return evaluate_probabilities(
-            probabilities, labelled.y, self.labels, split, labelled.skipped
+        evaluation = evaluate_probabilities(
+            probabilities, labelled.y, self.labels, scored.split, labelled.skipped
         )
+        evaluation.scope = scored.describe()
+        evaluation.duplicates = [str(path) for path in scored.duplicates]
+        return evaluation
 
-    def evaluation_features(
+    def evaluation_set(
         self,
         data: str | Path | Dataset,
         split: str | None = None,
         cache_dir: str | Path | None = None,
         engine: str = "auto",
         progress: bool = False,
-    ) -> tuple[Dataset, str, LabelledFeatures]:
-        """The dataset, the split evaluated (test, else validation) and its labelled features."""
+        keep_duplicates: bool = False,
+    ) -> EvaluationSet:
+        """The images an evaluation of `data` scores, with their features (see `evaluate`)."""
         dataset = data if isinstance(data, Dataset) else self.evaluation_dataset(data)
-        split = split or dataset.evaluation_split()
         unknown = sorted(set(dataset.classes) - set(self.labels))
         if unknown:
             raise HeadstartError(f"{dataset.root}: classes the model does not know: {unknown}")
-        samples = dataset.split(split)
-        if not samples:
-            raise HeadstartError(f"{dataset.root}: the {split} split has no images")
+        trained_on = self.info.get("training", {}).get("dataset")
+        split, samples, scope = choose_samples(dataset, split, trained_on)
         labelled = labelled_features(
             self.extractor(cache_dir, engine), samples, self.labels, progress, "Evaluating"
         )
+        labelled, copies = leave_out_training_copies(
+            labelled, digest_set(self.training_digests.get("train")), keep_duplicates
+        )
+        if copies and not len(labelled.y):
+            raise HeadstartError(
+                f"{dataset.root}: all {len(copies)} readable images are identical to images the "
+                "model was trained on; nothing unseen to score (--keep-duplicates scores them "
+                "anyway)"
+            )
         if not len(labelled.y):
-            raise HeadstartError(f"{dataset.root}: no readable images in the {split} split")
-        return dataset, split, labelled
+            raise HeadstartError(f"{dataset.root}: no readable images to score ({scope})")
+        return EvaluationSet(dataset, split, scope, labelled, copies, keep_duplicates)
 
     def _averaged(
         self, extractor: FeatureExtractor, paths: list, features: np.ndarray, progress: bool

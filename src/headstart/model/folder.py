@@ -40,7 +40,8 @@ def write_model_folder(
 ) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    contiguous = {name: np.ascontiguousarray(tensor) for name, tensor in tensors.items()}
+    # asarray, not ascontiguousarray: that one turns 0-d tensors (BatchNorm counters) into 1-d
+    contiguous = {name: np.asarray(tensor, order="C") for name, tensor in tensors.items()}
     data = save(contiguous)
     sha256 = hashlib.sha256(data).hexdigest()
     weights = folder / f"model-{sha256[:16]}.safetensors"

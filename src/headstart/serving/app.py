@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
 from headstart.export.runtime import OnnxClassifier
-from headstart.features.engines import cpu_threads
 from headstart.features.extract import pixels_or_reason
+from headstart.threads import cpu_threads
 
 PAGE = Path(__file__).with_name("page.html")
 

@@ -28,9 +28,10 @@ from headstart.backbones.registry import Backbone
 from headstart.backbones.stages import BackboneSplit, split_backbone
 from headstart.data.augment import AugmentedImages, augmentation, image_for_augmentation
 from headstart.errors import HeadstartError
-from headstart.features.engines import check_engine, cpu_threads, exact_fp32, pixels_engine
+from headstart.features.engines import check_engine, exact_fp32, pixels_engine
 from headstart.features.extract import pixels_or_reason
 from headstart.features.labelled import LabelledFeatures
+from headstart.threads import cpu_threads
 from headstart.training.checkpoint import Checkpoint
 from headstart.training.fit import class_weights
 from headstart.training.loop import epoch_seed, run_epochs

@@ -63,12 +63,24 @@ def fit_by_gradient(
 ) -> FitResult:
     """AdamW mini-batches with early stopping on validation loss (the MLP's way)."""
     import torch
+
+    torch.manual_seed(settings.seed)
+    # A head's matrices are small: one thread beats several waiting on each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _descend(train_x, train_y, val_x, val_y, config, settings, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _descend(train_x, train_y, val_x, val_y, config, settings, progress) -> FitResult:
+    import torch
     from torch import nn
 
     from headstart.training.heads import build_head
     from headstart.training.loop import epoch_seed, run_epochs
 
-    torch.manual_seed(settings.seed)
     head = build_head(config)
     x, y = torch.from_numpy(train_x).float(), torch.from_numpy(train_y).long()
     vx, vy = torch.from_numpy(val_x).float(), torch.from_numpy(val_y).long()

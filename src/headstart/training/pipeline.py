@@ -18,6 +18,7 @@ from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
 from headstart.model.folder import check_model_output
+from headstart.model.scoring import digest_array
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.fit import fit_head
 from headstart.training.heads import Head
@@ -138,6 +139,13 @@ def train(
     summary = _summary(dataset, splits, history, best_epoch, val_logits)
     summary.strategy, summary.reason, summary.augmented_views = strategy, reason, views
     summary.l2 = fit.details.get("l2")
+    held_out = len(splits["test"].y)
+    if held_out and "test" not in dataset.given_splits:
+        notes.append(
+            f"{held_out} images ({test_percent:g}%) were held out as a test split that "
+            "training does not use: `headstart evaluate MODEL DATA` scores them, or "
+            "--test-percent 0 trains on them"
+        )
     summary.notes = notes
     summary.seconds = {
         "features": extracted - started,
@@ -162,6 +170,7 @@ def train(
             "history": history,
             **info,
         },
+        training_digests={name: digest_array(splits[name].digests) for name in ("train", "val")},
         backbone_tensors=(
             {name: t.numpy() for name, t in tuned.tensors.items()}
             if strategy == "finetune"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headstart.features.engines import cpu_threads
+from headstart.threads import cpu_threads
 from headstart.training.settings import FitSettings, parse_duration
 
 # Seconds per training image per fine-tuning epoch with the default settings, measured with

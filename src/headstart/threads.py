@@ -1,0 +1,56 @@
+"""How many threads to run, from the cores this process may really use, and runtimes that
+wait for a core by sleeping, not spinning: on a machine shared with other busy processes a
+spinning thread burns the core another thread is waiting for."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def cpu_threads() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota if any."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs allowed by the cgroup (v2 cpu.max, or v1 cfs quota), None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        root = Path("/sys/fs/cgroup/cpu")
+        quota = int((root / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def onnx_session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime options: intra-op threads for the usable cores, and no spin-waiting."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or cpu_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def prefer_passive_waiting() -> None:
+    """OpenMP threads (PyTorch's) sleep when idle instead of spinning; the user's choice wins.
+
+    Must run before PyTorch is first imported: OpenMP reads it once.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
