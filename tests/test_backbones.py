@@ -145,3 +145,16 @@ def test_timm_download_offline_fails_with_a_clear_message(tmp_path):
     assert cli.returncode == 1
     assert "Traceback" not in cli.stderr
     assert "could not download the pretrained weights of 'resnet18'" in cli.stderr
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGED_WEIGHTS))
+def test_shipped_preprocessing_configs_are_timms(name):
+    """The packaged backbones carry timm's data config so a first run need not import timm;
+    this fails the day timm resolves another one."""
+    import timm
+    from timm.data import resolve_data_config
+
+    packaged = PACKAGED_WEIGHTS[name]
+    model = timm.create_model(packaged.architecture, pretrained=False)
+    resolved = resolve_data_config({}, model=model)
+    assert {k: resolved[k] for k in packaged.timm_config} == packaged.timm_config

@@ -141,9 +141,7 @@ def _resolve(name: str, config_dir: Path | None) -> Backbone:
     if packaged is not None:
         weights_file = packaged.weights_file()
         weights_id = f"sha256:{file_sha256(weights_file)}"
-        preprocessing = _memoised_preprocessing(
-            config_dir, packaged.architecture, weights_id, _timm_config_of(packaged.architecture)
-        )
+        preprocessing = Preprocessing.from_timm_config(packaged.timm_config)
         return Backbone(
             name,
             packaged.architecture,

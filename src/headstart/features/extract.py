@@ -11,7 +11,7 @@ import copy
 import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -64,19 +64,33 @@ class FeatureExtractor:
         self.batch_size = batch_size
         self.workers = workers or cpu_threads()
         self.view = view
-        self._shared: dict[str, Engine] = {}  # one engine for this extractor and its views
+        # One engine for this extractor and its views, or the Future that is making it.
+        self._shared: dict[str, Engine | Future] = {}
 
     @property
     def engine(self) -> Engine:
         """Created on first use, so a run served entirely from the cache never loads a model."""
         if "engine" not in self._shared:
-            model_dir = self.cache.directory / "onnx"
-            self._shared["engine"] = create_engine(self.backbone, self.engine_name, model_dir)
-        return self._shared["engine"]
+            self._shared["engine"] = self._create_engine()
+        engine = self._shared["engine"]
+        if isinstance(engine, Future):
+            engine = self._shared["engine"] = engine.result()
+        return engine
 
     @engine.setter
     def engine(self, engine: Engine) -> None:
         self._shared["engine"] = engine
+
+    def _create_engine(self) -> Engine:
+        return create_engine(self.backbone, self.engine_name, self.cache.directory / "onnx")
+
+    def _start_engine(self) -> None:
+        """Make the engine in the background while the first images are read and decoded:
+        importing PyTorch and exporting the backbone take seconds on a first run."""
+        if "engine" not in self._shared:
+            starter = ThreadPoolExecutor(1, thread_name_prefix="headstart-engine")
+            self._shared["engine"] = starter.submit(self._create_engine)
+            starter.shutdown(wait=False)
 
     @property
     def fingerprint(self) -> str:
@@ -149,6 +163,8 @@ class FeatureExtractor:
                 )
 
             todo = pending()
+            if todo:
+                self._start_engine()
             with progress_bar(description, len(todo), progress) as advance:
                 # Another pass only for copies of a file that changed between its two reads.
                 for _ in range(_MAX_PASSES):
