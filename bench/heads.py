@@ -44,8 +44,14 @@ def adamw_row(parts, classes: int, seed: int) -> dict[str, float]:
     """The linear head as headstart trained it before: AdamW mini-batches, early stopping."""
     started = time.perf_counter()
     config = HeadConfig("linear", parts["train"].x.shape[1], classes)
-    fit = fit_by_gradient(parts["train"].x, parts["train"].y, parts["val"].x, parts["val"].y,
-                          config, replace(FitSettings(), seed=seed))  # fmt: skip
+    fit = fit_by_gradient(
+        parts["train"].x,
+        parts["train"].y,
+        parts["val"].x,
+        parts["val"].y,
+        config,
+        replace(FitSettings(), seed=seed),
+    )
     seconds = time.perf_counter() - started
     logits = {k: fit.head.logits(v.x) for k, v in parts.items() if len(v.y)}
     return _row(logits, parts, seconds)
@@ -79,8 +85,10 @@ def main() -> None:
         adamw = [adamw_row(parts, classes, seed) for seed in (0, 1, 2)]
         lbfgs = lbfgs_row(parts, classes)
         for name, rows in (("AdamW mini-batch (3 seeds)", adamw), ("L-BFGS, L2 on val", [lbfgs])):
-            cells = [_cell([r.get(k, np.nan) for r in rows], k)
-                     for k in ("val_accuracy", "test_accuracy", "val_loss", "seconds")]  # fmt: skip
+            cells = [
+                _cell([r.get(k, np.nan) for r in rows], k)
+                for k in ("val_accuracy", "test_accuracy", "val_loss", "seconds")
+            ]
             print(f"| {data.name} | {name} | " + " | ".join(cells) + " |")
 
 

@@ -23,8 +23,18 @@ from conftest import real_photos
 
 
 def train_command(data: Path, model: Path, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "headstart.cli", "train", str(data), "-o", str(model),
-            "--cache-dir", str(cache), "--json"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "headstart.cli",
+        "train",
+        str(data),
+        "-o",
+        str(model),
+        "--cache-dir",
+        str(cache),
+        "--json",
+    ]
 
 
 def train(data: Path, model: Path, cache: Path) -> tuple[dict, str]:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -361,3 +362,50 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").iterdir()}
     assert set(modes.values()) == {0o644}, modes
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.update(labels=["ants", "bees", "wasps"]), "3 labels for a head of 2"),
+        (lambda m: m.update(labels="ab"), "labels: must be a list"),
+        (lambda m: m.update(labels=["ants", "ants"]), "labels must be unique"),
+        (lambda m: m["calibration"].update(temperature=0), "temperature: must be a finite"),
+        (lambda m: m["calibration"].update(temperature=-1), "temperature: must be a finite"),
+        (lambda m: m["head"].update(dropout=5), "head.dropout: must be in [0, 1)"),
+        (lambda m: m.pop("head"), "head: missing"),
+        (lambda m: m.pop("backbone"), "backbone: missing"),
+        (lambda m: m["head"].update(kind="forest"), "head.kind"),
+    ],
+    ids=[
+        "labels-vs-head",
+        "labels-string",
+        "labels-twice",
+        "temperature-0",
+        "temperature-minus",
+        "dropout",
+        "no-head",
+        "no-backbone",
+        "head-kind",
+    ],
+)
+def test_a_tampered_model_record_is_one_line(trained, tmp_path, change, message):
+    """Before: an IndexError in predict, NaN probabilities, or every prediction silently
+    inverted (temperature -1)."""
+    _, folder = trained
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    record = json.loads((copy / "headstart.json").read_text())
+    change(record)
+    (copy / "headstart.json").write_text(json.dumps(record))
+    with pytest.raises(HeadstartError, match=re.escape(message)):
+        Classifier.load(copy)
+    one_line_error(headstart("info", str(copy)), 1, message)
+
+
+def test_a_model_record_that_is_not_an_object_is_one_line(trained, tmp_path):
+    _, folder = trained
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    (copy / "headstart.json").write_text("[1, 2, 3]")
+    one_line_error(headstart("info", str(copy)), 1, "not a headstart model file")

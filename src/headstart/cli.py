@@ -478,9 +478,11 @@ def info(
     as_json: AsJson = False,
 ) -> None:
     """Show what a model folder holds: labels, backbone, training settings and metrics."""
-    from headstart.model.folder import read_model_folder
+    from headstart.model.folder import METADATA_FILE, read_model_folder
+    from headstart.model.record import check_record
 
     _, metadata = read_model_folder(model)
+    check_record(metadata, model / METADATA_FILE)
     if as_json:
         print(json.dumps(metadata, indent=2))
         return

@@ -56,8 +56,9 @@ def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
         log_normaliser = np.log(np.exp(scaled).sum(axis=1))
         return float((log_normaliser - scaled[rows, truth]).mean())
 
-    best = minimize_scalar(loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
-                           options={"xatol": 1e-6})  # fmt: skip
+    best = minimize_scalar(
+        loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-6}
+    )
     return float(np.exp(best.x))
 
 

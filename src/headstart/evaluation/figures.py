@@ -111,11 +111,21 @@ def training_curves_figure(history: list[dict[str, float]]) -> bytes:
     path = "l2" in history[0]
     steps = [h["l2"] if path else h["epoch"] for h in history]
     for axes, key, title in ((loss, "loss", "Loss"), (accuracy, "accuracy", "Accuracy")):
-        axes.plot(steps, [h[f"train_{key}"] for h in history], color=ORANGE, label="train",
-                  marker="o" if path else None)  # fmt: skip
+        axes.plot(
+            steps,
+            [h[f"train_{key}"] for h in history],
+            color=ORANGE,
+            label="train",
+            marker="o" if path else None,
+        )
         if "val_" + key in history[0]:
-            axes.plot(steps, [h[f"val_{key}"] for h in history], color=BLUE,
-                      label="validation", marker="o" if path else None)  # fmt: skip
+            axes.plot(
+                steps,
+                [h[f"val_{key}"] for h in history],
+                color=BLUE,
+                label="validation",
+                marker="o" if path else None,
+            )
         if path:
             axes.set_xscale("log")
             axes.invert_xaxis()

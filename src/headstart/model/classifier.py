@@ -18,8 +18,9 @@ from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import labelled_features
 from headstart.features.views import TTA_VIEWS
-from headstart.model.folder import read_model_folder, write_model_folder
+from headstart.model.folder import METADATA_FILE, read_model_folder, write_model_folder
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
+from headstart.model.record import check_record
 from headstart.model.scoring import (
     EvaluationSet,
     choose_samples,
@@ -80,6 +81,7 @@ class Classifier:
     @classmethod
     def load(cls, folder: str | Path) -> Classifier:
         tensors, metadata = read_model_folder(Path(folder))
+        check_record(metadata, Path(folder) / METADATA_FILE)
         try:
             head = Head(HeadConfig.from_dict(metadata["head"]), tensor_group(tensors, "head."))
             known = {
@@ -100,7 +102,7 @@ class Classifier:
                 tensor_group(tensors, "backbone."),
                 tensor_group(tensors, "digests."),
             )
-        except (KeyError, RuntimeError, TypeError) as error:
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
             raise HeadstartError(f"{folder}: damaged model folder ({error})") from error
 
     # -- inference ---------------------------------------------------------------------------

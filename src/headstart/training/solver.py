@@ -71,8 +71,9 @@ def _path(problem: _Problem, val_x: np.ndarray, val_y: np.ndarray) -> LinearFit:
         params, record = problem.solve(l2, params)
         weight, bias = problem.unpack(params)
         val_loss, val_accuracy = scores(val_x @ weight.T + bias, val_y)
-        history.append({"epoch": index + 1, **record, "val_loss": val_loss,
-                        "val_accuracy": val_accuracy})  # fmt: skip
+        history.append(
+            {"epoch": index + 1, **record, "val_loss": val_loss, "val_accuracy": val_accuracy}
+        )
         if best is None or val_loss < best[0] - 1e-9:
             best, rises = (val_loss, params.copy(), l2, index), 0
         else:

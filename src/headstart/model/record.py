@@ -1,0 +1,88 @@
+"""The model folder's JSON checked field by field when it is read: a tampered or damaged
+record is one line naming the file and the field, never a traceback or a wrong answer (a
+temperature of -1 would silently invert every prediction)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from headstart.errors import HeadstartError
+from headstart.training.heads import HEAD_KINDS
+
+
+def check_record(metadata: dict[str, Any], where: Path) -> None:
+    """Raise HeadstartError naming `where` and the first field that is not as written."""
+    problem = _first_problem(metadata)
+    if problem:
+        raise HeadstartError(f"{where}: {problem}")
+
+
+def _first_problem(m: dict[str, Any]) -> str | None:
+    head = m.get("head")
+    checks = [
+        ("labels", _labels(m.get("labels"))),
+        ("head", None if isinstance(head, dict) else "missing or not an object"),
+        ("backbone", _backbone(m.get("backbone"))),
+        ("preprocessing", None if isinstance(m.get("preprocessing"), dict) else "missing"),
+    ]
+    if isinstance(head, dict):
+        checks += [
+            ("head.kind", None if head.get("kind") in HEAD_KINDS else f"one of {HEAD_KINDS}"),
+            ("head.in_features", _count(head.get("in_features"))),
+            ("head.num_classes", _count(head.get("num_classes"))),
+            ("head.hidden", _count(head.get("hidden"))),
+            ("head.dropout", _fraction(head.get("dropout"))),
+        ]
+        labels = m.get("labels")
+        if isinstance(labels, list) and head.get("num_classes") != len(labels):
+            checks.append(
+                ("labels", f"{len(labels)} labels for a head of {head.get('num_classes')} classes")
+            )
+    calibration = m.get("calibration", {})
+    if not isinstance(calibration, dict):
+        checks.append(("calibration", "not an object"))
+    elif "temperature" in calibration:
+        checks.append(("calibration.temperature", _positive(calibration["temperature"])))
+    for optional in ("training", "summary", "finetune"):
+        if optional in m and not isinstance(m[optional], dict):
+            checks.append((optional, "not an object"))
+    for field, problem in checks:
+        if problem:
+            return f"{field}: {problem}"
+    return None
+
+
+def _labels(labels: Any) -> str | None:
+    if not isinstance(labels, list) or not labels:
+        return "must be a list of class names"
+    if not all(isinstance(label, str) and label for label in labels):
+        return "every label must be a non-empty string"
+    if len(set(labels)) != len(labels):
+        return "labels must be unique"
+    return None
+
+
+def _backbone(backbone: Any) -> str | None:
+    if not isinstance(backbone, dict):
+        return "missing or not an object"
+    missing = [
+        k for k in ("name", "weights", "fingerprint") if not isinstance(backbone.get(k), str)
+    ]
+    return f"needs {', '.join(missing)}" if missing else None
+
+
+def _count(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 1_000_000
+    return None if ok else "must be a positive whole number"
+
+
+def _fraction(value: Any) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+    return None if ok else "must be in [0, 1)"
+
+
+def _positive(value: Any) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return None if ok and math.isfinite(value) and value > 0 else "must be a finite number > 0"
