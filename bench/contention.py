@@ -9,7 +9,6 @@ take many times longer because another program is busy.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wholeprocess import DEFAULT_DATA, fresh_features, predict_command, timed, train_command
+from wholeprocess import arguments, fresh_features, predict_command, timed, train_command
 
 BUSY = "while True: pass"
 
@@ -35,10 +34,7 @@ def busy_loops(count: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = arguments(__doc__)
     with tempfile.TemporaryDirectory() as scratch:
         cache, model = Path(scratch) / "cache", Path(scratch) / "model"
         subprocess.run(train_command(args.data, model, cache), check=True)  # export, cache

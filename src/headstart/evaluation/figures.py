@@ -110,22 +110,12 @@ def training_curves_figure(history: list[dict[str, float]]) -> bytes:
     figure, (loss, accuracy) = _figure(9, 3.6, columns=2)
     path = "l2" in history[0]
     steps = [h["l2"] if path else h["epoch"] for h in history]
+    marker = "o" if path else None
     for axes, key, title in ((loss, "loss", "Loss"), (accuracy, "accuracy", "Accuracy")):
-        axes.plot(
-            steps,
-            [h[f"train_{key}"] for h in history],
-            color=ORANGE,
-            label="train",
-            marker="o" if path else None,
-        )
-        if "val_" + key in history[0]:
-            axes.plot(
-                steps,
-                [h[f"val_{key}"] for h in history],
-                color=BLUE,
-                label="validation",
-                marker="o" if path else None,
-            )
+        for split, colour, name in (("train", ORANGE, "train"), ("val", BLUE, "validation")):
+            if f"{split}_{key}" in history[0]:
+                values = [h[f"{split}_{key}"] for h in history]
+                axes.plot(steps, values, color=colour, label=name, marker=marker)
         if path:
             axes.set_xscale("log")
             axes.invert_xaxis()
