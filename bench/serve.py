@@ -24,7 +24,7 @@ import numpy as np
 
 from headstart.export.onnx import export_classifier
 from headstart.export.runtime import OnnxClassifier
-from headstart.training.pipeline import train
+from headstart.pipeline import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
 

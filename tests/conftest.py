@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,15 @@ def real_photos(split: str, label: str, count: int, skip: int = 0) -> list[Path]
 def copy_photos(photos: list[Path], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy2(photo, folder / photo.name)) for photo in photos]
+
+
+def headstart(*args: str, cache_dir=None, env=None) -> subprocess.CompletedProcess:
+    """Run the `headstart` command as a user does, in a fresh process."""
+    command = [sys.executable, "-m", "headstart.cli", *args]
+    if cache_dir is not None:
+        command += ["--cache-dir", str(cache_dir)]
+    env = {**os.environ, "COLUMNS": "300", **(env or {})}  # rich never folds a path
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
 def jpeg_bytes(image: Image.Image, **options) -> bytes:

@@ -3,23 +3,12 @@
 import csv
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import jpeg_bytes, real_photos
+from conftest import headstart, jpeg_bytes, real_photos
 from PIL import Image
-
-
-def headstart(*args: str, cache_dir=None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "headstart.cli", *args]
-    if cache_dir is not None:
-        command += ["--cache-dir", str(cache_dir)]
-    env = {**os.environ, "COLUMNS": "300"}  # wide enough that rich never folds a path
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +66,12 @@ def test_train_evaluate_predict_info(messy, cache_dir, tmp_path):
     predictions = json.loads(predicted.stdout)
     assert [p["path"] for p in predictions] == photos
     assert all(len(p["top"]) == 2 for p in predictions)
-    assert all(abs(sum(t["probability"] for t in p["top"]) - 1) < 1e-5 for p in predictions)
+    from headstart import Classifier
+
+    expected = Classifier.load(model).predict(photos, top_k=2, cache_dir=cache_dir)
+    for ours, theirs in zip(predictions, expected, strict=True):
+        assert [t["label"] for t in ours["top"]] == theirs.labels
+        assert [t["probability"] for t in ours["top"]] == pytest.approx(theirs.probabilities)
 
     as_csv = headstart(
         "predict",

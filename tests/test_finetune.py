@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import real_photos
+from conftest import headstart, real_photos
 from safetensors.torch import load_file
-from test_cli import headstart
 
 from headstart import Classifier, FitSettings, HeadstartError, train
 from headstart.backbones import resolve_backbone
+from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.checkpoint import Checkpoint
@@ -246,8 +246,17 @@ def test_test_time_augmentation_averages_four_views(trained, presplit, cache_dir
     plain = classifier.predict(photos, top_k=2, cache_dir=cache_dir)
     averaged = classifier.predict(photos, top_k=2, cache_dir=cache_dir, tta=True)
     assert [p.probabilities for p in plain] != [p.probabilities for p in averaged]
-    for p in averaged:
-        assert sum(p.probabilities) == pytest.approx(1.0, abs=1e-5)
+    extractor = classifier.extractor(cache_dir)
+    views = [
+        classifier.probabilities(extractor.with_view(v).extract_files(photos).features)
+        for v in TTA_VIEWS
+    ]
+    assert len(views) == 4
+    expected = np.mean(views, axis=0)
+    for prediction, row in zip(averaged, expected, strict=True):
+        ants = classifier.labels.index("ants")
+        got = dict(zip(prediction.labels, prediction.probabilities, strict=True))["ants"]
+        assert got == pytest.approx(float(row[ants]), abs=1e-6)
     evaluation = classifier.evaluate(presplit, cache_dir=cache_dir, tta=True)
     assert evaluation.accuracy >= 0.8
 
@@ -305,8 +314,8 @@ def test_auto_strategy_says_what_it_chose_and_why(presplit, cache_dir, tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["strategy"] == "linear" and "over the 1s budget" in summary["reason"]
-    table = headstart("info", str(model))
-    assert "linear" in table.stdout
+    info = json.loads(headstart("info", str(model), "--json").stdout)
+    assert info["training"]["strategy"] == "linear" and info["head"]["kind"] == "linear"
 
 
 def test_tta_from_the_command_line(trained, exported, cache_dir):

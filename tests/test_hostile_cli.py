@@ -17,20 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_photos, real_photos
+from conftest import copy_photos, headstart, real_photos
 
 from headstart import Classifier, HeadstartError
 from headstart.data.sources import load_dataset
 from headstart.errors import SettingError
 from headstart.training.settings import FitSettings
-
-
-def headstart(*args: str, cache_dir=None, env=None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "headstart.cli", *args]
-    if cache_dir is not None:
-        command += ["--cache-dir", str(cache_dir)]
-    env = {**os.environ, "COLUMNS": "300", **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:

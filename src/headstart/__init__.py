@@ -15,7 +15,7 @@ _threads.prefer_passive_waiting()
 
 # Imported on first use: `import headstart` stays instant and `headstart --help` never loads torch.
 _EXPORTS = {
-    "train": "headstart.training.pipeline",
+    "train": "headstart.pipeline",
     "FitSettings": "headstart.training.settings",
     "Classifier": "headstart.model.classifier",
     "Prediction": "headstart.model.prediction",
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from headstart.errors import HeadstartError
     from headstart.model.classifier import Classifier
     from headstart.model.prediction import Prediction
-    from headstart.training.pipeline import train
+    from headstart.pipeline import train
     from headstart.training.settings import FitSettings
 
 

@@ -114,7 +114,7 @@ def train(
     as_json: AsJson = False,
 ) -> None:
     """Train a classifier on a labelled dataset and save it as a model folder."""
-    from headstart.training.pipeline import train as train_classifier
+    from headstart.pipeline import train as train_classifier
 
     settings = FitSettings(
         strategy=strategy,

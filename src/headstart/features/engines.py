@@ -59,7 +59,7 @@ def pixels_engine(
             warn(f"{onnx_file} is damaged ({_first_line(error)}); exporting it again")
     if not _writable_folder(onnx_file.parent):
         onnx_file = Path(tempfile.mkdtemp(prefix="headstart-onnx-")) / onnx_file.name
-    from headstart.export.onnx import export_pixels_module
+    from headstart.backbones.onnx_file import export_pixels_module
 
     export_pixels_module(build(), input_size, onnx_file, "output")
     return OnnxEngine(onnx_file)

@@ -31,7 +31,7 @@ class View:
 
     def key(self) -> str:
         if self.augment is not None:
-            from headstart.data.augment import AUGMENT_VERSION
+            from headstart.features.augment import AUGMENT_VERSION
 
             return f"augment-{self.augment}-v{AUGMENT_VERSION}-{self.index}"
         return f"crop-{self.crop_pct}-mirror-{self.mirror}"
@@ -52,7 +52,7 @@ class View:
         return np.ascontiguousarray(pixels[:, ::-1]) if self.mirror else pixels
 
     def _augmented(self, preprocessing: Preprocessing, data: bytes) -> np.ndarray:
-        from headstart.data.augment import (
+        from headstart.features.augment import (
             augment_seeded,
             augmentation,
             derived_seed,

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, Sampler
 from headstart.backbones.network import PixelNormalize
 from headstart.backbones.registry import Backbone
 from headstart.backbones.stages import BackboneSplit, split_backbone
-from headstart.data.augment import AugmentedImages, augmentation, image_for_augmentation
 from headstart.errors import HeadstartError
+from headstart.features.augment import AugmentedImages, augmentation, image_for_augmentation
 from headstart.features.engines import check_engine, exact_fp32, pixels_engine
 from headstart.features.extract import pixels_or_reason
 from headstart.features.labelled import LabelledFeatures

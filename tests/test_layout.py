@@ -1,0 +1,53 @@
+"""Stages point one way: a stage may import those before it, never one after it.
+
+data -> backbones -> features -> training -> evaluation -> model -> export -> serving, with
+errors, storage, console and threads as a floor every stage may use, and the top (cli, the
+pipeline that ties the stages together, the package's __init__) free to import anything. Lazy
+imports inside functions count too: they are dependencies all the same.
+"""
+
+import ast
+from pathlib import Path
+
+import headstart
+
+STAGES = ["data", "backbones", "features", "training", "evaluation", "model", "export", "serving"]
+FLOOR = {"errors", "storage", "console", "threads"}
+TOP = {"cli", "pipeline", "__init__"}
+PACKAGE = Path(headstart.__file__).parent
+
+
+def imported_parts(tree: ast.AST) -> list[str]:
+    """The first name under `headstart.` of every headstart import in a module."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [n.split(".")[1] for n in names if n.startswith("headstart.")]
+    return found
+
+
+def test_every_import_follows_the_stage_order():
+    against = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).parts
+        own = parts[0] if len(parts) > 1 else path.stem
+        if own in TOP or own in FLOOR:
+            continue
+        assert own in STAGES, f"{path}: a module outside every stage"
+        for target in imported_parts(ast.parse(path.read_text(encoding="utf-8"))):
+            if target in FLOOR or target == own:
+                continue
+            if target not in STAGES or STAGES.index(target) > STAGES.index(own):
+                against.append(f"{path.relative_to(PACKAGE)} imports headstart.{target}")
+    assert against == []
+
+
+def test_the_floor_imports_no_stage():
+    for name in FLOOR:
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
+        assert set(imported_parts(tree)) <= FLOOR, name
