@@ -73,9 +73,12 @@ def test_temperature_scaling_lowers_validation_nll(trained):
     overconfident = logits * 6  # right often, far too sure always
     temperature = fit_temperature(overconfident, truth)
     assert temperature > 2
-    assert nll(softmax(overconfident, temperature), truth) < 0.8 * nll(
-        softmax(overconfident), truth
-    )
+    fitted_nll = nll(softmax(overconfident, temperature), truth)
+    assert fitted_nll < 0.8 * nll(softmax(overconfident), truth)
+    grid = np.geomspace(0.05, 20, 2000)  # the minimiser, not just an improvement
+    best = min(grid, key=lambda t: nll(softmax(overconfident, t), truth))
+    assert fitted_nll <= nll(softmax(overconfident, best), truth) + 1e-6
+    assert temperature == pytest.approx(best, rel=0.01)
 
 
 def test_predict_uses_the_fitted_temperature(trained, cache_dir):
