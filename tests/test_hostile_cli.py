@@ -93,8 +93,12 @@ def test_csv_rows_are_as_long_as_the_header(trained, cache_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["path", "error", "label_1", "probability_1", "label_2", "probability_2"]
-    assert {len(row) for row in rows} == {6}
+    assert rows[0] == [
+        *["path", "error", "label", "unknown", "unknown_score"],
+        *["label_1", "probability_1", "label_2", "probability_2"],
+    ]
+    assert {len(row) for row in rows} == {9}
+    assert rows[1][3] in ("true", "false") and rows[1][4] != "" and rows[2][4] == ""
 
 
 def test_predict_skips_hidden_folders_as_training_does(trained, cache_dir, tmp_path):

@@ -281,11 +281,15 @@ def predict(
     as_json: AsJson = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout")] = False,
     tta: Tta = False,
+    reject: Annotated[bool, typer.Option(help="Label images unlike every class 'unknown'")] = False,
     cache_dir: CacheDir = None,
     engine: Engine = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Predict the top-k labels of images, with a model folder or an exported .onnx file."""
+    """Predict the top-k labels of images, with a model folder or an exported .onnx file.
+
+    Each prediction says how unlike the training data the image is, and flags it unknown
+    above the threshold set at training time (95% of validation images pass)."""
     if as_json and as_csv:
         raise SettingError("choose one of --json and --csv")
     if model.suffix == ".onnx":
@@ -294,13 +298,13 @@ def predict(
         if tta:
             raise HeadstartError("--tta needs a model folder; an .onnx file has one view built in")
 
-        predictions = OnnxClassifier(model).predict(images, top_k)
+        predictions = OnnxClassifier(model).predict(images, top_k, reject=reject)
     else:
         from headstart.model.classifier import Classifier
 
         progress = not (quiet or as_json or as_csv)
         predictions = Classifier.load(model).predict(
-            images, top_k, cache_dir, engine, progress, tta=tta
+            images, top_k, cache_dir, engine, progress, tta=tta, reject=reject
         )
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
@@ -312,6 +316,8 @@ def predict(
             text = p.error or ", ".join(
                 f"{label} {prob:.1%}" for label, prob in zip(p.labels, p.probabilities, strict=True)
             )
+            if p.unknown:
+                text = f"unknown (unlike every class: {p.unknown_score:.1f}); {text}"
             text = escape(text)
             table.add_row(escape(str(p.path)), f"[red]{text}[/]" if p.error else text)
         stdout.print(table)
@@ -324,12 +330,14 @@ def predict(
 
 def _write_csv(predictions, top_k: int) -> None:
     writer = csv.writer(sys.stdout)
-    header = ["path", "error"]
+    header = ["path", "error", "label", "unknown", "unknown_score"]
     for rank in range(1, top_k + 1):
         header += [f"label_{rank}", f"probability_{rank}"]
     writer.writerow(header)
     for p in predictions:
-        row = [str(p.path), p.error or ""]
+        score = "" if p.unknown_score is None else f"{p.unknown_score:.4f}"
+        unknown = "" if p.unknown is None else str(p.unknown).lower()
+        row = [str(p.path), p.error or "", p.label or "", unknown, score]
         for label, prob in zip(p.labels, p.probabilities, strict=True):
             row += [label, f"{prob:.6f}"]
         writer.writerow(row + [""] * (len(header) - len(row)))

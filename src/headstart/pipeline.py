@@ -19,6 +19,7 @@ from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
 from headstart.model.folder import check_model_output
 from headstart.model.scoring import digest_array
+from headstart.model.unknown import UnknownDetector
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.fit import fit_head
 from headstart.training.heads import Head
@@ -153,6 +154,13 @@ def train(
         "total": time.perf_counter() - started,
     }
     calibration = _calibrate(val_logits, splits["val"].y)
+    unknown = None
+    if backbone_used is extractor.backbone:  # a fine-tuned backbone sees other features
+        temperature = calibration["temperature"] if calibration else 1.0
+        train, val = splits["train"].x, _or_empty(splits["val"], splits["train"])
+        unknown = UnknownDetector.fit(
+            train, val, head.logits(train) / temperature, head.logits(val) / temperature
+        )
     classifier = Classifier(
         dataset.classes,
         _describe(extractor.backbone, backbone_used),
@@ -171,6 +179,7 @@ def train(
             **info,
         },
         training_digests={name: digest_array(splits[name].digests) for name in ("train", "val")},
+        unknown=unknown,
         backbone_tensors=(
             {name: t.numpy() for name, t in tuned.tensors.items()}
             if strategy == "finetune"

@@ -14,7 +14,9 @@ from headstart.storage import atomic_write_bytes
 ONNX_OPSET = 18
 
 
-def export_pixels_module(module, input_size: tuple[int, int], path: Path, output: str) -> None:
+def export_pixels_module(
+    module, input_size: tuple[int, int], path: Path, output: str | tuple[str, ...]
+) -> None:
     """Write `module` (uint8 NHWC pixels in) to `path` atomically, with a dynamic batch size."""
     import torch
 
@@ -32,21 +34,22 @@ def export_pixels_module(module, input_size: tuple[int, int], path: Path, output
         atomic_write_bytes(path, scratch_file.read_bytes())
 
 
-def _export(module, example, path: Path, output: str, dynamo: bool) -> None:
+def _export(module, example, path: Path, output: str | tuple[str, ...], dynamo: bool) -> None:
     """The TorchScript exporter (dynamo=False) took 0.4 s for EfficientNet-Lite0 here, the
     dynamo one 6.3 s, for outputs equal to 1.5e-5: it is tried first."""
     import torch
 
+    outputs = [output] if isinstance(output, str) else list(output)
     if dynamo:
         batch = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=4096)},)}
     else:
-        batch = {"dynamic_axes": {"pixels": {0: "batch"}, output: {0: "batch"}}}
+        batch = {"dynamic_axes": {name: {0: "batch"} for name in ["pixels", *outputs]}}
     torch.onnx.export(
         module,
         (example,),
         str(path),
         input_names=["pixels"],
-        output_names=[output],
+        output_names=outputs,
         opset_version=ONNX_OPSET,
         dynamo=dynamo,
         external_data=False,

@@ -24,12 +24,14 @@ def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> 
     path = Path(path)
     check_export_target(path)
     backbone = classifier.extractor(cache_dir, "torch").backbone
-    network = nn.Sequential(
-        PixelsToFeatures(backbone.build_module(), classifier.preprocessing),
-        _calibrated_head(classifier.head.module(), classifier.temperature),
-        nn.Softmax(dim=1),
-    )
-    export_pixels_module(network, classifier.preprocessing.input_size, path, "probabilities")
+    features = PixelsToFeatures(backbone.build_module(), classifier.preprocessing)
+    head = _calibrated_head(classifier.head.module(), classifier.temperature)
+    if classifier.unknown is None:
+        network, outputs = nn.Sequential(features, head, nn.Softmax(dim=1)), "probabilities"
+    else:
+        network = _with_unknown_score(features, head, classifier.unknown)
+        outputs = ("probabilities", "unknown_score")
+    export_pixels_module(network, classifier.preprocessing.input_size, path, outputs)
     model = onnx.load(str(path))
     for key, value in onnx_metadata(classifier).items():
         model.metadata_props.add(key=key, value=value)
@@ -49,6 +51,34 @@ def check_export_target(onnx_file: Path) -> None:
     labels = labels_path(onnx_file)
     if labels.exists() and not Path(onnx_file).exists():
         raise HeadstartError(f"{labels}: exists and is not from an earlier export; move it away")
+
+
+def _with_unknown_score(features, head, unknown):
+    """The network with a second output: the unknown-image score of model/unknown.py, computed
+    in the graph (nearest of the training features kept in the file, and the logits' energy)."""
+    import torch
+    from torch import nn
+
+    class WithUnknownScore(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features, self.head = features, head
+            self.register_buffer("bank", torch.from_numpy(unknown.bank.astype("float32")))
+            self.stats = {k: float(v) for k, v in unknown.stats.items()}
+
+        def forward(self, pixels):
+            vectors = self.features(pixels)
+            logits = self.head(vectors)
+            unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            distance = 1.0 - (unit @ self.bank.T).max(dim=1).values
+            energy = -torch.logsumexp(logits, dim=1)
+            s = self.stats
+            score = (distance - s["distance_mean"]) / s["distance_std"] + (
+                energy - s["energy_mean"]
+            ) / s["energy_std"]
+            return torch.softmax(logits, dim=1), score
+
+    return WithUnknownScore().eval()
 
 
 def _calibrated_head(head, temperature: float):
@@ -72,4 +102,9 @@ def onnx_metadata(classifier) -> dict[str, str]:
         "headstart.backbone": json.dumps(classifier.backbone),
         "headstart.preprocessing": json.dumps(classifier.preprocessing.to_dict()),
         "headstart.input_size": json.dumps(list(classifier.preprocessing.input_size)),
+        **(
+            {"headstart.unknown_threshold": json.dumps(classifier.unknown.stats["threshold"])}
+            if classifier.unknown is not None
+            else {}
+        ),
     }

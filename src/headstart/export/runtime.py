@@ -42,6 +42,13 @@ class OnnxClassifier:
             json.loads(metadata["headstart.preprocessing"])
         )
         self.metadata = metadata
+        outputs = [output.name for output in self.session.get_outputs()]
+        # Models exported with an unknown-image score: its threshold, else None.
+        self.unknown_threshold: float | None = (
+            float(json.loads(metadata["headstart.unknown_threshold"]))
+            if "unknown_score" in outputs and "headstart.unknown_threshold" in metadata
+            else None
+        )
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 pixels of shape (N, H, W, 3)."""
@@ -51,27 +58,53 @@ class OnnxClassifier:
         self, pixels: list[np.ndarray], top_k: int = 5, batch_size: int = 32
     ) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) pairs for already decoded network inputs."""
+        return self.rank_pixels(pixels, top_k, batch_size)[0]
+
+    def rank_pixels(
+        self, pixels: list[np.ndarray], top_k: int = 5, batch_size: int = 32
+    ) -> tuple[list[list[tuple[str, float]]], np.ndarray | None]:
+        """Top-k (label, probability) pairs, and the unknown-image scores (None when the model
+        has none), for already decoded network inputs."""
         k = max(1, min(top_k, len(self.labels)))
-        results = []
-        for row in self._batched_probabilities(pixels, batch_size):
+        probabilities, scores = self._batched(pixels, batch_size)
+        ranked = []
+        for row in probabilities:
             top = np.argsort(-row)[:k]
-            results.append([(self.labels[i], float(row[i])) for i in top])
-        return results
+            ranked.append([(self.labels[i], float(row[i])) for i in top])
+        return ranked, scores
 
     def predict(
-        self, images: str | Path | Iterable[str | Path], top_k: int = 5, batch_size: int = 32
+        self,
+        images: str | Path | Iterable[str | Path],
+        top_k: int = 5,
+        batch_size: int = 32,
+        reject: bool = False,
     ) -> list[Prediction]:
         paths = expand_image_paths(images)
         with ThreadPoolExecutor() as pool:
             decoded = list(pool.map(partial(pixels_or_reason, self.preprocessing), paths))
         kept = [i for i, (pixels, _) in enumerate(decoded) if pixels is not None]
         skipped = [(paths[i], error) for i, (_, error) in enumerate(decoded) if error]
-        probabilities = self._batched_probabilities([decoded[i][0] for i in kept], batch_size)
-        return top_k_predictions(paths, kept, probabilities, skipped, self.labels, top_k)
+        probabilities, scores = self._batched([decoded[i][0] for i in kept], batch_size)
+        predictions = top_k_predictions(paths, kept, probabilities, skipped, self.labels, top_k)
+        if scores is not None:
+            for index, score in zip(kept, scores, strict=True):
+                unknown = bool(score > self.unknown_threshold)
+                predictions[index].mark_unknown(float(score), unknown, reject)
+        return predictions
 
-    def _batched_probabilities(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
-        chunks = [
-            self.probabilities(np.stack(pixels[start : start + batch_size]))
+    def _batched(
+        self, pixels: list[np.ndarray], batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities, and unknown-image scores if the model has them, batch by batch."""
+        runs = [
+            self.session.run(None, {"pixels": np.stack(pixels[start : start + batch_size])})
             for start in range(0, len(pixels), batch_size)
         ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
+        if not runs:
+            empty = np.zeros((0, len(self.labels)), np.float32)
+            return empty, (np.zeros(0, np.float32) if self.unknown_threshold is not None else None)
+        probabilities = np.concatenate([run[0] for run in runs])
+        if self.unknown_threshold is None:
+            return probabilities, None
+        return probabilities, np.concatenate([run[1] for run in runs])

@@ -27,6 +27,7 @@ from headstart.model.scoring import (
     digest_set,
     leave_out_training_copies,
 )
+from headstart.model.unknown import UnknownDetector
 from headstart.storage import tensor_group
 from headstart.training.heads import Head, HeadConfig
 
@@ -44,6 +45,7 @@ class Classifier:
         info: dict[str, Any] | None = None,
         backbone_tensors: dict[str, np.ndarray] | None = None,
         training_digests: dict[str, np.ndarray] | None = None,
+        unknown: UnknownDetector | None = None,
     ) -> None:
         self.labels = list(labels)
         # name, architecture, weights, fingerprint (of the pretrained backbone), and after
@@ -54,6 +56,7 @@ class Classifier:
         self.head = head
         # Content digests of the training and validation images, (n, 20) uint8 per split.
         self.training_digests = training_digests or {}
+        self.unknown = unknown  # scores how unlike the training data an image is
         self.info = info or {}
         self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
 
@@ -68,11 +71,14 @@ class Classifier:
         tensors = {f"head.{name}": t for name, t in self.head.parameters.items()}
         tensors |= {f"backbone.{name}": t for name, t in (self.backbone_tensors or {}).items()}
         tensors |= {f"digests.{split}": d for split, d in self.training_digests.items()}
+        if self.unknown is not None:
+            tensors["unknown.bank"] = self.unknown.bank.astype(np.float16)
         metadata = {
             "labels": self.labels,
             "backbone": self.backbone,
             "preprocessing": self.preprocessing.to_dict(),
             "head": self.head_config.to_dict(),
+            **({"unknown": self.unknown.to_dict()} if self.unknown is not None else {}),
             **self.info,
         }
         write_model_folder(folder, tensors, metadata)
@@ -92,6 +98,7 @@ class Classifier:
                 "format",
                 "format_version",
                 "weights",
+                "unknown",
             }
             return cls(
                 metadata["labels"],
@@ -101,6 +108,7 @@ class Classifier:
                 {k: v for k, v in metadata.items() if k not in known},
                 tensor_group(tensors, "backbone."),
                 tensor_group(tensors, "digests."),
+                _unknown_detector(tensors, metadata),
             )
         except (KeyError, RuntimeError, TypeError, ValueError) as error:
             raise HeadstartError(f"{folder}: damaged model folder ({error})") from error
@@ -115,6 +123,13 @@ class Classifier:
     def logits(self, features: np.ndarray) -> np.ndarray:
         return self.head.logits(features)
 
+    def unknown_scores(self, features: np.ndarray) -> np.ndarray | None:
+        """How unlike the training data each image is (above `unknown.stats["threshold"]`:
+        none of the classes); None for a model without a detector (fine-tuned, or older)."""
+        if self.unknown is None:
+            return None
+        return self.unknown.scores(features, self.logits(features) / self.temperature)
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: softmax of the logits over the temperature."""
         return softmax(self.logits(features), self.temperature)
@@ -127,10 +142,13 @@ class Classifier:
         engine: str = "auto",
         progress: bool = False,
         tta: bool = False,
+        reject: bool = False,
     ) -> list[Prediction]:
         """Top-k labels for image files or folders of images (searched recursively).
 
-        `tta` averages the probabilities over flips and crops (test-time augmentation).
+        Each prediction carries `unknown_score` and `unknown` (none of the classes, by the
+        threshold set at training time); `reject` makes the label of those "unknown". `tta`
+        averages the probabilities over flips and crops (test-time augmentation).
         """
         paths = expand_image_paths(images)
         extractor = self.extractor(cache_dir, engine)
@@ -142,9 +160,15 @@ class Classifier:
             probabilities = self._averaged(extractor, kept, result.features, progress)
         else:
             probabilities = self.probabilities(result.features)
-        return top_k_predictions(
+        predictions = top_k_predictions(
             paths, result.kept, probabilities, result.skipped, self.labels, top_k
         )
+        scores = self.unknown_scores(result.features) if result.kept else None
+        if scores is not None:
+            flags = self.unknown.flags(scores)
+            for index, score, flag in zip(result.kept, scores, flags, strict=True):
+                predictions[index].mark_unknown(float(score), bool(flag), reject)
+        return predictions
 
     def evaluate(
         self,
@@ -272,3 +296,11 @@ class Classifier:
             f"Classifier({len(self.labels)} classes, backbone={self.backbone['name']}, "
             f"head={self.head_config.kind})"
         )
+
+
+def _unknown_detector(tensors: dict[str, np.ndarray], metadata: dict[str, Any]):
+    bank, stats = tensors.get("unknown.bank"), metadata.get("unknown")
+    if bank is None or not isinstance(stats, dict):
+        return None
+    keys = ("distance_mean", "distance_std", "energy_mean", "energy_std", "threshold")
+    return UnknownDetector(bank.astype(np.float32), {key: float(stats[key]) for key in keys})

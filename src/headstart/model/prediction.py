@@ -12,6 +12,8 @@ import numpy as np
 from headstart.data.images import visible_images
 from headstart.errors import HeadstartError
 
+UNKNOWN_LABEL = "unknown"
+
 
 @dataclass
 class Prediction:
@@ -19,16 +21,28 @@ class Prediction:
     labels: list[str] = field(default_factory=list)  # most probable first
     probabilities: list[float] = field(default_factory=list)
     error: str | None = None  # set when the image could not be read
+    unknown_score: float | None = None  # how unlike the training data (model's threshold)
+    unknown: bool | None = None  # like none of the classes
+    rejected: bool = False  # unknown, and asked to say so instead of a class
 
     @property
     def label(self) -> str | None:
+        if self.rejected:
+            return UNKNOWN_LABEL
         return self.labels[0] if self.labels else None
+
+    def mark_unknown(self, score: float, unknown: bool, reject: bool) -> None:
+        self.unknown_score, self.unknown = score, unknown
+        self.rejected = unknown and reject
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": str(self.path)}
         if self.error:
             data["error"] = self.error
         else:
+            data["label"] = self.label
+            if self.unknown is not None:
+                data["unknown"], data["unknown_score"] = self.unknown, self.unknown_score
             data["top"] = [
                 {"label": label, "probability": p}
                 for label, p in zip(self.labels, self.probabilities, strict=True)

@@ -45,6 +45,9 @@ def _first_problem(m: dict[str, Any]) -> str | None:
         checks.append(("calibration", "not an object"))
     elif "temperature" in calibration:
         checks.append(("calibration.temperature", _positive(calibration["temperature"])))
+    unknown = m.get("unknown")
+    if unknown is not None:
+        checks.append(("unknown", _unknown(unknown)))
     for optional in ("training", "summary", "finetune"):
         if optional in m and not isinstance(m[optional], dict):
             checks.append((optional, "not an object"))
@@ -86,3 +89,20 @@ def _fraction(value: Any) -> str | None:
 def _positive(value: Any) -> str | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     return None if ok and math.isfinite(value) and value > 0 else "must be a finite number > 0"
+
+
+def _unknown(stats: Any) -> str | None:
+    if not isinstance(stats, dict):
+        return "not an object"
+    for key in ("distance_mean", "energy_mean", "threshold"):
+        value = stats.get(key)
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            return f"{key} must be a finite number"
+    for key in ("distance_std", "energy_std"):
+        if _positive(stats.get(key)):
+            return f"{key} must be a finite number > 0"
+    return None

@@ -42,6 +42,8 @@ class Label(BaseModel):
 class ImagePrediction(BaseModel):
     filename: str
     top: list[Label]
+    unknown: bool | None = None  # unlike every class (None: the model has no such score)
+    unknown_score: float | None = None
 
 
 class Predictions(BaseModel):
@@ -129,13 +131,17 @@ def create_app(
         async with busy:
             uploads = await _read_uploads(request, limits)
             decoded = await run_in_threadpool(_decode_all, model, uploads, limits.max_pixels)
-            ranked = await run_in_threadpool(model.predict_pixels, decoded, top_k)
+            ranked, scores = await run_in_threadpool(model.rank_pixels, decoded, top_k)
+        scores = [None] * len(ranked) if scores is None else [float(s) for s in scores]
         return Predictions(
             predictions=[
                 ImagePrediction(
-                    filename=filename, top=[Label(label=k, probability=p) for k, p in top]
+                    filename=filename,
+                    top=[Label(label=k, probability=p) for k, p in top],
+                    unknown=None if score is None else score > model.unknown_threshold,
+                    unknown_score=score,
                 )
-                for (filename, _), top in zip(uploads, ranked, strict=True)
+                for (filename, _), top, score in zip(uploads, ranked, scores, strict=True)
             ]
         )
 

@@ -1,0 +1,73 @@
+"""'None of the above': photos unlike every class are flagged, in the API, the command line,
+the exported ONNX file and the server, with the same score everywhere."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import FLOWERS, headstart, real_photos
+
+from headstart import Classifier
+from headstart.export.runtime import OnnxClassifier
+
+
+@pytest.fixture(scope="module")
+def flowers() -> list:
+    return [sorted((FLOWERS / label).glob("*.jpg"))[3] for label in sorted(
+        p.name for p in FLOWERS.iterdir() if p.is_dir()
+    )] + sorted((FLOWERS / "daisy").glob("*.jpg"))[10:15]  # fmt: skip
+
+
+def test_flowers_are_unknown_to_an_ants_and_bees_model(trained, cache_dir, flowers):
+    classifier, _ = trained
+    held_out = real_photos("val", "ants", 5, skip=40) + real_photos("val", "bees", 5, skip=40)
+    known = classifier.predict(held_out, cache_dir=cache_dir)
+    strange = classifier.predict(flowers, cache_dir=cache_dir)
+    # A model of 24 training photos: a rough boundary, but on the right side of it
+    assert sum(p.unknown for p in known) <= 2
+    assert sum(p.unknown for p in strange) >= 5
+    known_scores = [p.unknown_score for p in known]
+    assert np.mean([p.unknown_score for p in strange]) > np.mean(known_scores) + 1
+    rejected = classifier.predict(flowers, cache_dir=cache_dir, reject=True)
+    for plain, marked in zip(strange, rejected, strict=True):
+        assert marked.label == ("unknown" if plain.unknown else plain.label)
+        assert marked.labels == plain.labels  # the ranking is still there
+
+
+def test_the_threshold_passes_95_percent_of_validation(trained, presplit, cache_dir):
+    classifier, _ = trained
+    val = sorted((presplit / "val").rglob("*.jpg"))
+    flags = [p.unknown for p in classifier.predict(val, cache_dir=cache_dir)]
+    assert sum(flags) <= max(1, round(0.05 * len(val)))
+
+
+def test_the_score_survives_saving_and_export(trained, exported, cache_dir, flowers, tmp_path):
+    classifier, folder = trained
+    photos = flowers[:3] + real_photos("val", "bees", 3, skip=40)
+    ours = classifier.predict(photos, cache_dir=cache_dir)
+    loaded = Classifier.load(folder).predict(photos, cache_dir=cache_dir)
+    assert [p.unknown_score for p in loaded] == pytest.approx([p.unknown_score for p in ours])
+    runtime = OnnxClassifier(exported[1])
+    onnx = runtime.predict(photos)
+    assert [p.unknown_score for p in onnx] == pytest.approx(
+        [p.unknown_score for p in ours], abs=0.05
+    )
+    assert [p.unknown for p in onnx] == [p.unknown for p in ours]
+
+
+def test_the_command_line_and_the_server_say_unknown(trained, exported, cache_dir, flowers):
+    from fastapi.testclient import TestClient
+
+    from headstart.serving.app import create_app
+
+    classifier, folder = trained
+    scores = [p.unknown_score for p in classifier.predict(flowers, cache_dir=cache_dir)]
+    strangest = flowers[int(np.argmax(scores))]
+    photo = str(strangest)
+    result = headstart("predict", str(folder), photo, "--reject", "--json", cache_dir=cache_dir)
+    prediction = json.loads(result.stdout)[0]
+    assert prediction["unknown"] is True and prediction["label"] == "unknown"
+    assert prediction["unknown_score"] > 0
+    client = TestClient(create_app(OnnxClassifier(exported[1])))
+    answer = client.post("/predict", content=strangest.read_bytes()).json()["predictions"][0]
+    assert answer["unknown"] is True and answer["unknown_score"] > 0
