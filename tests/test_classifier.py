@@ -103,3 +103,21 @@ def test_input_size_out_of_range_is_refused():
 
     with pytest.raises(HeadstartError, match="between 32 and 1024"):
         resolve_backbone("efficientnet_lite0", input_size=8)
+
+
+def test_a_format_1_folder_still_loads(trained, cache_dir, tmp_path):
+    """Folders written before the weights file was named by its hash: model.safetensors and no
+    `weights` entry, format_version 1."""
+    classifier, folder = trained
+    old = tmp_path / "old"
+    old.mkdir()
+    weights = weights_path(folder, read_metadata(folder))
+    (old / "model.safetensors").write_bytes(weights.read_bytes())
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    metadata.pop("weights")
+    (old / METADATA_FILE).write_text(json.dumps({**metadata, "format_version": 1}))
+    photos = real_photos("val", "bees", 3, skip=12)
+    loaded = Classifier.load(old)
+    assert [p.probabilities for p in loaded.predict(photos, cache_dir=cache_dir)] == [
+        p.probabilities for p in classifier.predict(photos, cache_dir=cache_dir)
+    ]
