@@ -82,15 +82,17 @@ class FeatureCache:
         try:
             if self.path.is_dir():
                 raise sqlite3.DatabaseError("a folder stands where the cache file belongs")
-            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            _retry_while_locked(self._set_up)
+            self._connect()
             self._db.execute("SELECT 1 FROM features LIMIT 1").fetchall()
         except sqlite3.DatabaseError as error:
             if _locked(error):
                 raise
             self._move_aside(error)
-            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            _retry_while_locked(self._set_up)
+            self._connect()
+
+    def _connect(self) -> None:
+        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        _retry_while_locked(self._set_up)
 
     def _open_read_only(self) -> None:
         self.read_only = True
