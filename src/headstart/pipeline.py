@@ -159,7 +159,7 @@ def train(
         temperature = calibration["temperature"] if calibration else 1.0
         train, val = splits["train"].x, _or_empty(splits["val"], splits["train"])
         unknown = UnknownDetector.fit(
-            train, val, head.logits(train) / temperature, head.logits(val) / temperature
+            train, val, head.logits(train) / temperature, val_logits / temperature
         )
     classifier = Classifier(
         dataset.classes,
