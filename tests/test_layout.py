@@ -1,7 +1,7 @@
 """Stages point one way: a stage may import those before it, never one after it.
 
-data -> backbones -> features -> training -> evaluation -> model -> export -> serving, with
-errors, storage, console and threads as a floor every stage may use, and the top (cli, the
+data -> backbones -> features -> training -> doctor -> evaluation -> model -> export -> serving,
+with errors, storage, console and threads as a floor every stage may use, and the top (cli, the
 pipeline that ties the stages together, the package's __init__) free to import anything. Lazy
 imports inside functions count too: they are dependencies all the same.
 """
@@ -11,7 +11,17 @@ from pathlib import Path
 
 import headstart
 
-STAGES = ["data", "backbones", "features", "training", "evaluation", "model", "export", "serving"]
+STAGES = [
+    "data",
+    "backbones",
+    "features",
+    "training",
+    "doctor",
+    "evaluation",
+    "model",
+    "export",
+    "serving",
+]
 FLOOR = {"errors", "storage", "console", "threads"}
 TOP = {"cli", "pipeline", "__init__"}
 PACKAGE = Path(headstart.__file__).parent

@@ -16,6 +16,7 @@ _threads.prefer_passive_waiting()
 # Imported on first use: `import headstart` stays instant and `headstart --help` never loads torch.
 _EXPORTS = {
     "train": "headstart.pipeline",
+    "diagnose": "headstart.doctor.run",
     "FitSettings": "headstart.training.settings",
     "Classifier": "headstart.model.classifier",
     "Prediction": "headstart.model.prediction",
@@ -27,6 +28,7 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from headstart.backbones.registry import list_backbones
     from headstart.data.sources import load_dataset
+    from headstart.doctor.run import diagnose
     from headstart.errors import HeadstartError
     from headstart.model.classifier import Classifier
     from headstart.model.prediction import Prediction
@@ -48,6 +50,7 @@ __all__ = [
     "HeadstartError",
     "Prediction",
     "__version__",
+    "diagnose",
     "list_backbones",
     "load_dataset",
     "train",

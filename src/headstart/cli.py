@@ -108,6 +108,10 @@ def train(
     val_percent: Annotated[float, typer.Option(help="Validation share when not given")] = 10.0,
     test_percent: Annotated[float, typer.Option(help="Test share when not given")] = 10.0,
     seed: Annotated[int, typer.Option(help="Makes a run repeatable")] = DEFAULTS.seed,
+    exclude: Annotated[
+        Path | None,
+        typer.Option(help="Leave out the images listed (doctor's issues.csv, or a path a line)"),
+    ] = None,
     cache_dir: CacheDir = None,
     engine: Engine = "auto",
     quiet: Quiet = False,
@@ -150,6 +154,7 @@ def train(
         engine=engine,
         resume=resume,
         progress=not (quiet or as_json),
+        exclude=exclude,
     )
     summary = classifier.info["summary"]
     if as_json:
@@ -243,6 +248,59 @@ def evaluate(
         stdout.print(evaluation_tables(evaluation))
     for path, reason in evaluation.skipped:
         stderr.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(reason)}")
+
+
+@app.command()
+def doctor(
+    data: Annotated[Path, typer.Argument(help="Class folders, train/val/test folders, CSV or map")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for issues.csv and doctor.html")
+    ] = Path("doctor"),
+    backbone: Annotated[str, typer.Option(help="Offline name or any timm model")] = (
+        "efficientnet_lite0"
+    ),
+    val_percent: Annotated[float, typer.Option(help="Validation share when not given")] = 10.0,
+    test_percent: Annotated[float, typer.Option(help="Test share when not given")] = 10.0,
+    cache_dir: CacheDir = None,
+    engine: Engine = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Find duplicates, leaks, likely label errors, outliers and unhealthy images.
+
+    Writes issues.csv (fix from it, or pass it to train --exclude) and doctor.html. Exits 0
+    whatever it finds."""
+    from headstart.doctor.findings import ISSUES
+    from headstart.doctor.run import diagnose
+
+    diagnosis = diagnose(
+        data,
+        output,
+        backbone=backbone,
+        val_percent=val_percent,
+        test_percent=test_percent,
+        cache_dir=cache_dir,
+        engine=engine,
+        progress=not (quiet or as_json),
+    )
+    if as_json:
+        print(json.dumps(diagnosis.to_dict(), indent=1))
+        return
+    if quiet:
+        return
+    table = Table(title=f"{diagnosis.images:,} images in {escape(diagnosis.dataset)}")
+    for column in ("issue", "meaning", "images"):
+        table.add_column(column, justify="right" if column == "images" else "left")
+    for issue, count in diagnosis.counts().items():
+        table.add_row(issue, ISSUES[issue], f"{count:,}")
+    if not diagnosis.findings:
+        table.add_row("none", "no issues found", "0")
+    stdout.print(table)
+    stdout.print(
+        f"Written: {escape(str(output / 'doctor.html'))} and {escape(str(output / 'issues.csv'))}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones.registry import DEFAULT_BACKBONE, Backbone, resolve_backbone
+from headstart.data.exclude import read_exclusions
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
 from headstart.features.cache import FeatureCache
@@ -64,14 +65,16 @@ def train(
     engine: str = "auto",
     resume: bool = False,
     progress: bool = False,
+    exclude: str | Path | None = None,
 ) -> Classifier:
     """Train a classifier on a dataset; save it to `output` if given.
 
     `input_size` is the square size images are fed to the backbone at (its pretrained size by
     default). Heads train on cached backbone features; `strategy="finetune"` then also tunes
     the top of the backbone, writing a checkpoint into `output` after every epoch, which
-    `resume=True` continues from. The returned Classifier's `info["summary"]` says what was
-    used, skipped, chosen and measured.
+    `resume=True` continues from. `exclude` names a list of images to leave out (the
+    doctor's issues.csv, or one path a line). The returned Classifier's `info["summary"]`
+    says what was used, skipped, chosen and measured.
     """
     settings = settings or FitSettings()
     settings.check()
@@ -79,6 +82,10 @@ def train(
         check_model_output(Path(output))
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else load_dataset(data, val_percent, test_percent)
+    notes: list[str] = []
+    if exclude is not None:
+        dataset, left_out = dataset.without(read_exclusions(Path(exclude)))
+        notes.append(f"{left_out} images left out, as listed in {exclude}")
     cache = FeatureCache(cache_dir)
     resolved = resolve_backbone(backbone, cache.directory, input_size)
     extractor = FeatureExtractor(resolved, cache, engine)
@@ -111,7 +118,6 @@ def train(
     )
     val_logits = head.logits(_or_empty(splits["val"], splits["train"]))
     info: dict[str, Any] = {}
-    notes: list[str] = []
     if strategy == "finetune":
         from headstart.training.finetune import finetune  # torchvision: only when fine-tuning
 

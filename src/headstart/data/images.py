@@ -7,6 +7,7 @@ pixel count (limited) and the size the caller needs, never by what a header clai
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import warnings
@@ -161,3 +162,19 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     full_scale = 1.0 if is_float and peak <= 1.0 else 65535.0 if peak > 255 else 255.0
     scaled = pixels * np.float32(255.0 / full_scale)
     return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+def thumbnail_base64(path: Path, size: int) -> str:
+    """A JPEG thumbnail of an image file, base64-encoded for a self-contained page.
+
+    An image that no longer reads gives a flat grey square: a page of findings is still
+    worth showing when one file has changed since.
+    """
+    try:
+        image = decode_rgb(Path(path).read_bytes(), draft=lambda w, h: (size, size))
+        image.thumbnail((size, size))
+    except (OSError, ValueError):
+        image = Image.new("RGB", (size, size), (200, 200, 200))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return base64.b64encode(buffer.getvalue()).decode()

@@ -62,6 +62,13 @@ class Dataset:
     def index_of(self, label: str) -> int:
         return self.classes.index(label)
 
+    def without(self, paths: set[Path]) -> tuple[Dataset, int]:
+        """This dataset less the images at `paths` (resolved), and how many were left out."""
+        kept = [s for s in self.samples if s.path.resolve() not in paths]
+        smaller = Dataset(self.root, self.classes, kept, self.layout, self.given_splits)
+        _check_enough_images(smaller)
+        return smaller, len(self.samples) - len(kept)
+
 
 def load_dataset(
     source: str | Path, val_percent: float = 10.0, test_percent: float = 10.0
@@ -132,14 +139,7 @@ def _read_listing(path: Path) -> tuple[list[tuple[Path, str, str | None]], str]:
             f"{path}: is an image, not a dataset; give a folder of class folders, a CSV "
             "(path,label[,split]) or a mapping file (path<TAB>label)"
         )
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
-        raise HeadstartError(
-            f"{path} line {line}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
-            "save the list as UTF-8"
-        ) from error
+    text = read_utf8(path)
     if path.suffix.lower() == ".csv":
         lines, layout = list(csv.reader(text.splitlines())), "csv"
     else:
@@ -155,6 +155,20 @@ def _read_listing(path: Path) -> tuple[list[tuple[Path, str, str | None]], str]:
     if not rows:
         raise HeadstartError(f"{path}: lists no images")
     return rows, layout
+
+
+def read_utf8(path: Path) -> str:
+    """A list file's text; anything but UTF-8 is one line naming the line it fails on."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise HeadstartError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
+            "save the list as UTF-8"
+        ) from error
+    except OSError as error:
+        raise HeadstartError(f"{path}: cannot be read ({error.strerror or error})") from error
 
 
 def _listing_row(listing: Path, number: int, cells: list[str]) -> tuple[Path, str, str | None]:

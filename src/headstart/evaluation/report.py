@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from headstart.data.images import decode_rgb
+from headstart.data.images import thumbnail_base64
 from headstart.data.sources import Dataset
 from headstart.evaluation import figures
 from headstart.evaluation.calibration import expected_calibration_error, reliability_bins, softmax
@@ -161,17 +160,9 @@ def _galleries(paths, truth, probabilities, labels) -> dict[str, list[dict]]:
                 "true": labels[truth[i]],
                 "predicted": labels[predicted[i]],
                 "probability": float(confidence[i]),
-                "thumbnail": _thumbnail(paths[i]),
+                "thumbnail": thumbnail_base64(paths[i], THUMBNAIL),
             }
             for i in indices
         ]
 
     return {"Most confident mistakes": items(wrong), "Least confident correct": items(unsure)}
-
-
-def _thumbnail(path: Path) -> str:
-    image = decode_rgb(Path(path).read_bytes(), draft=lambda w, h: (THUMBNAIL, THUMBNAIL))
-    image.thumbnail((THUMBNAIL, THUMBNAIL))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=80)
-    return base64.b64encode(buffer.getvalue()).decode()

@@ -1,0 +1,201 @@
+"""One look at a dataset: every check on the same features, as a list of findings."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from headstart.data.sources import Dataset
+from headstart.doctor.duplicates import (
+    FEATURE_RATIO,
+    THUMBNAIL_RATIO,
+    exact_groups,
+    group_findings,
+    group_similarity,
+    near_groups,
+)
+from headstart.doctor.findings import ISSUES, Finding, Item
+from headstart.doctor.health import health_findings, measurements, thumbnails
+from headstart.doctor.labels import likely_label_errors, out_of_sample_probabilities
+from headstart.doctor.neighbours import unit_rows
+from headstart.doctor.outliers import far_from_training, outliers_in_class
+from headstart.features.extract import FeatureExtractor
+
+IMBALANCE = 3.0  # largest class over smallest
+
+
+@dataclass
+class Diagnosis:
+    dataset: str
+    images: int  # readable images examined
+    per_class: dict[str, int]
+    findings: list[Finding]
+    groups: list[dict[str, Any]]  # every duplicate group, all members, for the page
+    near_thresholds: dict[str, float]  # cosine distance under which images are near, per descriptor
+    cross_validated_accuracy: float | None  # of the linear head, out of sample
+    computed: int  # images that went through the backbone in this run
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(f.issue for f in self.findings)
+        return {issue: found[issue] for issue in ISSUES if found[issue]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in self.__dict__.items() if k != "findings"},
+            "counts": self.counts(),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def examine(dataset: Dataset, extractor: FeatureExtractor, progress: bool = False) -> Diagnosis:
+    """Every check, on the features of every readable image of `dataset`."""
+    clock = _Clock()
+    extracted = extractor.extract_files([s.path for s in dataset.samples], progress)
+    clock.lap("features")
+    samples = [dataset.samples[i] for i in extracted.kept]
+    items = [Item(os.path.abspath(s.path), s.label, s.split) for s in samples]
+    y = np.array([dataset.index_of(s.label) for s in samples], np.int64)
+    x, digests = extracted.features, extracted.digests
+    unit = unit_rows(x, x.mean(axis=0))
+    findings = [
+        Finding(os.path.abspath(p), "unreadable", 0.0, reason) for p, reason in extracted.skipped
+    ]
+    values = measurements([s.path for s in samples], digests, extractor.cache)
+    clock.lap("measurements")
+    descriptors = [(unit, FEATURE_RATIO), (thumbnails(values), THUMBNAIL_RATIO)]
+    duplicates, groups, thresholds = _duplicates(descriptors, digests, items)
+    findings += duplicates
+    clock.lap("duplicates")
+    labels, accuracy = _label_errors(x, y, items, dataset.classes)
+    findings += labels
+    clock.lap("labels")
+    findings += _outliers(unit, y, items)
+    clock.lap("outliers")
+    findings += health_findings(values, items, min(extractor.backbone.preprocessing.input_size))
+    counts = np.bincount(y, minlength=len(dataset.classes))
+    per_class = {label: int(n) for label, n in zip(dataset.classes, counts, strict=True)}
+    findings += _imbalance(per_class)
+    clock.lap("health")
+    return Diagnosis(
+        str(dataset.root),
+        len(items),
+        per_class,
+        sorted(findings, key=_order),
+        groups,
+        thresholds,
+        accuracy,
+        extracted.computed,
+        clock.laps,
+    )
+
+
+def _duplicates(descriptors, digests, items) -> tuple[list[Finding], list[dict], dict]:
+    exact = exact_groups(digests)
+    near, thresholds, pairs = near_groups(descriptors, digests)
+    near.sort(key=lambda group: -group_similarity(group, pairs))
+    similarity = [group_similarity(group, pairs) for group in near]
+    exact_scores = [1.0] * len(exact)
+    findings = group_findings(exact, items, "exact", exact_scores, 1)
+    findings += group_findings(near, items, "near", similarity, len(exact) + 1)
+    groups = _groups(exact, "exact", exact_scores, items, 1)
+    groups += _groups(near, "near", similarity, items, len(exact) + 1)
+    return findings, groups, dict(zip(("features", "thumbnail"), thresholds, strict=True))
+
+
+def _label_errors(x, y, items, classes) -> tuple[list[Finding], float | None]:
+    """Suspects, and the cross-validated accuracy of the head that found them."""
+    if np.bincount(y, minlength=len(classes)).min() < 2:
+        return [], None
+    probabilities = out_of_sample_probabilities(x, y, len(classes))
+    accuracy = float((probabilities.argmax(1) == y).mean())
+    suspects = likely_label_errors(y, probabilities)
+    return _label_findings(suspects, probabilities, y, items, classes), accuracy
+
+
+def _outliers(unit, y, items) -> list[Finding]:
+    findings = [
+        _item_finding(items[i], "outlier-in-class", z, f"robust z {z:.1f} of distance to its class")
+        for i, z in outliers_in_class(unit, y)
+    ]
+    is_training = np.array([item.split == "train" for item in items])
+    findings += [
+        _item_finding(
+            items[i], "far-from-training", z, f"robust z {z:.1f} of distance to training images"
+        )
+        for i, z in far_from_training(unit, is_training)
+    ]
+    return findings
+
+
+def _order(finding: Finding) -> tuple:
+    """By issue as ISSUES lists them, then duplicate group, then most severe first."""
+    return (list(ISSUES).index(finding.issue), finding.group or 0, -finding.score)
+
+
+def _label_findings(positions, probabilities, y, items, classes) -> list[Finding]:
+    findings = []
+    for position in positions:
+        given, suggested = int(y[position]), int(probabilities[position].argmax())
+        confidence = float(probabilities[position, given])
+        item = items[position]
+        details = (
+            f"given {classes[given]} (p={confidence:.2f}), looks like "
+            f"{classes[suggested]} (p={probabilities[position, suggested]:.2f})"
+        )
+        findings.append(
+            Finding(
+                item.path,
+                "label-error",
+                1.0 - confidence,
+                details,
+                item.label,
+                item.split,
+                suggested=classes[suggested],
+            )
+        )
+    return findings
+
+
+def _item_finding(item: Item, issue: str, score: float, details: str) -> Finding:
+    return Finding(item.path, issue, score, details, item.label, item.split)
+
+
+def _imbalance(per_class: dict[str, int]) -> list[Finding]:
+    largest, smallest = max(per_class, key=per_class.get), min(per_class, key=per_class.get)
+    ratio = per_class[largest] / max(per_class[smallest], 1)
+    if ratio < IMBALANCE:
+        return []
+    details = (
+        f"{largest}: {per_class[largest]} images, {smallest}: {per_class[smallest]}; "
+        "--balance-classes weights them equally"
+    )
+    return [Finding("", "class-imbalance", ratio, details)]
+
+
+def _groups(groups, kind, similarity, items, first) -> list[dict[str, Any]]:
+    return [
+        {
+            "group": number,
+            "kind": kind,
+            "similarity": score,
+            "members": [items[m].__dict__ for m in members],
+        }
+        for number, (members, score) in enumerate(zip(groups, similarity, strict=True), first)
+    ]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now

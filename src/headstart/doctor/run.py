@@ -1,0 +1,49 @@
+"""`headstart doctor`: examine a dataset and write what was found where a user can act on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from headstart.backbones.registry import DEFAULT_BACKBONE, resolve_backbone
+from headstart.data.sources import load_dataset
+from headstart.doctor.examine import Diagnosis, examine
+from headstart.doctor.findings import write_issues_csv
+from headstart.doctor.page import doctor_page
+from headstart.features.cache import FeatureCache
+from headstart.features.extract import FeatureExtractor
+from headstart.storage import atomic_write_text, check_writable_folder
+
+
+def diagnose(
+    data: str | Path,
+    output: str | Path | None = None,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    input_size: int | None = None,
+    val_percent: float = 10.0,
+    test_percent: float = 10.0,
+    cache_dir: str | Path | None = None,
+    engine: str = "auto",
+    progress: bool = False,
+) -> Diagnosis:
+    """Look for duplicates, leakage, likely label errors, outliers and unhealthy images.
+
+    With `output`, writes issues.csv, doctor.html and doctor.json there. The split is the
+    one `train` would use with the same percentages, so "leak" means what training would see.
+    """
+    if output is not None:
+        check_writable_folder(Path(output), "doctor output")
+    dataset = load_dataset(data, val_percent, test_percent)
+    cache = FeatureCache(cache_dir)
+    extractor = FeatureExtractor(
+        resolve_backbone(backbone, cache.directory, input_size), cache, engine
+    )
+    diagnosis = examine(dataset, extractor, progress)
+    if output is not None:
+        folder = Path(output)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_issues_csv(folder / "issues.csv", diagnosis.findings)
+        atomic_write_text(folder / "doctor.html", doctor_page(diagnosis))
+        atomic_write_text(folder / "doctor.json", json.dumps(diagnosis.to_dict(), indent=1))
+    return diagnosis
