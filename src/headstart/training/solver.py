@@ -41,20 +41,23 @@ def fit_linear(
     *,
     label_smoothing: float = 0.0,
     sample_weight: np.ndarray | None = None,
+    l2: float | None = None,
 ) -> LinearFit:
     """Fit on the training features; the L2 strength with the lowest validation loss wins.
 
-    Without validation images the strength is chosen by 3-fold cross-validation on training.
+    Without validation images the strength is chosen by 3-fold cross-validation on training;
+    a given `l2` is used as it is.
     """
     # Centred features decouple the (unpenalised) bias from the weights: the same optimum in
     # fewer L-BFGS iterations. The bias is folded back so the head takes raw features.
     mean = train_x.mean(axis=0)
     train_z, val_z = train_x - mean, val_x - mean
     problem = _Problem(train_z, train_y, num_classes, label_smoothing, sample_weight)
-    if len(val_y):
+    if l2 is None and len(val_y):
         fit = _path(problem, val_z, val_y)
     else:
-        l2 = _cross_validated_l2(train_z, train_y, num_classes, label_smoothing, sample_weight)
+        if l2 is None:
+            l2 = _cross_validated_l2(train_z, train_y, num_classes, label_smoothing, sample_weight)
         params, record = problem.solve(l2, problem.zeros())
         weight, bias = problem.unpack(params)
         fit = LinearFit(weight, bias, l2, [{"epoch": 1, **record}], 0)
