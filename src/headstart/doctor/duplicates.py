@@ -34,21 +34,21 @@ def exact_groups(digests: list[bytes]) -> list[list[int]]:
 
 def near_groups(
     descriptors: list[tuple[np.ndarray, float]], digests: list[bytes]
-) -> tuple[list[list[int]], list[float], dict[tuple[int, int], float]]:
-    """(groups, distance threshold per descriptor, pair distances) of near-identical images.
+) -> tuple[list[list[int]], list[float], list[float]]:
+    """(groups, their similarities, distance threshold per descriptor) of near-identical images.
 
     `descriptors` are (unit rows, ratio) pairs. Identical files count as one image here, so
-    a group is never only copies of one file. A pair's distance is its smallest relative to
-    each descriptor's threshold, scaled to the feature threshold.
+    a group is never only copies of one file. A group's similarity is that of its least
+    similar linked pair, in the descriptor that linked it; groups come most similar first.
     """
     first: dict[bytes, int] = {}
     for position, digest in enumerate(digests):
         first.setdefault(digest, position)
     distinct = np.array(sorted(first.values()), np.int64)
     if len(distinct) < 3:
-        return [], [0.0] * len(descriptors), {}
+        return [], [], [0.0] * len(descriptors)
     links = _Links(len(distinct))
-    pairs: dict[tuple[int, int], float] = {}
+    pairs: dict[tuple[int, int], float] = {}  # (i, j) in `distinct` -> best similarity
     thresholds = []
     for unit, ratio in descriptors:
         rows = unit[distinct]
@@ -56,12 +56,19 @@ def near_groups(
         threshold = ratio * float(np.median(distances[:, 0]))
         thresholds.append(threshold)
         for i, j in zip(*np.nonzero(distances <= threshold), strict=True):
-            a, b = sorted((int(distinct[i]), int(distinct[indices[i, j]])))
-            similarity = 1.0 - float(distances[i, j])
-            pairs[a, b] = max(pairs.get((a, b), -1.0), similarity)
+            pair = (min(i, indices[i, j]), max(i, indices[i, j]))
+            pairs[pair] = max(pairs.get(pair, -1.0), 1.0 - float(distances[i, j]))
             links.join(int(i), int(indices[i, j]))
-    groups = [sorted(int(distinct[m]) for m in members) for members in links.groups()]
-    return groups, thresholds, pairs
+    similarity: dict[int, float] = {}
+    for (i, _), value in pairs.items():
+        root = links.root(int(i))
+        similarity[root] = min(similarity.get(root, 1.0), value)
+    groups = sorted(links.groups(), key=lambda members: -similarity[links.root(members[0])])
+    return (
+        [sorted(int(distinct[m]) for m in members) for members in groups],
+        [similarity[links.root(members[0])] for members in groups],
+        thresholds,
+    )
 
 
 class _Links:
@@ -86,11 +93,13 @@ class _Links:
         return [members for members in grouped.values() if len(members) > 1]
 
 
-def group_similarity(group: list[int], pairs: dict[tuple[int, int], float]) -> float:
-    """The similarity of the group's least similar linked pair, in the descriptor that
-    linked it."""
-    members = set(group)
-    return min(s for (a, b), s in pairs.items() if a in members and b in members)
+def group_issue(members: list[Item], kind: str) -> str:
+    """`kind`-conflict (labels differ), -leak (splits differ) or -duplicate."""
+    if len({m.label for m in members}) > 1:
+        return f"{kind}-conflict"
+    if len({m.split for m in members}) > 1:
+        return f"{kind}-leak"
+    return f"{kind}-duplicate"
 
 
 def group_findings(
@@ -104,20 +113,18 @@ def group_findings(
     """
     findings = []
     for number, (members, score) in enumerate(zip(groups, scores, strict=True), first_group):
-        labels = {items[m].label for m in members}
-        splits = {items[m].split for m in members}
-        keeper = items[members[0]]
-        if len(labels) > 1:
-            issue, flagged = f"{kind}-conflict", members
-            details = "labels " + ", ".join(sorted(labels))
-        elif len(splits) > 1:
-            issue = f"{kind}-leak"
+        issue = group_issue([items[m] for m in members], kind)
+        if issue.endswith("conflict"):
+            flagged = members
+            details = "labels " + ", ".join(sorted({items[m].label for m in members}))
+        elif issue.endswith("leak"):
+            splits = {items[m].split for m in members}
             reference = "train" if "train" in splits else items[members[0]].split
             flagged = [m for m in members if items[m].split != reference]
             details = "in " + ", ".join(sorted(splits))
         else:
-            issue, flagged = f"{kind}-duplicate", members[1:]
-            details = f"copy of {keeper.path}"
+            flagged = members[1:]
+            details = f"copy of {items[members[0]].path}"
         details += f"; group of {len(members)}"
         for m in flagged:
             item = items[m]

@@ -16,7 +16,7 @@ from headstart.doctor.duplicates import (
     THUMBNAIL_RATIO,
     exact_groups,
     group_findings,
-    group_similarity,
+    group_issue,
     near_groups,
 )
 from headstart.doctor.findings import ISSUES, Finding, Item
@@ -97,9 +97,7 @@ def examine(dataset: Dataset, extractor: FeatureExtractor, progress: bool = Fals
 
 def _duplicates(descriptors, digests, items) -> tuple[list[Finding], list[dict], dict]:
     exact = exact_groups(digests)
-    near, thresholds, pairs = near_groups(descriptors, digests)
-    near.sort(key=lambda group: -group_similarity(group, pairs))
-    similarity = [group_similarity(group, pairs) for group in near]
+    near, similarity, thresholds = near_groups(descriptors, digests)
     exact_scores = [1.0] * len(exact)
     findings = group_findings(exact, items, "exact", exact_scores, 1)
     findings += group_findings(near, items, "near", similarity, len(exact) + 1)
@@ -183,6 +181,7 @@ def _groups(groups, kind, similarity, items, first) -> list[dict[str, Any]]:
         {
             "group": number,
             "kind": kind,
+            "issue": group_issue([items[m] for m in members], kind),
             "similarity": score,
             "members": [items[m].__dict__ for m in members],
         }

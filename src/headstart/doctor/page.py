@@ -10,6 +10,11 @@ from headstart.doctor.examine import Diagnosis
 from headstart.doctor.findings import ISSUES, Finding
 
 THUMBNAIL = 128
+_CASES = {
+    "conflict": "conflicting labels",
+    "leak": "across splits",
+    "duplicate": "one class and split",
+}
 SHOWN = 60  # per section; issues.csv has them all
 
 _STYLE = """
@@ -73,15 +78,7 @@ def _duplicate_groups(groups: list[dict]) -> str:
         return ""
     parts = ["<h2>Duplicate groups</h2>"]
     for group in groups[:SHOWN]:
-        labels = {m["label"] for m in group["members"]}
-        splits = {m["split"] for m in group["members"]}
-        case = (
-            "conflicting labels"
-            if len(labels) > 1
-            else "across splits"
-            if len(splits) > 1
-            else "one class and split"
-        )
+        case = _CASES[group["issue"].split("-")[1]]
         parts.append(
             f"<h3>Group {group['group']}: {group['kind']}, {case}, "
             f"similarity {group['similarity']:.3f}</h3>"
