@@ -175,3 +175,17 @@ def test_confident_learning_finds_flipped_labels_in_separable_data():
     found = likely_label_errors(noisy, out_of_sample_probabilities(x, noisy, 3))
     hits = len(set(found) & set(flipped.tolist()))
     assert hits >= 12 and hits / len(found) >= 0.9
+
+
+def test_measurements_are_kept_only_under_the_digest_of_the_bytes_measured(tmp_path):
+    from headstart.doctor.health import FINGERPRINT, measurements
+    from headstart.features.cache import FeatureCache
+    from headstart.features.extract import content_digest
+
+    photo = real_photos("train", "ants", 1)[0]
+    cache = FeatureCache(tmp_path / "cache")
+    edited = b"\0" * 20  # the digest of content the file no longer holds
+    assert np.isnan(measurements([photo], [edited], cache)).all()
+    assert cache.count(FINGERPRINT) == 0
+    kept = measurements([photo], [content_digest(photo.read_bytes())], cache)
+    assert not np.isnan(kept).any() and cache.count(FINGERPRINT) == 1

@@ -16,6 +16,7 @@ from PIL import Image
 from headstart.data.images import decode_rgb
 from headstart.doctor.findings import Finding, Item
 from headstart.features.cache import FeatureCache
+from headstart.features.extract import content_digest
 from headstart.threads import cpu_threads
 
 FINGERPRINT = "image-health-2"  # change it when the measurements change
@@ -82,7 +83,7 @@ def measurements(
     found = cache.get_many(FINGERPRINT, list(digests))
     missing = [i for i, d in enumerate(digests) if d not in found]
     with ThreadPoolExecutor(cpu_threads()) as pool:
-        measured = pool.map(lambda i: _measure_file(paths[i]), missing)
+        measured = pool.map(lambda i: _measure_file(paths[i], digests[i]), missing)
         # Rounded through float16 like the cache, so a first and second look agree exactly.
         fresh = {
             i: None if v is None else v.astype(np.float16).astype(np.float32)
@@ -93,11 +94,14 @@ def measurements(
     return np.stack([r if r is not None else np.full(COLUMNS, np.nan, np.float32) for r in rows])
 
 
-def _measure_file(path: Path) -> np.ndarray | None:
+def _measure_file(path: Path, digest: bytes) -> np.ndarray | None:
+    """Measurements of the file if it still holds the content of `digest`, else None: what
+    is kept under a digest must come from exactly those bytes, as with features."""
     try:
-        return measure(Path(path).read_bytes())
+        data = Path(path).read_bytes()
+        return measure(data) if content_digest(data) == digest else None
     except (OSError, ValueError, MemoryError):
-        return None  # changed or vanished since its features were read; nothing to say
+        return None  # vanished or undecodable since its features were read; nothing to say
 
 
 def health_findings(values: np.ndarray, items: list[Item], input_size: int) -> list[Finding]:
