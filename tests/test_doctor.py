@@ -189,3 +189,16 @@ def test_measurements_are_kept_only_under_the_digest_of_the_bytes_measured(tmp_p
     assert cache.count(FINGERPRINT) == 0
     kept = measurements([photo], [content_digest(photo.read_bytes())], cache)
     assert not np.isnan(kept).any() and cache.count(FINGERPRINT) == 1
+
+
+def test_neighbours_in_small_chunks_match_the_whole_matrix(monkeypatch):
+    from headstart.doctor import neighbours
+
+    rng = np.random.default_rng(0)
+    rows = neighbours.unit_rows(rng.normal(size=(300, 16)).astype(np.float32), np.zeros(16))
+    similarity = rows @ rows.T
+    np.fill_diagonal(similarity, -np.inf)
+    monkeypatch.setattr(neighbours, "_CHUNK_CELLS", 700)  # two query rows at a time
+    distances, indices = neighbours.nearest(rows, rows, 3, same=np.arange(300))
+    np.testing.assert_array_equal(indices, np.argsort(-similarity, axis=1)[:, :3])
+    np.testing.assert_allclose(distances[:, 0], 1 - similarity.max(axis=1), atol=1e-6)

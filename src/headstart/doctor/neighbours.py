@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_CHUNK = 1024
+_CHUNK_CELLS = 1 << 25  # similarities held at once: 128 MiB of float32, whatever the size
 
 
 def unit_rows(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -34,8 +34,9 @@ def nearest(
         return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
     distances = np.empty((len(query), k), np.float32)
     indices = np.empty((len(query), k), np.int64)
-    for start in range(0, len(query), _CHUNK):
-        rows = slice(start, start + _CHUNK)
+    chunk = max(1, _CHUNK_CELLS // len(bank))
+    for start in range(0, len(query), chunk):
+        rows = slice(start, start + chunk)
         similarity = query[rows] @ bank.T
         if same is not None:
             own = same[rows]
