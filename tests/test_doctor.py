@@ -144,12 +144,15 @@ def test_a_plain_list_of_paths_with_comments_and_relative_paths(messy, cache_dir
     ("content", "message"),
     [
         (None, "no such file"),
+        ("folder", "a folder; give issues.csv"),
         (b"path\ntrain/ants/\xff.jpg\n", "line 2: not UTF-8"),
     ],
 )
 def test_a_bad_exclusion_list_is_one_line(messy, tmp_path, cache_dir, content, message):
     listing = tmp_path / "list.csv"
-    if content is not None:
+    if content == "folder":
+        listing.mkdir()
+    elif content is not None:
         listing.write_bytes(content)
     result = headstart(
         "train",

@@ -20,7 +20,8 @@ def read_exclusions(listing: Path) -> set[Path]:
     """
     listing = Path(listing).expanduser()
     if not listing.is_file():
-        raise HeadstartError(f"{listing}: no such file (give issues.csv or a list of paths)")
+        what = "a folder" if listing.is_dir() else "no such file"
+        raise HeadstartError(f"{listing}: {what}; give issues.csv or a list of paths")
     if listing.stat().st_size > MAX_BYTES:
         raise HeadstartError(f"{listing}: over {MAX_BYTES >> 20} MiB; not a list of paths")
     lines = read_utf8(listing).splitlines()
