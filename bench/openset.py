@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from headstart import load_dataset, train
+from headstart.context import RunContext
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 KNOWN = ("daisy", "dandelion", "rose")
@@ -39,8 +40,8 @@ def main() -> None:
         classes=list(KNOWN),
         samples=[s for s in flowers.samples if s.label in KNOWN],
     )
-    classifier = train(known, cache_dir=args.cache_dir, progress=True)
-    extractor = classifier.extractor(args.cache_dir)
+    classifier = train(known, context=RunContext(cache_dir=args.cache_dir), progress=True)
+    extractor = classifier.extractor()
     test = [s.path for s in known.split("test")]
     sets = {
         "known (test split)": test,
@@ -55,7 +56,7 @@ def main() -> None:
         "headstart unknown score": {n: classifier.unknown_scores(f) for n, f in features.items()},
     }
     inside = "known (test split)"
-    print(f"known test top-1: {classifier.evaluate(known, cache_dir=args.cache_dir).accuracy:.2%}")
+    print(f"known test top-1: {classifier.evaluate(known).accuracy:.2%}")
     print("| score | unknowns | AUROC | FPR at 95% TPR |")
     print("|---|---|---|---|")
     for name, by_set in scores.items():

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from headstart import FitSettings, train
+from headstart.context import RunContext
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
 
@@ -39,17 +40,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         cache = Path(scratch) / "cache"
         started = time.perf_counter()
-        train(args.data, settings=base, cache_dir=cache)  # warms the plain feature cache
+        train(
+            args.data, settings=base, context=RunContext(cache_dir=cache)
+        )  # warms the plain feature cache
         print(f"plain features cached in {time.perf_counter() - started:.1f} s\n")
         print(f"{'strategy':34} {'val acc':>8} {'with TTA':>9} {'val loss':>9} {'time':>9}")
         for name, settings in rows.items():
             if args.only and not any(word in name for word in args.only):
                 continue
             started = time.perf_counter()
-            classifier = train(args.data, settings=settings, cache_dir=cache)
+            classifier = train(args.data, settings=settings, context=RunContext(cache_dir=cache))
             seconds = time.perf_counter() - started
             summary = classifier.info["summary"]
-            tta = classifier.evaluate(args.data, "val", cache_dir=cache, tta=True)
+            tta = classifier.evaluate(args.data, "val", tta=True)
             print(
                 f"{name:34} {summary['val_accuracy']:8.2%} {tta.accuracy:9.2%} "
                 f"{summary['val_loss']:9.4f} {seconds:8.1f}s",

@@ -40,6 +40,24 @@ def headstart(*args: str, cache_dir=None, env=None) -> subprocess.CompletedProce
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
+def usage_check(*args: str, capsys: pytest.CaptureFixture) -> subprocess.CompletedProcess:
+    """Run the command line in this process, for the checks that end before any work: the
+    same main() and exit code as `headstart`, without a new interpreter's start-up."""
+    from headstart.cli import main
+
+    capsys.readouterr()
+    argv, sys.argv = sys.argv, ["headstart", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 0
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def jpeg_bytes(image: Image.Image, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", **options)
@@ -65,10 +83,11 @@ def presplit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained(presplit: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """A classifier trained once on the small real-photo set, saved to a model folder."""
-    from headstart import FitSettings, train
+    from headstart import FitSettings, RunContext, train
 
     folder = tmp_path_factory.mktemp("model")
-    classifier = train(presplit, folder, settings=FitSettings(seed=0), cache_dir=cache_dir)
+    context = RunContext(cache_dir=cache_dir)
+    classifier = train(presplit, folder, settings=FitSettings(seed=0), context=context)
     return classifier, folder
 
 
@@ -79,5 +98,5 @@ def exported(trained, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
     classifier, _ = trained
     path = tmp_path_factory.mktemp("export") / "ants_bees.onnx"
-    export_classifier(classifier, path, cache_dir)
+    export_classifier(classifier, path)
     return classifier, path

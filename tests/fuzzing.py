@@ -102,6 +102,7 @@ def resident_mb() -> float:
 def run(seconds: float, seed: int, photo: Path, model: Path, onnx: Path, cache: Path) -> dict:
     from fastapi.testclient import TestClient
 
+    from headstart.context import RunContext
     from headstart.export.runtime import OnnxClassifier
     from headstart.model.classifier import Classifier
     from headstart.serving.app import create_app
@@ -110,7 +111,7 @@ def run(seconds: float, seed: int, photo: Path, model: Path, onnx: Path, cache: 
     seeds = seed_files(photo)
     runtime = OnnxClassifier(onnx)
     client = TestClient(create_app(runtime))
-    classifier = Classifier.load(model)
+    classifier = Classifier.load(model, RunContext(cache_dir=cache))
     preprocessing = runtime.preprocessing
     for _, data in seeds:  # warm up every decoder before the baseline is taken
         preprocessing.pixels(data)
@@ -150,7 +151,7 @@ def run(seconds: float, seed: int, photo: Path, model: Path, onnx: Path, cache: 
             outcomes["served"] += 1
     loop_growth = peak_mb() - baseline
     files = sorted(folder.glob("*"))[-_PREDICTED:]
-    for predictions in (runtime.predict(files), classifier.predict(files, cache_dir=cache)):
+    for predictions in (runtime.predict(files), classifier.predict(files)):
         for prediction in predictions:
             if bool(prediction.error) == bool(prediction.labels):
                 escaped.append(f"{prediction.path}: neither a prediction nor a reason")

@@ -101,6 +101,7 @@ def test_unknown_backbone_is_a_clear_error():
         resolve_backbone("efficientnet_lite9")
 
 
+@pytest.mark.slow
 def test_timm_download_offline_fails_with_a_clear_message(tmp_path):
     """The online path (timm/Hugging Face) without a network: one line, no traceback."""
     env = {

@@ -87,7 +87,7 @@ def test_report_renders_offline_with_its_figures(trained, presplit, cache_dir, b
     from headstart.evaluation.report import write_report
 
     classifier, _ = trained
-    page = write_report(classifier, presplit, tmp_path / "report", cache_dir=cache_dir)
+    page = write_report(classifier, presplit, tmp_path / "report")
     browser.get(page.as_uri())
     images = browser.find_elements(By.TAG_NAME, "img")
     assert len(images) >= 5

@@ -6,6 +6,7 @@ from conftest import copy_photos, real_photos
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
 
 from headstart import Classifier, HeadstartError
+from headstart.context import RunContext
 from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 
 
@@ -34,9 +35,9 @@ def test_model_folder_is_safetensors_and_json_only(trained):
 def test_save_load_round_trip_predicts_identically(trained, cache_dir, tmp_path):
     classifier, folder = trained
     photos = real_photos("val", "ants", 3, skip=20) + real_photos("val", "bees", 3, skip=20)
-    before = classifier.predict(photos, top_k=2, cache_dir=cache_dir)
-    loaded = Classifier.load(folder)
-    after = loaded.predict(photos, top_k=2, cache_dir=cache_dir)
+    before = classifier.predict(photos, top_k=2)
+    loaded = Classifier.load(folder, RunContext(cache_dir=cache_dir))
+    after = loaded.predict(photos, top_k=2)
     assert [p.labels for p in before] == [p.labels for p in after]
     assert [p.probabilities for p in before] == [p.probabilities for p in after]
     assert all(len(p.labels) == 2 for p in after)
@@ -47,7 +48,7 @@ def test_predict_reports_unreadable_files_and_goes_on(trained, cache_dir, tmp_pa
     classifier, _ = trained
     copy_photos(real_photos("val", "bees", 2, skip=30), tmp_path)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
-    predictions = classifier.predict(tmp_path, top_k=1, cache_dir=cache_dir)
+    predictions = classifier.predict(tmp_path, top_k=1)
     assert len(predictions) == 3
     broken = next(p for p in predictions if p.path.name == "broken.png")
     assert broken.error and not broken.labels
@@ -56,9 +57,9 @@ def test_predict_reports_unreadable_files_and_goes_on(trained, cache_dir, tmp_pa
 
 def test_evaluation_matches_an_independent_computation(trained, presplit, cache_dir):
     classifier, _ = trained
-    evaluation = classifier.evaluate(presplit, cache_dir=cache_dir)
+    evaluation = classifier.evaluate(presplit)
     assert evaluation.split == "val" and evaluation.images == 16
-    extractor = classifier.extractor(cache_dir)
+    extractor = classifier.extractor()
     paths = sorted(presplit.glob("val/*/*.jpg"))
     truth = np.array([classifier.labels.index(p.parent.name) for p in paths])
     probabilities = classifier.probabilities(extractor.extract_files(paths).features)
@@ -87,13 +88,13 @@ def test_input_size_travels_with_the_model(presplit, cache_dir, tmp_path):
     from headstart import train
 
     folder = tmp_path / "model"
-    classifier = train(presplit, folder, input_size=256, cache_dir=cache_dir)
+    classifier = train(presplit, folder, input_size=256, context=RunContext(cache_dir=cache_dir))
     assert classifier.preprocessing.input_size == (256, 256)
-    loaded = Classifier.load(folder)
+    loaded = Classifier.load(folder, RunContext(cache_dir=cache_dir))
     assert loaded.preprocessing.input_size == (256, 256)
     photos = real_photos("val", "bees", 2, skip=30)
-    ours = [p.probabilities for p in classifier.predict(photos, cache_dir=cache_dir)]
-    assert ours == [p.probabilities for p in loaded.predict(photos, cache_dir=cache_dir)]
+    ours = [p.probabilities for p in classifier.predict(photos)]
+    assert ours == [p.probabilities for p in loaded.predict(photos)]
     data = photos[0].read_bytes()
     assert loaded.preprocessing.pixels(data).shape == (256, 256, 3)
 
@@ -101,7 +102,7 @@ def test_input_size_travels_with_the_model(presplit, cache_dir, tmp_path):
 def test_input_size_out_of_range_is_refused():
     from headstart.backbones import resolve_backbone
 
-    with pytest.raises(HeadstartError, match="between 32 and 1024"):
+    with pytest.raises(HeadstartError, match=r"in \[32, 1024\]"):
         resolve_backbone("efficientnet_lite0", input_size=8)
 
 
@@ -117,7 +118,7 @@ def test_a_format_1_folder_still_loads(trained, cache_dir, tmp_path):
     metadata.pop("weights")
     (old / METADATA_FILE).write_text(json.dumps({**metadata, "format_version": 1}))
     photos = real_photos("val", "bees", 3, skip=12)
-    loaded = Classifier.load(old)
-    assert [p.probabilities for p in loaded.predict(photos, cache_dir=cache_dir)] == [
-        p.probabilities for p in classifier.predict(photos, cache_dir=cache_dir)
+    loaded = Classifier.load(old, RunContext(cache_dir=cache_dir))
+    assert [p.probabilities for p in loaded.predict(photos)] == [
+        p.probabilities for p in classifier.predict(photos)
     ]

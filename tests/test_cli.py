@@ -67,9 +67,9 @@ def test_train_evaluate_predict_info(messy, cache_dir, tmp_path):
     predictions = json.loads(predicted.stdout)
     assert [p["path"] for p in predictions] == photos
     assert all(len(p["top"]) == 2 for p in predictions)
-    from headstart import Classifier
+    from headstart import Classifier, RunContext
 
-    expected = Classifier.load(model).predict(photos, top_k=2, cache_dir=cache_dir)
+    expected = Classifier.load(model, RunContext(cache_dir=cache_dir)).predict(photos, top_k=2)
     for ours, theirs in zip(predictions, expected, strict=True):
         assert [t["label"] for t in ours["top"]] == theirs.labels
         assert [t["probability"] for t in ours["top"]] == pytest.approx(theirs.probabilities)

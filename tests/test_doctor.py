@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_photos, headstart, real_photos
+from conftest import copy_photos, headstart, real_photos, usage_check
 from PIL import Image
 
+from headstart.context import RunContext
 from headstart.doctor.labels import likely_label_errors, out_of_sample_probabilities
 
 
@@ -112,7 +113,7 @@ def test_a_second_look_reads_features_and_measurements_from_the_cache(
         raise AssertionError("measured again")
 
     monkeypatch.setattr(health, "measure", no_decoding)
-    again = diagnose(messy[0], cache_dir=cache_dir)
+    again = diagnose(messy[0], context=RunContext(cache_dir=cache_dir))
     assert again.computed == 0
     assert again.to_dict()["findings"] == diagnosed[0]["findings"]
 
@@ -124,7 +125,7 @@ def test_train_leaves_out_what_issues_csv_lists(messy, diagnosed, cache_dir):
     output = diagnosed[1]
     with open(output / "issues.csv", encoding="utf-8") as handle:
         listed = {row["path"] for row in csv.DictReader(handle)} - {""}
-    classifier = train(root, cache_dir=cache_dir, exclude=output / "issues.csv")
+    classifier = train(root, context=RunContext(cache_dir=cache_dir), exclude=output / "issues.csv")
     summary = classifier.info["summary"]
     readable = len(list(root.rglob("*.*"))) - 1  # less the broken file, listed as unreadable
     assert sum(summary["used"].values()) == readable - (len(listed) - 1)
@@ -148,21 +149,14 @@ def test_a_plain_list_of_paths_with_comments_and_relative_paths(messy, cache_dir
         (b"path\ntrain/ants/\xff.jpg\n", "line 2: not UTF-8"),
     ],
 )
-def test_a_bad_exclusion_list_is_one_line(messy, tmp_path, cache_dir, content, message):
+def test_a_bad_exclusion_list_is_one_line(messy, tmp_path, cache_dir, content, message, capsys):
     listing = tmp_path / "list.csv"
     if content == "folder":
         listing.mkdir()
     elif content is not None:
         listing.write_bytes(content)
-    result = headstart(
-        "train",
-        str(messy[0]),
-        "-o",
-        str(tmp_path / "m"),
-        "--exclude",
-        str(listing),
-        cache_dir=cache_dir,
-    )
+    command = ["train", str(messy[0]), "-o", str(tmp_path / "m"), "--exclude", str(listing)]
+    result = usage_check(*command, "--cache-dir", str(cache_dir), capsys=capsys)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
 

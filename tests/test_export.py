@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from conftest import real_photos
 
@@ -64,6 +65,7 @@ def test_prediction_runs_with_pytorch_blocked(exported, tmp_path):
     assert predictions[0]["top"][0]["label"] in ("ants", "bees")
 
 
+@pytest.mark.slow
 def test_int8_quantization_keeps_predictions_and_metadata(exported, presplit, tmp_path):
     from headstart.export.quantize import compare, quantize_int8
 
@@ -90,17 +92,15 @@ def test_quantizing_without_calibration_data_is_a_clear_error(trained, tmp_path)
     assert result.returncode == 2 and "needs --calibration DATA" in result.stderr
 
 
+@pytest.mark.slow
 def test_export_quantize_from_the_command_line(trained, presplit, cache_dir, tmp_path):
     _, folder = trained
     target = tmp_path / "cli.onnx"
     command = [sys.executable, "-m", "headstart.cli", "export", str(folder), "-o", str(target)]
     command += ["--quantize", "int8", "--calibration", str(presplit), "--cache-dir", str(cache_dir)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run([*command, "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert OnnxClassifier(tmp_path / "cli.int8.onnx").labels == ["ants", "bees"]
-    rows = dict(
-        line.strip("│ ").split("│")[:2] for line in result.stdout.splitlines() if "│" in line
-    )
-    rows = {k.strip(): v.strip() for k, v in rows.items()}
-    assert rows["images"] == "16", "checked on the held-out (val) split"
-    assert rows["top1_agreement"].endswith("%") and float(rows["top1_agreement"][:-1]) >= 87.5
+    report = json.loads(result.stdout)
+    assert report["split"] == "val" and report["images"] == 16, "checked on the held-out split"
+    assert report["top1_agreement"] >= 0.875

@@ -10,11 +10,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import headstart, real_photos
+from conftest import headstart, real_photos, usage_check
 from safetensors.torch import load_file
 
 from headstart import Classifier, FitSettings, HeadstartError, train
 from headstart.backbones import resolve_backbone
+from headstart.context import RunContext
 from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 from headstart.storage import CHECKPOINT_FILE
@@ -38,7 +39,7 @@ def finetune_run(data, folder, cache_dir, **options):
         settings=SETTINGS,
         val_percent=0,
         test_percent=0,
-        cache_dir=cache_dir,
+        context=RunContext(cache_dir=cache_dir),
         **options,
     )
 
@@ -52,7 +53,7 @@ def finetuned(train_only, cache_dir, tmp_path_factory):
 def test_only_the_unfrozen_units_change(finetuned, cache_dir):
     classifier, _ = finetuned
     pretrained = resolve_backbone("efficientnet_lite0", cache_dir).build_module().state_dict()
-    tuned = classifier.extractor(cache_dir).backbone.build_module().state_dict()
+    tuned = classifier.extractor().backbone.build_module().state_dict()
     unfrozen = ("blocks.6.", "conv_head.", "bn2.")
     assert set(classifier.backbone_tensors) == {k for k in pretrained if k.startswith(unfrozen)}
     changed = {k for k in pretrained if not torch.equal(pretrained[k], tuned[k])}
@@ -66,7 +67,7 @@ def test_only_the_unfrozen_units_change(finetuned, cache_dir):
 def test_pytorch_trunk_matches_onnx_and_fine_tunes(presplit, train_only, cache_dir, tmp_path):
     """The trunk a GPU runs in PyTorch: same activations as the ONNX one, and trainable on top."""
     from headstart.backbones.stages import split_backbone
-    from headstart.features.extract import pixels_or_reason
+    from headstart.features.views import pixels_or_reason
     from headstart.training.finetune import Trunk
 
     backbone = resolve_backbone("efficientnet_lite0", cache_dir)
@@ -87,8 +88,7 @@ def test_pytorch_trunk_matches_onnx_and_fine_tunes(presplit, train_only, cache_d
         settings=settings,
         val_percent=0,
         test_percent=0,
-        cache_dir=cache_dir,
-        engine="torch",
+        context=RunContext(cache_dir=cache_dir, engine="torch"),
     )
     assert classifier.fine_tuned and classifier.info["summary"]["epochs_run"] == 1
 
@@ -115,12 +115,12 @@ def test_finetuned_model_reloads_predicts_and_exports_identically(
 
     classifier, folder = finetuned
     photos = sorted((presplit / "val" / "bees").glob("*.jpg"))[:4]
-    before = classifier.predict(photos, cache_dir=cache_dir)
-    loaded = Classifier.load(folder)
+    before = classifier.predict(photos)
+    loaded = Classifier.load(folder, RunContext(cache_dir=cache_dir))
     assert loaded.fine_tuned
-    after = loaded.predict(photos, cache_dir=cache_dir)
+    after = loaded.predict(photos)
     assert [p.probabilities for p in before] == [p.probabilities for p in after]
-    onnx = OnnxClassifier(export_classifier(loaded, tmp_path / "tuned.onnx", cache_dir))
+    onnx = OnnxClassifier(export_classifier(loaded, tmp_path / "tuned.onnx"))
     exported = onnx.predict(photos, top_k=2)
     for ours, theirs in zip(after, exported, strict=True):
         assert ours.labels[0] == theirs.labels[0]
@@ -138,7 +138,7 @@ def test_tampered_tuned_weights_are_refused(finetuned, cache_dir, tmp_path):
     tensors["backbone.conv_head.weight"] += 0.01
     save_file(tensors, str(weights))
     with pytest.raises(HeadstartError, match="checksum"):
-        Classifier.load(copy).extractor(cache_dir).backbone  # noqa: B018
+        Classifier.load(copy, RunContext(cache_dir=cache_dir)).extractor().backbone  # noqa: B018
 
 
 def weights_file(folder):
@@ -160,6 +160,7 @@ def interrupt_after_one_epoch(monkeypatch, run) -> None:
     monkeypatch.setattr(Checkpoint, "save", real_save)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_gives_the_same_weights(
     finetuned, train_only, cache_dir, tmp_path, monkeypatch
 ):
@@ -178,13 +179,15 @@ def test_resume_after_an_interruption_gives_the_same_weights(
         assert torch.equal(ours[name], theirs[name]), name
 
 
+@pytest.mark.slow
 def test_checkpoint_has_no_pickle_and_refuses_other_settings(
     presplit, cache_dir, tmp_path, monkeypatch
 ):
     folder = tmp_path / "model"
     settings = FitSettings(strategy="finetune", finetune_epochs=2, unfreeze="2", augment="none")
     interrupt_after_one_epoch(
-        monkeypatch, lambda: train(presplit, folder, settings=settings, cache_dir=cache_dir)
+        monkeypatch,
+        lambda: train(presplit, folder, settings=settings, context=RunContext(cache_dir=cache_dir)),
     )
     data = (folder / CHECKPOINT_FILE).read_bytes()
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])  # safetensors layout
@@ -194,15 +197,18 @@ def test_checkpoint_has_no_pickle_and_refuses_other_settings(
 
     other = FitSettings(strategy="finetune", finetune_epochs=2, unfreeze="2", augment="light")
     with pytest.raises(HeadstartError, match="augment: 'none' then, 'light' now"):
-        train(presplit, folder, settings=other, cache_dir=cache_dir, resume=True)
+        train(
+            presplit, folder, settings=other, context=RunContext(cache_dir=cache_dir), resume=True
+        )
 
 
+@pytest.mark.slow
 def test_corrupt_training_image_is_skipped_when_fine_tuning(presplit, cache_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(presplit, data)
     (data / "train" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200)
     settings = FitSettings(strategy="finetune", finetune_epochs=1, unfreeze="2", augment="none")
-    classifier = train(data, settings=settings, cache_dir=cache_dir)
+    classifier = train(data, settings=settings, context=RunContext(cache_dir=cache_dir))
     summary = classifier.info["summary"]
     assert [path.rsplit("/", 1)[1] for path, _ in summary["skipped"]] == ["broken.jpg"]
     assert summary["used"]["train"] == 24 and summary["epochs_run"] == 1
@@ -215,9 +221,9 @@ def test_augmented_cache_stores_k_views_and_reuses_them(presplit, cache_dir, tmp
     cache = tmp_path / "cache"
     shutil.copytree(cache_dir / "onnx", cache / "onnx")  # skip the one-time backbone export
     settings = FitSettings(aug_views=2)
-    first = train(presplit, settings=settings, cache_dir=cache)
+    first = train(presplit, settings=settings, context=RunContext(cache_dir=cache))
     assert first.info["summary"]["computed"] == 16 + 24 * 3  # val, then train plain + 2 views
-    second = train(presplit, settings=settings, cache_dir=cache)
+    second = train(presplit, settings=settings, context=RunContext(cache_dir=cache))
     assert second.info["summary"]["computed"] == 0
     assert second.info["summary"]["augmented_views"] == 2
 
@@ -243,10 +249,10 @@ def test_augmented_views_are_reproducible_and_differ(presplit):
 def test_test_time_augmentation_averages_four_views(trained, presplit, cache_dir):
     classifier, _ = trained
     photos = sorted((presplit / "val" / "ants").glob("*.jpg"))[:3]
-    plain = classifier.predict(photos, top_k=2, cache_dir=cache_dir)
-    averaged = classifier.predict(photos, top_k=2, cache_dir=cache_dir, tta=True)
+    plain = classifier.predict(photos, top_k=2)
+    averaged = classifier.predict(photos, top_k=2, tta=True)
     assert [p.probabilities for p in plain] != [p.probabilities for p in averaged]
-    extractor = classifier.extractor(cache_dir)
+    extractor = classifier.extractor()
     views = [
         classifier.probabilities(extractor.with_view(v).extract_files(photos).features)
         for v in TTA_VIEWS
@@ -257,7 +263,7 @@ def test_test_time_augmentation_averages_four_views(trained, presplit, cache_dir
         ants = classifier.labels.index("ants")
         got = dict(zip(prediction.labels, prediction.probabilities, strict=True))["ants"]
         assert got == pytest.approx(float(row[ants]), abs=1e-6)
-    evaluation = classifier.evaluate(presplit, cache_dir=cache_dir, tta=True)
+    evaluation = classifier.evaluate(presplit, tta=True)
     assert evaluation.accuracy >= 0.8
 
 
@@ -280,6 +286,7 @@ def test_warmup_then_cosine():
     assert factor(20) == pytest.approx(0.0)
 
 
+@pytest.mark.slow
 def test_killed_command_resumes_to_the_same_weights(finetuned, train_only, cache_dir, tmp_path):
     _, uninterrupted = finetuned
     folder = tmp_path / "killed"
@@ -304,6 +311,7 @@ def test_killed_command_resumes_to_the_same_weights(finetuned, train_only, cache
     assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
 
 
+@pytest.mark.slow
 def test_auto_strategy_says_what_it_chose_and_why(presplit, cache_dir, tmp_path):
     model = tmp_path / "model"
     result = headstart(
@@ -329,15 +337,14 @@ def test_tta_from_the_command_line(trained, exported, cache_dir):
     assert refused.returncode == 1 and "--tta needs a model folder" in refused.stderr
 
 
-def test_bad_strategy_settings_are_usage_errors(presplit, cache_dir, tmp_path):
+def test_bad_strategy_settings_are_usage_errors(presplit, cache_dir, tmp_path, capsys):
     for option, value, message in [
-        ("--strategy", "deep", "--strategy must be one of linear, mlp, finetune, auto, not 'deep'"),
-        ("--augment", "wild", "--augment must be one of none, light, strong, not 'wild'"),
+        ("--strategy", "deep", "'deep' is not one of 'linear', 'mlp', 'finetune', 'auto'"),
+        ("--augment", "wild", "'wild' is not one of 'none', 'light', 'strong'"),
         ("--unfreeze", "0", "--unfreeze must be a positive number or all"),
-        ("--time-budget", "soon", "cannot read the duration 'soon'"),
+        ("--time-budget", "soon", "--time-budget must be a duration such as 90s, 5m or 1h"),
     ]:
-        result = headstart(
-            "train", str(presplit), "-o", str(tmp_path / "m"), option, value, cache_dir=cache_dir
-        )
+        command = ["train", str(presplit), "-o", str(tmp_path / "m"), option, value]
+        result = usage_check(*command, "--cache-dir", str(cache_dir), capsys=capsys)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr

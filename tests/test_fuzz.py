@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import real_photos
 
 
+@pytest.mark.slow
 def test_mutated_images_never_escape_and_never_blow_up_memory(trained, exported, cache_dir):
     _, model = trained
     _, onnx_file = exported

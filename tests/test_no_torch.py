@@ -25,7 +25,9 @@ BLOCKER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "report"])
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "predict", pytest.param("report", marks=pytest.mark.slow)]
+)
 def test_warm_commands_never_import_torch(trained, presplit, cache_dir, tmp_path, command):
     _, model = trained  # trained on `presplit` with this cache: every feature is cached
     photo = str(next((presplit / "val" / "bees").iterdir()))

@@ -30,7 +30,7 @@ FIGURES = [
 def report(trained, presplit, cache_dir, tmp_path_factory):
     classifier, _ = trained
     folder = tmp_path_factory.mktemp("report")
-    page = write_report(classifier, presplit, folder, cache_dir=cache_dir)
+    page = write_report(classifier, presplit, folder)
     return classifier, folder, page
 
 
@@ -49,7 +49,7 @@ def test_numbers_match_scikit_learn(report, presplit, cache_dir):
     numbers = json.loads((folder / "metrics.json").read_text())
     paths = sorted(presplit.glob("val/*/*.jpg"))
     truth = np.array([classifier.labels.index(p.parent.name) for p in paths])
-    features = classifier.extractor(cache_dir).extract_files(paths).features
+    features = classifier.extractor().extract_files(paths).features
     probabilities = classifier.probabilities(features)
     predicted = probabilities.argmax(1)
     assert numbers["images"] == len(paths) == 16
@@ -84,7 +84,7 @@ def test_temperature_scaling_lowers_validation_nll(trained):
 def test_predict_uses_the_fitted_temperature(trained, cache_dir):
     classifier, _ = trained
     photos = real_photos("val", "ants", 2)
-    features = classifier.extractor(cache_dir).extract_files(photos).features
+    features = classifier.extractor().extract_files(photos).features
     expected = softmax(classifier.logits(features).astype(np.float64), classifier.temperature)
     np.testing.assert_allclose(classifier.probabilities(features), expected, rtol=1e-5, atol=1e-12)
 
@@ -106,6 +106,7 @@ def test_confusion_figure_stays_readable_with_100_classes():
     assert png.size[0] >= 1500  # the figure grows with the classes instead of squeezing labels
 
 
+@pytest.mark.slow
 def test_report_command(trained, presplit, cache_dir, tmp_path):
     _, folder = trained
     command = [sys.executable, "-m", "headstart.cli", "evaluate", str(folder), str(presplit)]

@@ -10,6 +10,7 @@ import pytest
 from conftest import copy_photos, real_photos
 
 from headstart import HeadstartError
+from headstart.context import RunContext
 from headstart.data.sources import load_dataset
 from headstart.evaluation.metrics import evaluate_probabilities
 
@@ -23,7 +24,7 @@ def held_out_folder(root, ants: int = 6, bees: int = 6):
 
 def test_the_training_dataset_is_scored_on_its_held_out_split(trained, presplit, cache_dir):
     classifier, _ = trained
-    evaluation = classifier.evaluate(presplit, cache_dir=cache_dir)
+    evaluation = classifier.evaluate(presplit)
     assert evaluation.split == "val" and evaluation.images == 16
     assert "the val split of the training dataset" in evaluation.scope
     assert evaluation.duplicates == []
@@ -33,7 +34,7 @@ def test_any_other_folder_is_scored_whole(trained, cache_dir, tmp_path):
     """Before: only the tenth that the hash split called 'test' was scored, silently."""
     classifier, _ = trained
     folder = held_out_folder(tmp_path / "heldout")
-    evaluation = classifier.evaluate(folder, cache_dir=cache_dir)
+    evaluation = classifier.evaluate(folder)
     assert evaluation.split == "all" and evaluation.images == 12
     assert evaluation.scope.startswith("scored 12 images: every image in")
 
@@ -44,13 +45,13 @@ def test_copies_of_training_images_are_named_and_left_out(trained, presplit, cac
     leaked = sorted((presplit / "train" / "ants").iterdir())[:3]
     for photo in leaked:
         shutil.copy(photo, folder / "ants" / f"copy-{photo.name}")
-    evaluation = classifier.evaluate(folder, cache_dir=cache_dir)
+    evaluation = classifier.evaluate(folder)
     assert evaluation.images == 12
     assert sorted(p.rsplit("/", 1)[1] for p in evaluation.duplicates) == sorted(
         f"copy-{p.name}" for p in leaked
     )
     assert "3 identical to training images, left out" in evaluation.scope
-    kept = classifier.evaluate(folder, cache_dir=cache_dir, keep_duplicates=True)
+    kept = classifier.evaluate(folder, keep_duplicates=True)
     assert kept.images == 15 and "3 identical to training images, kept" in kept.scope
 
 
@@ -60,12 +61,12 @@ def test_a_moved_copy_of_the_training_data_scores_only_unseen_images(
     classifier, _ = trained
     moved = tmp_path / "moved"
     shutil.copytree(presplit, moved)
-    evaluation = classifier.evaluate(moved, cache_dir=cache_dir)
+    evaluation = classifier.evaluate(moved)
     assert evaluation.split == "all" and evaluation.images == 16  # the validation photos
     assert len(evaluation.duplicates) == 24  # every training photo, recognised by content
     shutil.rmtree(moved / "val")
     with pytest.raises(HeadstartError, match="all 24 readable images are identical"):
-        classifier.evaluate(moved, cache_dir=cache_dir)
+        classifier.evaluate(moved)
 
 
 def test_undefined_per_class_scores_are_none_and_quiet():
@@ -94,14 +95,14 @@ def test_a_hashed_test_split_that_training_ignores_is_said(cache_dir, tmp_path):
 
     for label in ("ants", "bees"):
         copy_photos(real_photos("train", label, 20), tmp_path / "data" / label)
-    classifier = train(tmp_path / "data", cache_dir=cache_dir)
+    classifier = train(tmp_path / "data", context=RunContext(cache_dir=cache_dir))
     held_out = classifier.info["summary"]["used"]["test"]
     assert held_out > 0
     assert any(
         f"{held_out} images (10%) were held out" in note
         for note in classifier.info["summary"]["notes"]
     )
-    no_test = train(tmp_path / "data", cache_dir=cache_dir, test_percent=0)
+    no_test = train(tmp_path / "data", context=RunContext(cache_dir=cache_dir), test_percent=0)
     assert no_test.info["summary"]["used"]["test"] == 0 and not no_test.info["summary"]["notes"]
 
 
@@ -110,7 +111,7 @@ def test_report_shows_what_the_model_trained_on(trained, cache_dir, tmp_path):
 
     classifier, _ = trained
     folder = held_out_folder(tmp_path / "heldout")
-    write_report(classifier, folder, tmp_path / "report", cache_dir=cache_dir)
+    write_report(classifier, folder, tmp_path / "report")
     numbers = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert numbers["images_per_split"] == classifier.info["summary"]["used"]
     assert numbers["images"] == 12 and "every image in" in numbers["scope"]

@@ -8,6 +8,7 @@ import pytest
 from conftest import FLOWERS, headstart, real_photos
 
 from headstart import Classifier
+from headstart.context import RunContext
 from headstart.export.runtime import OnnxClassifier
 
 
@@ -21,14 +22,14 @@ def flowers() -> list:
 def test_flowers_are_unknown_to_an_ants_and_bees_model(trained, cache_dir, flowers):
     classifier, _ = trained
     held_out = real_photos("val", "ants", 5, skip=40) + real_photos("val", "bees", 5, skip=40)
-    known = classifier.predict(held_out, cache_dir=cache_dir)
-    strange = classifier.predict(flowers, cache_dir=cache_dir)
+    known = classifier.predict(held_out)
+    strange = classifier.predict(flowers)
     # A model of 24 training photos: a rough boundary, but on the right side of it
     assert sum(p.unknown for p in known) <= 2
     assert sum(p.unknown for p in strange) >= 5
     known_scores = [p.unknown_score for p in known]
     assert np.mean([p.unknown_score for p in strange]) > np.mean(known_scores) + 1
-    rejected = classifier.predict(flowers, cache_dir=cache_dir, reject=True)
+    rejected = classifier.predict(flowers, reject=True)
     for plain, marked in zip(strange, rejected, strict=True):
         assert marked.label == ("unknown" if plain.unknown else plain.label)
         assert marked.labels == plain.labels  # the ranking is still there
@@ -37,15 +38,15 @@ def test_flowers_are_unknown_to_an_ants_and_bees_model(trained, cache_dir, flowe
 def test_the_threshold_passes_95_percent_of_validation(trained, presplit, cache_dir):
     classifier, _ = trained
     val = sorted((presplit / "val").rglob("*.jpg"))
-    flags = [p.unknown for p in classifier.predict(val, cache_dir=cache_dir)]
+    flags = [p.unknown for p in classifier.predict(val)]
     assert sum(flags) <= max(1, round(0.05 * len(val)))
 
 
 def test_the_score_survives_saving_and_export(trained, exported, cache_dir, flowers, tmp_path):
     classifier, folder = trained
     photos = flowers[:3] + real_photos("val", "bees", 3, skip=40)
-    ours = classifier.predict(photos, cache_dir=cache_dir)
-    loaded = Classifier.load(folder).predict(photos, cache_dir=cache_dir)
+    ours = classifier.predict(photos)
+    loaded = Classifier.load(folder, RunContext(cache_dir=cache_dir)).predict(photos)
     assert [p.unknown_score for p in loaded] == pytest.approx([p.unknown_score for p in ours])
     runtime = OnnxClassifier(exported[1])
     onnx = runtime.predict(photos)
@@ -61,7 +62,7 @@ def test_the_command_line_and_the_server_say_unknown(trained, exported, cache_di
     from headstart.serving.app import create_app
 
     classifier, folder = trained
-    scores = [p.unknown_score for p in classifier.predict(flowers, cache_dir=cache_dir)]
+    scores = [p.unknown_score for p in classifier.predict(flowers)]
     strangest = flowers[int(np.argmax(scores))]
     photo = str(strangest)
     result = headstart("predict", str(folder), photo, "--reject", "--json", cache_dir=cache_dir)

@@ -18,6 +18,8 @@ _EXPORTS = {
     "train": "headstart.pipeline",
     "diagnose": "headstart.doctor.run",
     "FitSettings": "headstart.training.settings",
+    "RunContext": "headstart.context",
+    "SettingError": "headstart.errors",
     "Classifier": "headstart.model.classifier",
     "Prediction": "headstart.model.prediction",
     "load_dataset": "headstart.data.sources",
@@ -27,9 +29,10 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from headstart.backbones.registry import list_backbones
+    from headstart.context import RunContext
     from headstart.data.sources import load_dataset
     from headstart.doctor.run import diagnose
-    from headstart.errors import HeadstartError
+    from headstart.errors import HeadstartError, SettingError
     from headstart.model.classifier import Classifier
     from headstart.model.prediction import Prediction
     from headstart.pipeline import train
@@ -49,6 +52,8 @@ __all__ = [
     "FitSettings",
     "HeadstartError",
     "Prediction",
+    "RunContext",
+    "SettingError",
     "__version__",
     "diagnose",
     "list_backbones",

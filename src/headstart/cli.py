@@ -19,7 +19,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from headstart.console import stderr, warn
+from headstart.context import RunContext
 from headstart.errors import HeadstartError, SettingError
+from headstart.settings import (
+    Augment,
+    Device,
+    EngineName,
+    FreezeBN,
+    SplitName,
+    Strategy,
+    help_text,
+)
 from headstart.training.settings import FitSettings
 
 DEFAULTS = FitSettings()
@@ -34,17 +44,35 @@ app = typer.Typer(
 )
 stdout = Console()
 
-CacheDir = Annotated[
-    Path | None,
-    typer.Option(help="Feature cache folder [default: $HEADSTART_CACHE_DIR or user cache]"),
-]
-Engine = Annotated[str, typer.Option(help="Feature engine: auto, onnx (CPU) or torch")]
+
+def _fit_option(name: str, *flags: str):
+    """The typer option of a FitSettings field: its help and range declared in one place."""
+    return typer.Option(*flags, help=help_text(FitSettings, name))
+
+
+def _context_option(name: str):
+    return typer.Option(help=help_text(RunContext, name))
+
+
+CacheDir = Annotated[Path | None, _context_option("cache_dir")]
+Engine = Annotated[EngineName, _context_option("engine")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout")]
 Tta = Annotated[bool, typer.Option("--tta", help="Average over flips and crops (4 views)")]
 KeepDuplicates = Annotated[
     bool, typer.Option(help="Also score images identical to training images")
 ]
+ValPercent = Annotated[float, typer.Option(help="Validation share when not given, in [0, 100)")]
+TestPercent = Annotated[float, typer.Option(help="Test share when not given, in [0, 100)")]
+Split = Annotated[SplitName | None, typer.Option(help="The split to score")]
+
+
+def _context(
+    cache_dir: Path | None, engine: str, progress: bool, device: str = "auto"
+) -> RunContext:
+    return RunContext(
+        cache_dir=cache_dir, engine=str(engine), device=str(device), progress=progress
+    )
 
 
 @app.command()
@@ -55,65 +83,54 @@ def train(
         str, typer.Option(help="Offline name or any timm model")
     ] = "efficientnet_lite0",
     input_size: Annotated[
-        int | None, typer.Option(help="Image size fed to the backbone [default: its pretrained]")
+        int | None,
+        typer.Option(
+            help="Image size fed to the backbone, in [32, 1024] [default: 1.29x its pretrained]"
+        ),
     ] = None,
-    strategy: Annotated[
-        str, typer.Option(help="linear, mlp, finetune, or auto (by data size and time budget)")
-    ] = DEFAULTS.strategy,
-    hidden: Annotated[int, typer.Option(help="MLP hidden units")] = DEFAULTS.hidden,
-    dropout: Annotated[
-        float, typer.Option(help="Dropout before the last layer")
-    ] = DEFAULTS.dropout,
-    epochs: Annotated[int, typer.Option(help="Most epochs to train")] = DEFAULTS.epochs,
-    patience: Annotated[
-        int, typer.Option(help="Epochs without a better val loss")
-    ] = DEFAULTS.patience,
-    learning_rate: Annotated[
-        float, typer.Option("--lr", help="AdamW learning rate")
-    ] = DEFAULTS.learning_rate,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = DEFAULTS.weight_decay,
-    batch_size: Annotated[int, typer.Option(help="Head training batch size")] = DEFAULTS.batch_size,
-    label_smoothing: Annotated[float, typer.Option(help="0 to 1")] = DEFAULTS.label_smoothing,
-    balance_classes: Annotated[
-        bool, typer.Option(help="Weight classes by inverse frequency")
-    ] = DEFAULTS.balance_classes,
-    aug_views: Annotated[
-        int, typer.Option(help="Cached augmented views per training image (linear, mlp)")
-    ] = DEFAULTS.aug_views,
-    augment: Annotated[
-        str, typer.Option(help="none, light or strong (fine-tuning and --aug-views)")
-    ] = DEFAULTS.augment,
-    unfreeze: Annotated[
-        str, typer.Option(help="Fine-tune the top N units (head conv, stages) or all")
-    ] = DEFAULTS.unfreeze,
-    finetune_epochs: Annotated[
-        int, typer.Option(help="Most fine-tuning epochs")
-    ] = DEFAULTS.finetune_epochs,
+    strategy: Annotated[Strategy, _fit_option("strategy")] = DEFAULTS.strategy,
+    hidden: Annotated[int, _fit_option("hidden")] = DEFAULTS.hidden,
+    dropout: Annotated[float, _fit_option("dropout")] = DEFAULTS.dropout,
+    epochs: Annotated[int, _fit_option("epochs")] = DEFAULTS.epochs,
+    patience: Annotated[int, _fit_option("patience")] = DEFAULTS.patience,
+    learning_rate: Annotated[float, _fit_option("learning_rate", "--lr")] = DEFAULTS.learning_rate,
+    weight_decay: Annotated[float, _fit_option("weight_decay")] = DEFAULTS.weight_decay,
+    batch_size: Annotated[int, _fit_option("batch_size")] = DEFAULTS.batch_size,
+    label_smoothing: Annotated[float, _fit_option("label_smoothing")] = DEFAULTS.label_smoothing,
+    balance_classes: Annotated[bool, _fit_option("balance_classes")] = DEFAULTS.balance_classes,
+    aug_views: Annotated[int, _fit_option("aug_views")] = DEFAULTS.aug_views,
+    augment: Annotated[Augment, _fit_option("augment")] = DEFAULTS.augment,
+    unfreeze: Annotated[str, _fit_option("unfreeze")] = DEFAULTS.unfreeze,
+    finetune_epochs: Annotated[int, _fit_option("finetune_epochs")] = DEFAULTS.finetune_epochs,
+    finetune_batch_size: Annotated[
+        int, _fit_option("finetune_batch_size")
+    ] = DEFAULTS.finetune_batch_size,
     finetune_lr: Annotated[
-        float, typer.Option(help="Fine-tuning learning rate of the head")
+        float, _fit_option("finetune_learning_rate", "--finetune-lr")
     ] = DEFAULTS.finetune_learning_rate,
     backbone_lr_scale: Annotated[
-        float, typer.Option(help="Backbone learning rate as a fraction of the head's")
+        float, _fit_option("backbone_lr_scale")
     ] = DEFAULTS.backbone_lr_scale,
-    freeze_bn: Annotated[
-        str, typer.Option(help="Freeze BatchNorm statistics: auto (below 5,000 images), yes, no")
-    ] = DEFAULTS.freeze_bn,
-    time_budget: Annotated[
-        str, typer.Option(help="For --strategy auto, e.g. 90s, 5m, 1h")
-    ] = DEFAULTS.time_budget,
-    device: Annotated[str, typer.Option(help="Fine-tuning device: auto, cpu, cuda")] = "auto",
+    warmup_epochs: Annotated[float, _fit_option("warmup_epochs")] = DEFAULTS.warmup_epochs,
+    finetune_patience: Annotated[
+        int, _fit_option("finetune_patience")
+    ] = DEFAULTS.finetune_patience,
+    grad_clip: Annotated[float, _fit_option("grad_clip")] = DEFAULTS.grad_clip,
+    freeze_bn: Annotated[FreezeBN, _fit_option("freeze_bn")] = DEFAULTS.freeze_bn,
+    time_budget: Annotated[str, _fit_option("time_budget")] = DEFAULTS.time_budget,
+    seed: Annotated[int, _fit_option("seed")] = DEFAULTS.seed,
+    device: Annotated[Device, _context_option("device")] = Device.AUTO,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted fine-tuning run from its checkpoint")
     ] = False,
-    val_percent: Annotated[float, typer.Option(help="Validation share when not given")] = 10.0,
-    test_percent: Annotated[float, typer.Option(help="Test share when not given")] = 10.0,
-    seed: Annotated[int, typer.Option(help="Makes a run repeatable")] = DEFAULTS.seed,
+    val_percent: ValPercent = 10.0,
+    test_percent: TestPercent = 10.0,
     exclude: Annotated[
         Path | None,
         typer.Option(help="Leave out the images listed (doctor's issues.csv, or a path a line)"),
     ] = None,
     cache_dir: CacheDir = None,
-    engine: Engine = "auto",
+    engine: Engine = EngineName.AUTO,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -121,16 +138,7 @@ def train(
     from headstart.pipeline import train as train_classifier
 
     settings = FitSettings(
-        strategy=strategy,
-        aug_views=aug_views,
-        augment=augment,
-        unfreeze=unfreeze,
-        finetune_epochs=finetune_epochs,
-        finetune_learning_rate=finetune_lr,
-        backbone_lr_scale=backbone_lr_scale,
-        freeze_bn=freeze_bn,
-        time_budget=time_budget,
-        device=device,
+        strategy=str(strategy),
         hidden=hidden,
         dropout=dropout,
         epochs=epochs,
@@ -140,6 +148,18 @@ def train(
         patience=patience,
         label_smoothing=label_smoothing,
         balance_classes=balance_classes,
+        aug_views=aug_views,
+        unfreeze=unfreeze,
+        finetune_epochs=finetune_epochs,
+        finetune_batch_size=finetune_batch_size,
+        finetune_learning_rate=finetune_lr,
+        backbone_lr_scale=backbone_lr_scale,
+        warmup_epochs=warmup_epochs,
+        finetune_patience=finetune_patience,
+        grad_clip=grad_clip,
+        freeze_bn=str(freeze_bn),
+        augment=str(augment),
+        time_budget=time_budget,
         seed=seed,
     )
     classifier = train_classifier(
@@ -150,10 +170,8 @@ def train(
         settings=settings,
         val_percent=val_percent,
         test_percent=test_percent,
-        cache_dir=cache_dir,
-        engine=engine,
+        context=_context(cache_dir, engine, not (quiet or as_json), device),
         resume=resume,
-        progress=not (quiet or as_json),
         exclude=exclude,
     )
     summary = classifier.info["summary"]
@@ -208,7 +226,7 @@ def evaluate(
     data: Annotated[
         Path, typer.Argument(help="Data: all of it, or the held-out split of the training set")
     ],
-    split: Annotated[str | None, typer.Option(help="train, val or test")] = None,
+    split: Split = None,
     report_dir: Annotated[
         Path | None, typer.Option("--report", help="Also write the full report to this folder")
     ] = None,
@@ -226,18 +244,11 @@ def evaluate(
     from headstart.evaluation.tables import evaluation_tables
     from headstart.model.classifier import Classifier
 
-    classifier = Classifier.load(model)
+    classifier = Classifier.load(model, _context(cache_dir, engine, not (quiet or as_json)))
+    split = str(split) if split else None
     if report_dir is not None:
         report(model, data, report_dir, split, keep_duplicates, cache_dir, engine)
-    evaluation = classifier.evaluate(
-        data,
-        split,
-        cache_dir,
-        engine,
-        progress=not (quiet or as_json),
-        tta=tta,
-        keep_duplicates=keep_duplicates,
-    )
+    evaluation = classifier.evaluate(data, split, tta=tta, keep_duplicates=keep_duplicates)
     if as_json:
         print(json.dumps(evaluation.to_dict(), indent=2))
         return
@@ -259,10 +270,10 @@ def doctor(
     backbone: Annotated[str, typer.Option(help="Offline name or any timm model")] = (
         "efficientnet_lite0"
     ),
-    val_percent: Annotated[float, typer.Option(help="Validation share when not given")] = 10.0,
-    test_percent: Annotated[float, typer.Option(help="Test share when not given")] = 10.0,
+    val_percent: ValPercent = 10.0,
+    test_percent: TestPercent = 10.0,
     cache_dir: CacheDir = None,
-    engine: Engine = "auto",
+    engine: Engine = EngineName.AUTO,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -279,9 +290,7 @@ def doctor(
         backbone=backbone,
         val_percent=val_percent,
         test_percent=test_percent,
-        cache_dir=cache_dir,
-        engine=engine,
-        progress=not (quiet or as_json),
+        context=_context(cache_dir, engine, not (quiet or as_json)),
     )
     if as_json:
         print(json.dumps(diagnosis.to_dict(), indent=1))
@@ -310,22 +319,20 @@ def report(
         Path, typer.Argument(help="Data: all of it, or the held-out split of the training set")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder")],
-    split: Annotated[str | None, typer.Option(help="train, val or test")] = None,
+    split: Split = None,
     keep_duplicates: KeepDuplicates = False,
     cache_dir: CacheDir = None,
-    engine: Engine = "auto",
+    engine: Engine = EngineName.AUTO,
 ) -> None:
     """Write report.html (self-contained) with PNG figures, metrics JSON and CSVs."""
     from headstart.evaluation.report import write_report
     from headstart.model.classifier import Classifier
 
     page = write_report(
-        Classifier.load(model),
+        Classifier.load(model, _context(cache_dir, engine, False)),
         data,
         output,
-        split,
-        cache_dir,
-        engine,
+        str(split) if split else None,
         keep_duplicates=keep_duplicates,
     )
     stderr.print(f"wrote {escape(str(page))}")
@@ -341,7 +348,7 @@ def predict(
     tta: Tta = False,
     reject: Annotated[bool, typer.Option(help="Label images unlike every class 'unknown'")] = False,
     cache_dir: CacheDir = None,
-    engine: Engine = "auto",
+    engine: Engine = EngineName.AUTO,
     quiet: Quiet = False,
 ) -> None:
     """Predict the top-k labels of images, with a model folder or an exported .onnx file.
@@ -361,9 +368,8 @@ def predict(
         from headstart.model.classifier import Classifier
 
         progress = not (quiet or as_json or as_csv)
-        predictions = Classifier.load(model).predict(
-            images, top_k, cache_dir, engine, progress, tta=tta, reject=reject
-        )
+        context = _context(cache_dir, engine, progress)
+        predictions = Classifier.load(model, context).predict(images, top_k, tta=tta, reject=reject)
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif as_csv:
@@ -413,6 +419,7 @@ def export(
         Path | None, typer.Option(help="Labelled dataset to calibrate and check int8 on")
     ] = None,
     cache_dir: CacheDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Export a model to one ONNX file: uint8 RGB pixels in, class probabilities out."""
     from headstart.export.onnx import check_export_target, export_classifier, labels_path
@@ -427,14 +434,14 @@ def export(
         raise SettingError("--quantize int8 needs --calibration DATA (a labelled dataset)")
     target = output or model / "model.onnx"
     check_export_target(target)
-    classifier = Classifier.load(model)
+    classifier = Classifier.load(model, _context(cache_dir, EngineName.TORCH, False))
     if quantize:
         check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
         _check_calibration_classes(classifier, calibration)
-    export_classifier(classifier, target, cache_dir)
+    export_classifier(classifier, target)
     stderr.print(f"wrote {escape(str(target))} and {escape(str(labels_path(target)))}")
     if quantize:
-        _quantize(classifier, target, calibration)
+        _quantize(classifier, target, calibration, as_json)
 
 
 def _check_calibration_classes(classifier, calibration: Path) -> None:
@@ -448,13 +455,13 @@ def _check_calibration_classes(classifier, calibration: Path) -> None:
         )
 
 
-def _quantize(classifier, source: Path, calibration: Path) -> None:
+def _quantize(classifier, source: Path, calibration: Path, as_json: bool) -> None:
     """Calibrate on the training split, then report speed and accuracy on the held-out one."""
     import numpy as np
 
     from headstart.data.sources import load_dataset
     from headstart.export.quantize import compare, quantize_int8
-    from headstart.features.extract import pixels_or_reason
+    from headstart.features.views import pixels_or_reason
 
     dataset = load_dataset(calibration)
 
@@ -472,11 +479,14 @@ def _quantize(classifier, source: Path, calibration: Path) -> None:
     held_out = dataset.evaluation_split()
     pixels, truth = pixels_and_truth(dataset.split(held_out))
     report = compare(source, target, pixels, truth)
+    stderr.print(f"wrote {escape(str(target))}")
+    if as_json:
+        print(json.dumps({"split": held_out, **report}, indent=2))
+        return
     table = Table(title=f"int8 against fp32 on the {held_out} split", show_header=False)
     for key, value in report.items():
         table.add_row(key, _readable(key, value))
     stdout.print(table)
-    stderr.print(f"wrote {escape(str(target))}")
 
 
 def _readable(key: str, value: float) -> str:
@@ -493,12 +503,14 @@ def _readable(key: str, value: float) -> str:
 def serve(
     model: Annotated[Path, typer.Argument(help="Model folder or exported .onnx file")],
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on")] = 8000,
     token: Annotated[
         str | None, typer.Option(envvar="HEADSTART_TOKEN", help="Require this bearer token")
     ] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest request body")] = 20.0,
-    max_images: Annotated[int, typer.Option(help="Most images per request")] = 16,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.001, max=2048, help="Largest request body, in MB")
+    ] = 20.0,
+    max_images: Annotated[int, typer.Option(min=1, max=1000, help="Most images per request")] = 16,
     cache_dir: CacheDir = None,
 ) -> None:
     """Serve predictions over HTTP (ONNX Runtime underneath) with a web page at /."""
@@ -509,10 +521,10 @@ def serve(
 
     if token is not None and not token.strip():
         raise SettingError("--token (or $HEADSTART_TOKEN) is empty; give a real token or none")
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images)
     onnx_file = model if model.suffix == ".onnx" else _exported(model, cache_dir)
     if token is None and host not in LOOPBACK_HOSTS:
         warn("serving beyond loopback without --token")
-    limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images)
     app = create_app(OnnxClassifier(onnx_file), token, limits, allowed_hosts(host, port))
     uvicorn.run(app, host=host, port=port)
 
@@ -534,7 +546,7 @@ def _exported(model: Path, cache_dir: Path | None) -> Path:
         key = metadata.get("weights", {}).get("sha256") or str(committed.stat().st_mtime_ns)
         onnx_file = Path(cache_dir or default_cache_dir()) / "served" / f"{key[:16]}.onnx"
     if not onnx_file.exists() or onnx_file.stat().st_mtime < committed.stat().st_mtime:
-        export_classifier(Classifier.load(model), onnx_file, cache_dir)
+        export_classifier(Classifier.load(model, _context(cache_dir, "torch", False)), onnx_file)
     return onnx_file
 
 

@@ -9,10 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from headstart.backbones.registry import DEFAULT_BACKBONE, Backbone, resolve_backbone
+from headstart.backbones.registry import (
+    DEFAULT_BACKBONE,
+    Backbone,
+    can_finetune,
+    check_input_size,
+    resolve_backbone,
+)
+from headstart.context import RunContext
 from headstart.data.exclude import read_exclusions
 from headstart.data.sources import Dataset, load_dataset
-from headstart.errors import HeadstartError
+from headstart.data.split import check_percents
+from headstart.errors import HeadstartError, SettingError
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
@@ -61,10 +69,8 @@ def train(
     settings: FitSettings | None = None,
     val_percent: float = 10.0,
     test_percent: float = 10.0,
-    cache_dir: str | Path | None = None,
-    engine: str = "auto",
+    context: RunContext | None = None,
     resume: bool = False,
-    progress: bool = False,
     exclude: str | Path | None = None,
 ) -> Classifier:
     """Train a classifier on a dataset; save it to `output` if given.
@@ -73,11 +79,17 @@ def train(
     default). Heads train on cached backbone features; `strategy="finetune"` then also tunes
     the top of the backbone, writing a checkpoint into `output` after every epoch, which
     `resume=True` continues from. `exclude` names a list of images to leave out (the
-    doctor's issues.csv, or one path a line). The returned Classifier's `info["summary"]`
-    says what was used, skipped, chosen and measured.
+    doctor's issues.csv, or one path a line). `context` binds the feature cache folder, the
+    engine, the fine-tuning device and progress bars for the run (and the Classifier).
+    The returned Classifier's `info["summary"]` says what was used, skipped, chosen and
+    measured. Any setting outside its allowed values raises SettingError before work starts.
     """
     settings = settings or FitSettings()
     settings.check()
+    context = context or RunContext()
+    progress, engine = context.progress, context.engine
+    check_percents(val_percent, test_percent)
+    check_input_size(input_size)
     if output is not None:
         check_model_output(Path(output))
     started = time.perf_counter()
@@ -86,8 +98,13 @@ def train(
     if exclude is not None:
         dataset, left_out = dataset.without(read_exclusions(Path(exclude)))
         notes.append(f"{left_out} images left out, as listed in {exclude}")
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(context.cache_dir)
     resolved = resolve_backbone(backbone, cache.directory, input_size)
+    if settings.strategy == "finetune" and not can_finetune(resolved):
+        raise SettingError(
+            f"--strategy finetune supports timm's EfficientNet family (efficientnet_lite0/1/2, "
+            f"tf_efficientnet_*, mixnet_*, ...), not {backbone}; use --strategy linear or mlp"
+        )
     extractor = FeatureExtractor(resolved, cache, engine)
     splits = {
         name: labelled_features(
@@ -96,7 +113,7 @@ def train(
         for name in ("train", "val", "test")
     }
     _check_trainable(dataset, splits["train"])
-    strategy, reason = _strategy(settings, splits)
+    strategy, reason = _strategy(settings, splits, resolved, context)
     train_x, train_y, views = _training_features(
         extractor, splits["train"], settings, strategy, progress
     )
@@ -130,8 +147,7 @@ def train(
             cache.directory / "onnx",
             _checkpoint(output, settings, extractor, splits),
             resume,
-            progress,
-            engine,
+            context,
         )
         head = Head.from_module(head.config, tuned.head)
         backbone_used, val_logits = tuned.backbone, tuned.val_logits
@@ -186,6 +202,7 @@ def train(
         },
         training_digests={name: digest_array(splits[name].digests) for name in ("train", "val")},
         unknown=unknown,
+        context=context,
         backbone_tensors=(
             {name: t.numpy() for name, t in tuned.tensors.items()}
             if strategy == "finetune"
@@ -206,12 +223,16 @@ def _describe(pretrained: Backbone, used: Backbone) -> dict[str, Any]:
     return described
 
 
-def _strategy(settings: FitSettings, splits) -> tuple[str, str | None]:
+def _strategy(
+    settings: FitSettings, splits, backbone: Backbone, context: RunContext
+) -> tuple[str, str | None]:
     if settings.strategy != "auto":
         return settings.strategy, None
+    if not can_finetune(backbone):
+        return "linear", f"{backbone.name} cannot be fine-tuned here (EfficientNets only)"
     from headstart.training.finetune import resolve_device
 
-    cuda = resolve_device(settings.device).type == "cuda"
+    cuda = resolve_device(context.device).type == "cuda"
     return choose_strategy(len(splits["train"].y), len(splits["val"].y), settings, cuda)
 
 

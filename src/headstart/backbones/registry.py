@@ -21,7 +21,8 @@ from headstart.backbones.packaged import (
     load_packaged_module,
 )
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, SettingError
+from headstart.settings import number
 from headstart.storage import atomic_write_text
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -31,6 +32,7 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 # here with EfficientNet-Lite0 and a linear head: hymenoptera 94.8% -> 97.2% validation
 # accuracy, flowers5 (227 px photos) 92.5% -> 92.5%.
 TEST_SIZE_RATIO = 1.29
+INPUT_SIZE = number(32, 1024)
 # Bump when the features a backbone produces change meaning (pooling, input format, ...).
 _FEATURE_FORMAT = 1
 
@@ -110,6 +112,27 @@ def load_tuned_tensors(module, tensors: dict[str, Any], name: str) -> None:
     module.load_state_dict(tensors, strict=False)
 
 
+def check_input_size(size: int | None) -> None:
+    """Refuse an input size outside [32, 1024] pixels (None: the backbone's default)."""
+    problem = None if size is None else INPUT_SIZE(size)
+    if problem:
+        raise SettingError(f"--input-size {problem}, not {size!r}")
+
+
+def can_finetune(backbone: Backbone) -> bool:
+    """Whether fine-tuning can split this backbone into units: timm's EfficientNet family."""
+    if backbone.name in PACKAGED_WEIGHTS:
+        return True  # every offline backbone is an EfficientNet-Lite
+    import timm.models
+
+    architecture = timm.models.get_arch_name(backbone.architecture)
+    try:
+        module = timm.models.model_entrypoint(architecture).__module__
+    except RuntimeError:  # not a timm name; resolving it would have failed first
+        return False
+    return module == "timm.models.efficientnet"
+
+
 def list_backbones() -> list[str]:
     """Backbones that work offline; any timm model name also works when online."""
     return sorted(PACKAGED_WEIGHTS)
@@ -129,9 +152,8 @@ def resolve_backbone(
     height, width = backbone.preprocessing.input_size
     if input_size is None and height != width:
         return backbone
-    size = input_size or round(height * TEST_SIZE_RATIO / 32) * 32
-    if not 32 <= size <= 1024:
-        raise HeadstartError(f"--input-size must be between 32 and 1024, not {size}")
+    size = round(height * TEST_SIZE_RATIO / 32) * 32 if input_size is None else input_size
+    check_input_size(size)
     backbone.preprocessing = dataclasses.replace(backbone.preprocessing, input_size=(size, size))
     return backbone
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 
+from headstart.errors import SettingError
+from headstart.settings import number
+
 SPLITS = ("train", "val", "test")
+PERCENT = number(0.0, 99.99, kind=float)
 
 
 def hashed_split(key: str, val_percent: float, test_percent: float) -> str:
@@ -25,10 +29,10 @@ def hashed_split(key: str, val_percent: float, test_percent: float) -> str:
 
 
 def check_percents(val_percent: float, test_percent: float) -> None:
-    from headstart.errors import HeadstartError
-
+    """Refuse shares outside [0, 100) or leaving nothing to train on (a SettingError)."""
     for name, value in (("--val-percent", val_percent), ("--test-percent", test_percent)):
-        if not 0 <= value < 100:
-            raise HeadstartError(f"{name} must be between 0 and 100, got {value}")
+        problem = PERCENT(value)
+        if problem:
+            raise SettingError(f"{name} {problem}, not {value!r}")
     if val_percent + test_percent >= 100:
-        raise HeadstartError("--val-percent plus --test-percent must leave images for training")
+        raise SettingError("--val-percent plus --test-percent must leave images for training")

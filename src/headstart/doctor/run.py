@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from headstart.backbones.registry import DEFAULT_BACKBONE, resolve_backbone
+from headstart.context import RunContext
 from headstart.data.sources import load_dataset
 from headstart.doctor.examine import Diagnosis, examine
 from headstart.doctor.findings import write_issues_csv
@@ -23,23 +24,23 @@ def diagnose(
     input_size: int | None = None,
     val_percent: float = 10.0,
     test_percent: float = 10.0,
-    cache_dir: str | Path | None = None,
-    engine: str = "auto",
-    progress: bool = False,
+    context: RunContext | None = None,
 ) -> Diagnosis:
     """Look for duplicates, leakage, likely label errors, outliers and unhealthy images.
 
     With `output`, writes issues.csv, doctor.html and doctor.json there. The split is the
     one `train` would use with the same percentages, so "leak" means what training would see.
+    `context` binds the feature cache folder, the engine and progress bars.
     """
+    context = context or RunContext()
     if output is not None:
         check_writable_folder(Path(output), "doctor output")
     dataset = load_dataset(data, val_percent, test_percent)
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(context.cache_dir)
     extractor = FeatureExtractor(
-        resolve_backbone(backbone, cache.directory, input_size), cache, engine
+        resolve_backbone(backbone, cache.directory, input_size), cache, context.engine
     )
-    diagnosis = examine(dataset, extractor, progress)
+    diagnosis = examine(dataset, extractor, context.progress)
     if output is not None:
         folder = Path(output)
         folder.mkdir(parents=True, exist_ok=True)

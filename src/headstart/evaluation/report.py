@@ -29,16 +29,15 @@ def write_report(
     data: str | Path | Dataset,
     folder: str | Path,
     split: str | None = None,
-    cache_dir: str | Path | None = None,
-    engine: str = "auto",
-    progress: bool = False,
+    *,
     keep_duplicates: bool = False,
 ) -> Path:
     """Evaluate `classifier` on `data` (the images `Classifier.evaluate` would score) and write
-    the report into `folder`; returns report.html."""
+    the report into `folder`; returns report.html. Features come through the classifier's
+    context (cache folder, engine, progress)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    scored = classifier.evaluation_set(data, split, cache_dir, engine, progress, keep_duplicates)
+    scored = classifier.evaluation_set(data, split, keep_duplicates=keep_duplicates)
     dataset, labelled = scored.dataset, scored.labelled
     logits = classifier.logits(labelled.x).astype(np.float64)
     raw, calibrated = softmax(logits), softmax(logits, classifier.temperature)

@@ -10,7 +10,7 @@ from headstart.errors import HeadstartError
 from headstart.storage import atomic_write_bytes, check_writable_file
 
 
-def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> Path:
+def export_classifier(classifier, path: Path) -> Path:
     """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out.
 
     Normalisation, backbone, head and softmax are all inside the graph; labels, backbone and
@@ -23,8 +23,7 @@ def export_classifier(classifier, path: Path, cache_dir: Path | None = None) -> 
 
     path = Path(path)
     check_export_target(path)
-    backbone = classifier.extractor(cache_dir, "torch").backbone
-    features = PixelsToFeatures(backbone.build_module(), classifier.preprocessing)
+    features = PixelsToFeatures(classifier.backbone_network(), classifier.preprocessing)
     head = _calibrated_head(classifier.head.module(), classifier.temperature)
     if classifier.unknown is None:
         network, outputs = nn.Sequential(features, head, nn.Softmax(dim=1)), "probabilities"

@@ -12,7 +12,7 @@ import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import HeadstartError
-from headstart.features.extract import pixels_or_reason
+from headstart.features.views import pixels_or_reason
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.threads import onnx_session_options
 

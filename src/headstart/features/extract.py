@@ -18,12 +18,11 @@ from typing import TypeVar
 
 import numpy as np
 
-from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone
 from headstart.console import progress_bar
 from headstart.features.cache import FeatureCache
 from headstart.features.engines import Engine, create_engine
-from headstart.features.views import PLAIN, View
+from headstart.features.views import PLAIN, View, pixels_or_reason, read_file
 from headstart.threads import cpu_threads
 
 _MAX_PASSES = 3
@@ -199,31 +198,13 @@ class FeatureExtractor:
         """index -> (index, digest of the bytes decoded or None, pixels or None, reason)."""
 
         def decode(index: int) -> tuple[int, bytes | None, np.ndarray | None, str | None]:
-            data = _read_file(Path(paths[index]))
+            data = read_file(Path(paths[index]))
             if isinstance(data, str):
                 return index, None, None, data
             pixels, reason = pixels_or_reason(self.backbone.preprocessing, data, view=self.view)
             return index, content_digest(data), pixels, reason
 
         return decode
-
-
-def pixels_or_reason(
-    preprocessing: Preprocessing,
-    source: bytes | Path,
-    max_pixels: int | None = None,
-    view: View = PLAIN,
-) -> tuple[np.ndarray | None, str | None]:
-    """The network input for a view of an image (bytes or file), or why there is none."""
-    data = source if isinstance(source, bytes) else _read_file(source)
-    if isinstance(data, str):
-        return None, data
-    try:
-        return view.pixels(preprocessing, data, max_pixels), None
-    except ValueError as error:
-        return None, f"not a readable image: {error}"
-    except MemoryError:
-        return None, "not a readable image: too large for the memory available"
 
 
 DIGEST_SIZE = 20
@@ -234,19 +215,9 @@ def content_digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
 
 
-def _read_file(path: Path) -> bytes | str:
-    """The file's bytes, or why they could not be read."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        return f"unreadable: {error.strerror or error}"
-    except MemoryError:
-        return "unreadable: too large for the memory available"
-
-
 def _digest_file(path: Path) -> bytes | str:
     """A content hash of the file, or why it could not be read."""
-    data = _read_file(path)
+    data = read_file(path)
     return data if isinstance(data, str) else content_digest(data)
 
 

@@ -3,6 +3,8 @@
 The plain view is the backbone's evaluation crop. Test-time augmentation averages over a
 mirror and a wider crop; augmented views (a random crop, flip and colour change drawn from a
 seed tied to the image's content) let a head train on augmented data at cache speed.
+`pixels_or_reason` decodes a file into a view's network input; the server, the torch-free
+runtime and fine-tuning share it without importing the extraction machinery.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -73,3 +76,31 @@ TTA_VIEWS = (PLAIN, View(mirror=True), View(crop_pct=1.0), View(crop_pct=1.0, mi
 
 def augmented_views(level: str, count: int) -> list[View]:
     return [View(augment=level, index=k) for k in range(count)]
+
+
+def pixels_or_reason(
+    preprocessing: Preprocessing,
+    source: bytes | Path,
+    max_pixels: int | None = None,
+    view: View = PLAIN,
+) -> tuple[np.ndarray | None, str | None]:
+    """The network input for a view of an image (bytes or file), or why there is none."""
+    data = source if isinstance(source, bytes) else read_file(source)
+    if isinstance(data, str):
+        return None, data
+    try:
+        return view.pixels(preprocessing, data, max_pixels), None
+    except ValueError as error:
+        return None, f"not a readable image: {error}"
+    except MemoryError:
+        return None, "not a readable image: too large for the memory available"
+
+
+def read_file(path: Path) -> bytes | str:
+    """The file's bytes, or why they could not be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+    except MemoryError:
+        return "unreadable: too large for the memory available"

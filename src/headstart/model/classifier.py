@@ -10,11 +10,12 @@ import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone, resolve_backbone
+from headstart.context import RunContext
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
 from headstart.evaluation.calibration import softmax
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
-from headstart.features.cache import FeatureCache
+from headstart.features.cache import FeatureCache, default_cache_dir
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import labelled_features
 from headstart.features.views import TTA_VIEWS
@@ -34,7 +35,11 @@ from headstart.training.heads import Head, HeadConfig
 
 class Classifier:
     """A trained classifier: predicts, evaluates and saves; PyTorch is needed only to compute
-    features that are not cached yet, or for a fine-tuned backbone."""
+    features that are not cached yet, or for a fine-tuned backbone.
+
+    `context` says where features are cached, which engine computes them and whether progress
+    shows; it is bound at load (or training) and may be replaced: `classifier.context = ...`.
+    """
 
     def __init__(
         self,
@@ -46,6 +51,7 @@ class Classifier:
         backbone_tensors: dict[str, np.ndarray] | None = None,
         training_digests: dict[str, np.ndarray] | None = None,
         unknown: UnknownDetector | None = None,
+        context: RunContext | None = None,
     ) -> None:
         self.labels = list(labels)
         # name, architecture, weights, fingerprint (of the pretrained backbone), and after
@@ -58,15 +64,18 @@ class Classifier:
         self.training_digests = training_digests or {}
         self.unknown = unknown  # scores how unlike the training data an image is
         self.info = info or {}
+        self.context = context or RunContext()
         self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
 
     @property
     def head_config(self) -> HeadConfig:
+        """The head's kind and shape."""
         return self.head.config
 
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
+        """Write the model folder atomically: safetensors weights and a JSON record."""
         folder = Path(folder)
         tensors = {f"head.{name}": t for name, t in self.head.parameters.items()}
         tensors |= {f"backbone.{name}": t for name, t in (self.backbone_tensors or {}).items()}
@@ -85,7 +94,8 @@ class Classifier:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> Classifier:
+    def load(cls, folder: str | Path, context: RunContext | None = None) -> Classifier:
+        """Read a model folder, checking every field of its record; no pickle is involved."""
         tensors, metadata = read_model_folder(Path(folder))
         check_record(metadata, Path(folder) / METADATA_FILE)
         try:
@@ -109,6 +119,7 @@ class Classifier:
                 tensor_group(tensors, "backbone."),
                 tensor_group(tensors, "digests."),
                 _unknown_detector(tensors, metadata),
+                context,
             )
         except (KeyError, RuntimeError, TypeError, ValueError) as error:
             raise HeadstartError(f"{folder}: damaged model folder ({error})") from error
@@ -121,6 +132,7 @@ class Classifier:
         return float(self.info.get("calibration", {}).get("temperature", 1.0))
 
     def logits(self, features: np.ndarray) -> np.ndarray:
+        """The head's raw scores for backbone features (n, dim): (n, classes)."""
         return self.head.logits(features)
 
     def unknown_scores(self, features: np.ndarray) -> np.ndarray | None:
@@ -138,9 +150,7 @@ class Classifier:
         self,
         images: str | Path | Iterable[str | Path],
         top_k: int = 5,
-        cache_dir: str | Path | None = None,
-        engine: str = "auto",
-        progress: bool = False,
+        *,
         tta: bool = False,
         reject: bool = False,
     ) -> list[Prediction]:
@@ -151,13 +161,13 @@ class Classifier:
         averages the probabilities over flips and crops (test-time augmentation).
         """
         paths = expand_image_paths(images)
-        extractor = self.extractor(cache_dir, engine)
-        result = extractor.extract_files(paths, progress, "Predicting")
+        extractor = self.extractor()
+        result = extractor.extract_files(paths, self.context.progress, "Predicting")
         if not result.kept:
             probabilities = np.zeros((0, len(self.labels)), np.float32)
         elif tta:
             kept = [paths[i] for i in result.kept]
-            probabilities = self._averaged(extractor, kept, result.features, progress)
+            probabilities = self._averaged(extractor, kept, result.features)
         else:
             probabilities = self.probabilities(result.features)
         predictions = top_k_predictions(
@@ -174,9 +184,7 @@ class Classifier:
         self,
         data: str | Path | Dataset,
         split: str | None = None,
-        cache_dir: str | Path | None = None,
-        engine: str = "auto",
-        progress: bool = False,
+        *,
         tta: bool = False,
         keep_duplicates: bool = False,
     ) -> Evaluation:
@@ -187,15 +195,10 @@ class Classifier:
         Evaluation's `scope` says what was scored. `tta` averages the probabilities over flips
         and crops (test-time augmentation).
         """
-        scored = self.evaluation_set(data, split, cache_dir, engine, progress, keep_duplicates)
+        scored = self.evaluation_set(data, split, keep_duplicates=keep_duplicates)
         labelled = scored.labelled
         probabilities = (
-            self._averaged(
-                self.extractor(cache_dir, engine),
-                [s.path for s in labelled.samples],
-                labelled.x,
-                progress,
-            )
+            self._averaged(self.extractor(), [s.path for s in labelled.samples], labelled.x)
             if tta
             else self.probabilities(labelled.x)
         )
@@ -210,9 +213,7 @@ class Classifier:
         self,
         data: str | Path | Dataset,
         split: str | None = None,
-        cache_dir: str | Path | None = None,
-        engine: str = "auto",
-        progress: bool = False,
+        *,
         keep_duplicates: bool = False,
     ) -> EvaluationSet:
         """The images an evaluation of `data` scores, with their features (see `evaluate`)."""
@@ -223,7 +224,7 @@ class Classifier:
         trained_on = self.info.get("training", {}).get("dataset")
         split, samples, scope = choose_samples(dataset, split, trained_on)
         labelled = labelled_features(
-            self.extractor(cache_dir, engine), samples, self.labels, progress, "Evaluating"
+            self.extractor(), samples, self.labels, self.context.progress, "Evaluating"
         )
         labelled, copies = leave_out_training_copies(
             labelled, digest_set(self.training_digests.get("train")), keep_duplicates
@@ -239,13 +240,13 @@ class Classifier:
         return EvaluationSet(dataset, split, scope, labelled, copies, keep_duplicates)
 
     def _averaged(
-        self, extractor: FeatureExtractor, paths: list, features: np.ndarray, progress: bool
+        self, extractor: FeatureExtractor, paths: list, features: np.ndarray
     ) -> np.ndarray:
         """Mean probabilities over the test-time views; `features` are those of the plain one."""
         total = self.probabilities(features)
         for number, view in enumerate(TTA_VIEWS[1:], start=2):
             result = extractor.with_view(view).extract_files(
-                paths, progress, f"TTA view {number}/{len(TTA_VIEWS)}"
+                paths, self.context.progress, f"TTA view {number}/{len(TTA_VIEWS)}"
             )
             if len(result.kept) != len(paths):
                 failed = ", ".join(f"{p}: {r}" for p, r in result.skipped[:3])
@@ -254,20 +255,25 @@ class Classifier:
         return total / len(TTA_VIEWS)
 
     def evaluation_dataset(self, data: str | Path) -> Dataset:
+        """`data` read with the split percentages the model was trained with."""
         settings = self.info.get("training", {}).get("split", {})
         return load_dataset(
             data, settings.get("val_percent", 10.0), settings.get("test_percent", 10.0)
         )
 
-    def extractor(
-        self, cache_dir: str | Path | None = None, engine: str = "auto"
-    ) -> FeatureExtractor:
-        key = (str(cache_dir), engine)
+    def extractor(self) -> FeatureExtractor:
+        """The feature extractor of this model's backbone, in this classifier's context."""
+        key = (str(self.context.cache_dir), self.context.engine)
         if key not in self._extractors:
-            cache = FeatureCache(cache_dir)
+            cache = FeatureCache(self.context.cache_dir)
             backbone = self._backbone(cache.directory)
-            self._extractors[key] = FeatureExtractor(backbone, cache, engine)
+            self._extractors[key] = FeatureExtractor(backbone, cache, self.context.engine)
         return self._extractors[key]
+
+    def backbone_network(self):
+        """The backbone as a torch module (pooled features out), fine-tuned weights included."""
+        config_dir = Path(self.context.cache_dir or default_cache_dir())
+        return self._backbone(config_dir).build_module()
 
     def _backbone(self, config_dir: Path) -> Backbone:
         """The backbone as trained: the pretrained one, with the fine-tuned weights if any."""
@@ -289,6 +295,7 @@ class Classifier:
 
     @property
     def fine_tuned(self) -> bool:
+        """Whether the backbone's top was fine-tuned (its weights are in the model folder)."""
         return bool(self.backbone_tensors)
 
     def __repr__(self) -> str:

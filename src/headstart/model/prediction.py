@@ -17,6 +17,8 @@ UNKNOWN_LABEL = "unknown"
 
 @dataclass
 class Prediction:
+    """One image's top-k labels and probabilities, or the reason it could not be read."""
+
     path: Path
     labels: list[str] = field(default_factory=list)  # most probable first
     probabilities: list[float] = field(default_factory=list)
@@ -27,15 +29,18 @@ class Prediction:
 
     @property
     def label(self) -> str | None:
+        """The predicted class; "unknown" when rejected; None for an unreadable image."""
         if self.rejected:
             return UNKNOWN_LABEL
         return self.labels[0] if self.labels else None
 
     def mark_unknown(self, score: float, unknown: bool, reject: bool) -> None:
+        """Record how unlike the training data the image is, and reject it if asked."""
         self.unknown_score, self.unknown = score, unknown
         self.rejected = unknown and reject
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: path, label, top (label, probability pairs), unknown, error."""
         data: dict[str, Any] = {"path": str(self.path)}
         if self.error:
             data["error"] = self.error

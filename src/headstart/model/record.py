@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import HeadstartError
-from headstart.training.heads import HEAD_KINDS
+from headstart.training.heads import HeadConfig
 
 
 def check_record(metadata: dict[str, Any], where: Path) -> None:
@@ -28,13 +28,9 @@ def _first_problem(m: dict[str, Any]) -> str | None:
         ("preprocessing", None if isinstance(m.get("preprocessing"), dict) else "missing"),
     ]
     if isinstance(head, dict):
-        checks += [
-            ("head.kind", None if head.get("kind") in HEAD_KINDS else f"one of {HEAD_KINDS}"),
-            ("head.in_features", _count(head.get("in_features"))),
-            ("head.num_classes", _count(head.get("num_classes"))),
-            ("head.hidden", _count(head.get("hidden"))),
-            ("head.dropout", _fraction(head.get("dropout"))),
-        ]
+        problem = HeadConfig.problem(head)
+        if problem:
+            checks.append((f"head.{problem[0]}", problem[1]))
         labels = m.get("labels")
         if isinstance(labels, list) and head.get("num_classes") != len(labels):
             checks.append(
@@ -74,16 +70,6 @@ def _backbone(backbone: Any) -> str | None:
         k for k in ("name", "weights", "fingerprint") if not isinstance(backbone.get(k), str)
     ]
     return f"needs {', '.join(missing)}" if missing else None
-
-
-def _count(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 1_000_000
-    return None if ok else "must be a positive whole number"
-
-
-def _fraction(value: Any) -> str | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
-    return None if ok else "must be in [0, 1)"
 
 
 def _positive(value: Any) -> str | None:

@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
 from headstart.export.runtime import OnnxClassifier
-from headstart.features.extract import pixels_or_reason
+from headstart.features.views import pixels_or_reason
+from headstart.settings import check_settings, number, setting
 from headstart.threads import cpu_threads
 
 PAGE = Path(__file__).with_name("page.html")
@@ -28,10 +29,16 @@ PAGE = Path(__file__).with_name("page.html")
 
 @dataclass(frozen=True)
 class Limits:
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_images: int = 16
-    max_pixels: int = 40_000_000  # larger images are refused as possible decompression bombs
-    max_top_k: int = 20
+    """What one request may ask for; each bound is checked when the server starts."""
+
+    max_upload_bytes: int = setting(20 * 1024 * 1024, number(1, 2**31), "Largest request body")
+    max_images: int = setting(16, number(1, 1000), "Most images per request")
+    # Larger images are refused as possible decompression bombs.
+    max_pixels: int = setting(40_000_000, number(1, 89_000_000), "Most pixels per image")
+    max_top_k: int = setting(20, number(1, 1000), "Most labels per image")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 class Label(BaseModel):

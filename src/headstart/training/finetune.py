@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader, Sampler
 from headstart.backbones.network import PixelNormalize
 from headstart.backbones.registry import Backbone
 from headstart.backbones.stages import BackboneSplit, split_backbone
+from headstart.context import RunContext
 from headstart.errors import HeadstartError
 from headstart.features.augment import AugmentedImages, augmentation, image_for_augmentation
 from headstart.features.engines import check_engine, exact_fp32, pixels_engine
-from headstart.features.extract import pixels_or_reason
 from headstart.features.labelled import LabelledFeatures
+from headstart.features.views import pixels_or_reason
 from headstart.threads import cpu_threads
 from headstart.training.checkpoint import Checkpoint
 from headstart.training.fit import class_weights
@@ -61,20 +62,21 @@ def finetune(
     model_dir: Path,
     checkpoint: Checkpoint | None = None,
     resume: bool = False,
-    progress: bool = False,
-    engine: str = "auto",
+    context: RunContext | None = None,
 ) -> FinetuneResult:
     """Fine-tune the top `settings.unfreeze` units of `backbone` with `head` on the samples.
 
-    `model_dir` keeps the trunk's ONNX export for later runs. `engine` runs the frozen trunk:
-    onnx, torch, or auto (ONNX Runtime on CPU, PyTorch on a GPU).
+    `model_dir` keeps the trunk's ONNX export for later runs. The context's device trains;
+    its engine runs the frozen trunk: onnx, torch, or auto (ONNX Runtime on CPU, PyTorch on
+    a GPU).
     """
-    device = resolve_device(settings.device)
+    context = context or RunContext()
+    device = resolve_device(context.device)
     network = backbone.build_module()
     split = split_backbone(network, settings.unfreeze)
     network.requires_grad_(False)
     split.top.requires_grad_(True)
-    trunk = Trunk(backbone, split, device, model_dir, engine)
+    trunk = Trunk(backbone, split, device, model_dir, context.engine)
     model = nn.Sequential(split.top, head.requires_grad_(True))
     model.to(device, memory_format=torch.channels_last)
     freeze_bn = settings.freeze_bn == "yes" or (
@@ -136,7 +138,7 @@ def finetune(
         checkpoint=checkpoint,
         resume=resume,
         keep_start=True,
-        progress=progress,
+        progress=context.progress,
         description="Fine-tuning",
     )
     model.to("cpu", memory_format=torch.contiguous_format).eval()

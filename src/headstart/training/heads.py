@@ -12,25 +12,43 @@ from typing import Any
 
 import numpy as np
 
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, SettingError
+from headstart.settings import first_problem, number, setting
+from headstart.training.settings import DROPOUT, HIDDEN_UNITS
 
 HEAD_KINDS = ("linear", "mlp")
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    kind: str
-    in_features: int
-    num_classes: int
-    hidden: int = 512
-    dropout: float = 0.2
+    """A head's shape; the same constraints bind the settings that train it and the model
+    records that load it."""
+
+    kind: str = setting(check=lambda v: None if v in HEAD_KINDS else f"must be one of {HEAD_KINDS}")
+    in_features: int = setting(check=number(1, 1_000_000))
+    num_classes: int = setting(check=number(1, 1_000_000))
+    hidden: int = setting(512, HIDDEN_UNITS)
+    dropout: float = setting(0.2, DROPOUT)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
+        """The config written by `to_dict`; SettingError names a field outside its range."""
+        problem = cls.problem(data)
+        if problem:
+            raise SettingError(f"head.{problem[0]}: {problem[1]}")
         return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+
+    @classmethod
+    def problem(cls, data: dict[str, Any]) -> tuple[str, str] | None:
+        """The first field of `data` that is missing or outside its declared range."""
+        missing = [key for key in cls.__dataclass_fields__ if key not in data]
+        if missing:
+            return missing[0], "missing"
+        found = first_problem(cls(**{key: data[key] for key in cls.__dataclass_fields__}))
+        return (found[0].name, found[1]) if found else None
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameter names and shapes, as in the module `build_head` makes."""

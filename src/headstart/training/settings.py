@@ -2,91 +2,23 @@
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from headstart.errors import SettingError
+from headstart.settings import (
+    Augment,
+    FreezeBN,
+    Strategy,
+    boolean,
+    check_settings,
+    choice,
+    duration,
+    number,
+    setting,
+)
 
-STRATEGIES = ("linear", "mlp", "finetune", "auto")
-AUGMENT_LEVELS = ("none", "light", "strong")
-
-
-@dataclass
-class FitSettings:
-    strategy: str = "linear"
-    # Heads on cached features (linear, mlp, and the warm start of finetune).
-    hidden: int = 512
-    dropout: float = 0.2
-    epochs: int = 200
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
-    patience: int = 15
-    label_smoothing: float = 0.0
-    balance_classes: bool = False
-    aug_views: int = 0  # augmented views per training image in the feature cache
-    # Fine-tuning the top of the backbone.
-    unfreeze: str = "3"  # top units (stages, head conv) to train, or "all"
-    finetune_epochs: int = 15
-    finetune_batch_size: int = 32
-    finetune_learning_rate: float = 1e-4  # the head's; the backbone's is scaled down
-    backbone_lr_scale: float = 0.1
-    warmup_epochs: float = 1.0
-    finetune_patience: int = 5
-    grad_clip: float = 1.0
-    freeze_bn: str = "auto"  # auto: frozen statistics below 5,000 training images
-    augment: str = "light"
-    device: str = "auto"
-    time_budget: str = "5m"  # for strategy auto
-    seed: int = 0
-
-    @property
-    def head(self) -> str:
-        """The head kind: an MLP for the mlp strategy, else linear."""
-        return "mlp" if self.strategy == "mlp" else "linear"
-
-    def check(self) -> None:
-        """Raise SettingError naming the first field outside its allowed values."""
-        for name, allowed in _CONSTRAINTS.items():
-            value = getattr(self, name)
-            problem = allowed(value)
-            if problem:
-                raise SettingError(f"{_option(name)} {problem}, not {value!r}")
-        parse_duration(self.time_budget)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90', '90s', '5m', '1.5h'."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match:
-        raise SettingError(f"cannot read the duration {text!r}: use e.g. 90s, 5m or 1h")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600}[unit]
-
-
-def _choice(*allowed: str) -> Callable[[Any], str | None]:
-    return lambda value: None if value in allowed else f"must be one of {', '.join(allowed)}"
-
-
-def _number(low: float, high: float = math.inf, *, low_open: bool = False, kind=int):
-    """A check for a number in [low, high] (or (low, high] with low_open) of the given kind."""
-
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, (kind, int)):
-            return f"must be {'a whole number' if kind is int else 'a number'}"
-        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-            opening = "(" if low_open else "["
-            upper = "" if high == math.inf else f"{high}"
-            return f"must be in {opening}{low}, {upper or 'inf'}]"
-        return None
-
-    return check
+HIDDEN_UNITS = number(1, 65536)
+DROPOUT = number(0.0, 0.95, kind=float)
 
 
 def _unfreeze(value: Any) -> str | None:
@@ -95,37 +27,73 @@ def _unfreeze(value: Any) -> str | None:
     return "must be a positive number or all"
 
 
-def _boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
+@dataclass
+class FitSettings:
+    """How to train: the strategy, the head on cached features, and fine-tuning.
 
+    Every field declares its allowed values; `check()` (called by `headstart.train`) raises
+    a SettingError naming the first one outside them.
+    """
 
-_CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
-    "strategy": _choice(*STRATEGIES),
-    "hidden": _number(1, 65536),
-    "dropout": _number(0.0, 0.95, kind=float),
-    "epochs": _number(1, 100_000),
-    "batch_size": _number(1, 1_000_000),
-    "learning_rate": _number(0.0, 10.0, low_open=True, kind=float),
-    "weight_decay": _number(0.0, 10.0, kind=float),
-    "patience": _number(1, 100_000),
-    "label_smoothing": _number(0.0, 0.99, kind=float),
-    "balance_classes": _boolean,
-    "aug_views": _number(0, 64),
-    "unfreeze": _unfreeze,
-    "finetune_epochs": _number(1, 10_000),
-    "finetune_batch_size": _number(1, 100_000),
-    "finetune_learning_rate": _number(0.0, 10.0, low_open=True, kind=float),
-    "backbone_lr_scale": _number(0.0, 1.0, kind=float),
-    "warmup_epochs": _number(0.0, 1000.0, kind=float),
-    "finetune_patience": _number(1, 10_000),
-    "grad_clip": _number(0.0, 1e6, low_open=True, kind=float),
-    "freeze_bn": _choice("auto", "yes", "no"),
-    "augment": _choice(*AUGMENT_LEVELS),
-    "device": _choice("auto", "cpu", "cuda"),
-    "seed": _number(0, 2**32 - 1),
-}
-_FLAGS = {"learning_rate": "--lr", "finetune_learning_rate": "--finetune-lr"}
+    strategy: str = setting(
+        "linear", choice(Strategy), "linear, mlp, finetune, or auto (by data and time budget)"
+    )
+    # Heads on cached features (linear, mlp, and the warm start of finetune).
+    hidden: int = setting(512, HIDDEN_UNITS, "MLP hidden units")
+    dropout: float = setting(0.2, DROPOUT, "Dropout before the last layer")
+    epochs: int = setting(200, number(1, 100_000), "Most epochs to train an MLP head")
+    batch_size: int = setting(64, number(1, 1_000_000), "MLP head batch size")
+    learning_rate: float = setting(
+        1e-3, number(0.0, 10.0, low_open=True, kind=float), "MLP head AdamW learning rate", "--lr"
+    )
+    weight_decay: float = setting(1e-2, number(0.0, 10.0, kind=float), "MLP head weight decay")
+    patience: int = setting(15, number(1, 100_000), "MLP epochs without a better val loss")
+    label_smoothing: float = setting(0.0, number(0.0, 0.99, kind=float), "Label smoothing")
+    balance_classes: bool = setting(False, boolean, "Weight classes by inverse frequency")
+    aug_views: int = setting(
+        0, number(0, 64), "Cached augmented views per training image (linear, mlp)"
+    )
+    # Fine-tuning the top of the backbone.
+    unfreeze: str = setting("3", _unfreeze, "Fine-tune the top N units (head conv, stages) or all")
+    finetune_epochs: int = setting(15, number(1, 10_000), "Most fine-tuning epochs")
+    finetune_batch_size: int = setting(32, number(1, 100_000), "Fine-tuning batch size")
+    finetune_learning_rate: float = setting(
+        1e-4,
+        number(0.0, 10.0, low_open=True, kind=float),
+        "Fine-tuning learning rate of the head",
+        "--finetune-lr",
+    )
+    backbone_lr_scale: float = setting(
+        0.1, number(0.0, 1.0, kind=float), "Backbone learning rate as a fraction of the head's"
+    )
+    warmup_epochs: float = setting(
+        1.0, number(0.0, 1000.0, kind=float), "Fine-tuning warm-up epochs"
+    )
+    finetune_patience: int = setting(
+        5, number(1, 10_000), "Fine-tuning epochs without a better validation score"
+    )
+    grad_clip: float = setting(
+        1.0, number(0.0, 1e6, low_open=True, kind=float), "Gradient norm clip"
+    )
+    freeze_bn: str = setting(
+        "auto", choice(FreezeBN), "Freeze BatchNorm statistics: auto (below 5,000 images), yes, no"
+    )
+    augment: str = setting("light", choice(Augment), "Augmentation for fine-tuning and --aug-views")
+    time_budget: str = setting("5m", duration, "For --strategy auto, e.g. 90s, 5m, 1h")
+    seed: int = setting(0, number(0, 2**32 - 1), "Makes a run repeatable")
 
+    @property
+    def head(self) -> str:
+        """The head kind: an MLP for the mlp strategy, else linear."""
+        return "mlp" if self.strategy == "mlp" else "linear"
 
-def _option(name: str) -> str:
-    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+    def check(self) -> None:
+        """Raise SettingError naming the first field outside its allowed values."""
+        check_settings(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON (closed choices as their text), as records keep them."""
+        return {
+            key: str(value) if isinstance(value, str) else value
+            for key, value in asdict(self).items()
+        }

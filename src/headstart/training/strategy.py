@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from headstart.settings import parse_duration
 from headstart.threads import cpu_threads
-from headstart.training.settings import FitSettings, parse_duration
+from headstart.training.settings import FitSettings
 
 # Seconds per training image per fine-tuning epoch with the default settings, measured with
 # bench/strategies.py on a 2-core CPU (288 px, trunk in ONNX Runtime, top three units trained).

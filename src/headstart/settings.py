@@ -1,0 +1,160 @@
+"""Settings declared once: each field carries its default, its allowed values and its help.
+
+The CLI reads the help and the defaults from here (tests/test_settings.py checks it does), and
+`check_settings` refuses any value outside the declared range before work starts, with the
+option, the value and the range: exit 2 on the command line, a SettingError in the API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from headstart.errors import SettingError
+
+Check = Callable[[Any], "str | None"]
+
+
+class Choice(str, enum.Enum):
+    """A closed choice; its members compare equal to their text, so records stay plain JSON."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+
+class Strategy(Choice):
+    LINEAR = "linear"
+    MLP = "mlp"
+    FINETUNE = "finetune"
+    AUTO = "auto"
+
+
+class Augment(Choice):
+    NONE = "none"
+    LIGHT = "light"
+    STRONG = "strong"
+
+
+class FreezeBN(Choice):
+    AUTO = "auto"
+    YES = "yes"
+    NO = "no"
+
+
+class Device(Choice):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class EngineName(Choice):
+    AUTO = "auto"
+    ONNX = "onnx"
+    TORCH = "torch"
+
+
+class SplitName(Choice):
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    check: Check | None = None,
+    help: str = "",
+    flag: str | None = None,
+) -> Any:
+    """A dataclass field with its constraint, its help text and (if not derived) its flag."""
+    metadata = {"check": check, "help": help, "flag": flag}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def first_problem(settings: Any) -> tuple[dataclasses.Field, str] | None:
+    """The first field outside its allowed values, and what is wrong with it."""
+    for field in dataclasses.fields(settings):
+        check = field.metadata.get("check")
+        value = getattr(settings, field.name)
+        problem = check(value) if check else None
+        if problem:
+            return field, f"{problem}, not {value!r}"
+    return None
+
+
+def check_settings(settings: Any) -> None:
+    """Raise SettingError naming the option of the first field outside its allowed values."""
+    found = first_problem(settings)
+    if found:
+        field, problem = found
+        raise SettingError(f"{option_flag(field)} {problem}")
+
+
+def option_flag(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def help_text(settings_class: type, name: str) -> str:
+    """The field's help, with its allowed values, as the CLI shows it."""
+    field = next(f for f in dataclasses.fields(settings_class) if f.name == name)
+    allowed = getattr(field.metadata["check"], "allowed", None)
+    return field.metadata["help"] + (f" (in {allowed})" if allowed else "")
+
+
+def choice(kind: type[Choice]) -> Check:
+    return lambda value: (
+        None if value in kind.names() else f"must be one of {', '.join(kind.names())}"
+    )
+
+
+def number(
+    low: float, high: float = math.inf, *, low_open: bool = False, kind: type = int
+) -> Check:
+    """A check for a number in [low, high] (or (low, high] with low_open) of the given kind."""
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (kind, int)):
+            return f"must be {'a whole number' if kind is int else 'a number'}"
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            return f"must be in {check.allowed}"
+        return None
+
+    opening = "(" if low_open else "["
+    check.allowed = f"{opening}{low}, {'inf' if high == math.inf else high}]"
+    return check
+
+
+def optional(check: Check) -> Check:
+    def check_unless_none(value: Any) -> str | None:
+        return None if value is None else check(value)
+
+    check_unless_none.allowed = getattr(check, "allowed", None)
+    return check_unless_none
+
+
+def boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def duration(value: Any) -> str | None:
+    try:
+        seconds = parse_duration(value)
+    except SettingError:
+        return "must be a duration such as 90s, 5m or 1h"
+    return None if seconds > 0 else "must be longer than 0 s"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '5m', '1.5h'."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match:
+        raise SettingError(f"cannot read the duration {text!r}: use e.g. 90s, 5m or 1h")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600}[unit]
