@@ -348,3 +348,18 @@ def test_bad_strategy_settings_are_usage_errors(presplit, cache_dir, tmp_path, c
         result = usage_check(*command, "--cache-dir", str(cache_dir), capsys=capsys)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_only_efficientnets_fine_tune_and_others_fail_before_any_work(presplit, tmp_path):
+    """Before: `--strategy auto` with another backbone chose fine-tuning and failed only after
+    every feature was computed."""
+    from headstart.backbones.registry import can_finetune
+    from headstart.errors import SettingError
+
+    assert can_finetune(resolve_backbone("efficientnet_lite0", tmp_path))
+    assert can_finetune(resolve_backbone("mixnet_s", tmp_path))
+    assert not can_finetune(resolve_backbone("resnet18", tmp_path))
+    context = RunContext(cache_dir=tmp_path / "cache")
+    with pytest.raises(SettingError, match="not resnet18"):
+        train(presplit, backbone="resnet18", settings=SETTINGS, context=context)
+    assert not list((tmp_path / "cache").glob("onnx/*"))  # no backbone was even exported

@@ -145,9 +145,9 @@ def train(
             splits["val"],
             settings,
             cache.directory / "onnx",
-            _checkpoint(output, settings, extractor, splits),
-            resume,
-            context,
+            checkpoint=_checkpoint(output, settings, extractor, splits),
+            resume=resume,
+            context=context,
         )
         head = Head.from_module(head.config, tuned.head)
         backbone_used, val_logits = tuned.backbone, tuned.val_logits

@@ -60,6 +60,7 @@ def finetune(
     val: LabelledFeatures,
     settings: FitSettings,
     model_dir: Path,
+    *,
     checkpoint: Checkpoint | None = None,
     resume: bool = False,
     context: RunContext | None = None,
