@@ -40,7 +40,7 @@ def main() -> None:
         classes=list(KNOWN),
         samples=[s for s in flowers.samples if s.label in KNOWN],
     )
-    classifier = train(known, context=RunContext(cache_dir=args.cache_dir), progress=True)
+    classifier = train(known, context=RunContext(cache_dir=args.cache_dir, progress=True))
     extractor = classifier.extractor()
     test = [s.path for s in known.split("test")]
     sets = {

@@ -159,3 +159,56 @@ def test_shipped_preprocessing_configs_are_timms(name):
     model = timm.create_model(packaged.architecture, pretrained=False)
     resolved = resolve_data_config({}, model=model)
     assert {k: resolved[k] for k in packaged.timm_config} == packaged.timm_config
+
+
+def test_features_pool_stages_3_to_6_beside_the_head(backbone):
+    """The default features: the pooled head (1,280) then the pooled outputs of stages 3-6
+    (80 + 112 + 192 + 320), from one forward pass; the head part is the plain backbone's."""
+    head_only = backbone.head_only()
+    assert backbone.pooled_stages == (3, 4, 5, 6) and head_only.pooled_stages == ()
+    assert backbone.fingerprint != head_only.fingerprint
+    assert "pooled_stages" not in head_only.describe()  # as models were written before
+    photo = HYMENOPTERA / "val" / "bees" / "144098310_a4176fd54d.jpg"
+    pixels = torch.from_numpy(np.array(backbone.preprocessing.pixels(photo.read_bytes())[None]))
+    with torch.inference_mode():
+        pooled = PixelsToFeatures(backbone.build_module(), backbone.preprocessing)(pixels)
+        plain = PixelsToFeatures(head_only.build_module(), backbone.preprocessing)(pixels)
+    assert pooled.shape == (1, 1984) and plain.shape == (1, 1280)
+    assert torch.allclose(pooled[:, :1280], plain, atol=1e-5)
+    assert pooled[:, 1280:].abs().sum() > 0
+
+
+def test_presets_choose_a_backbone_and_size_unless_one_is_given():
+    from headstart.backbones.registry import preset_backbone
+    from headstart.errors import SettingError
+
+    assert preset_backbone(None, None, None) == ("efficientnet_lite0", None)
+    assert preset_backbone("fast", None, None) == ("efficientnet_lite0", 224)
+    assert preset_backbone("fast", None, 256) == ("efficientnet_lite0", 256)
+    best = preset_backbone("best", None, None)[0]
+    assert best == "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
+    assert preset_backbone(None, "efficientnet_lite2", None) == ("efficientnet_lite2", None)
+    with pytest.raises(SettingError, match="not both"):
+        preset_backbone("best", "efficientnet_lite0", None)
+
+
+def test_backbones_joined_by_plus_see_one_input_and_concatenate_their_features(tmp_path):
+    joined = resolve_backbone("efficientnet_lite0+efficientnet_lite1", tmp_path)
+    lite1 = resolve_backbone("efficientnet_lite1", tmp_path)
+    assert joined.preprocessing == lite1.preprocessing  # the larger input: 320 px
+    alone = resolve_backbone("efficientnet_lite0", tmp_path, input_size=320)
+    assert joined.fingerprint not in (alone.fingerprint, lite1.fingerprint)
+    photo = HYMENOPTERA / "val" / "ants" / "1124525276_816a07c17f.jpg"
+    pixels = torch.from_numpy(np.array(joined.preprocessing.pixels(photo.read_bytes())[None]))
+    with torch.inference_mode():
+        both = PixelsToFeatures(joined.build_module(), joined.preprocessing)(pixels)
+        first = PixelsToFeatures(alone.build_module(), alone.preprocessing)(pixels)
+        second = PixelsToFeatures(lite1.build_module(), lite1.preprocessing)(pixels)
+    assert both.shape == (1, 1984 + 1984)
+    assert torch.allclose(both, torch.cat([first, second], dim=1), atol=1e-5)
+    assert joined.distance_features == 1280  # the unknown score compares Lite0's pooled head
+    assert joined.width == 3968 and joined.leading_candidates == (1280, 1984)
+    with pytest.raises(HeadstartError, match="name each backbone once"):
+        resolve_backbone("efficientnet_lite0+efficientnet_lite0", tmp_path)
+    with pytest.raises(HeadstartError, match="normalises its input differently"):
+        resolve_backbone("efficientnet_lite0+resnet18", tmp_path)

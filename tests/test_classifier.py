@@ -5,7 +5,7 @@ import pytest
 from conftest import copy_photos, real_photos
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
 
-from headstart import Classifier, HeadstartError
+from headstart import Classifier, FitSettings, HeadstartError, train
 from headstart.context import RunContext
 from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 
@@ -122,3 +122,48 @@ def test_a_format_1_folder_still_loads(trained, cache_dir, tmp_path):
     assert [p.probabilities for p in loaded.predict(photos)] == [
         p.probabilities for p in classifier.predict(photos)
     ]
+
+
+def test_a_model_from_before_stage_pooling_predicts_as_it_did(
+    presplit, cache_dir, monkeypatch, tmp_path
+):
+    """Models written before the features pooled stages 3-6 keep their 1,280 features."""
+    import headstart.backbones.registry as registry
+
+    monkeypatch.setattr(registry, "DEFAULT_POOLED_STAGES", ())
+    context = RunContext(cache_dir=cache_dir)
+    old = train(presplit, settings=FitSettings(seed=0), context=context)
+    assert "pooled_stages" not in old.backbone and old.head_config.in_features == 1280
+    monkeypatch.undo()
+    folder = old.save(tmp_path / "pre-stages-model")
+    loaded = Classifier.load(folder, context)
+    photos = real_photos("val", "ants", 3, skip=5)
+    assert [p.probabilities for p in loaded.predict(photos)] == [
+        p.probabilities for p in old.predict(photos)
+    ]
+    assert train(presplit, context=context).head_config.in_features == 1984
+
+
+def test_small_photos_are_not_enlarged_past_the_pretrained_size(cache_dir, tmp_path):
+    """Photos whose typical shorter side is under 288 px are fed at 224 (measured: flowers5's
+    227 px photos 93.8% -> 95.0%), and the summary says why; --input-size still decides."""
+    from PIL import Image
+
+    from headstart.data.images import typical_short_side
+
+    for label in ("ants", "bees"):
+        for photo in real_photos("train", label, 8):
+            small = tmp_path / "small" / label / photo.name
+            small.parent.mkdir(parents=True, exist_ok=True)
+            Image.open(photo).convert("RGB").resize((200, 150)).save(small)
+    (tmp_path / "small" / "ants" / "broken.jpg").write_bytes(b"not an image")
+    assert typical_short_side(sorted((tmp_path / "small").rglob("*.jpg"))) == 150
+    context = RunContext(cache_dir=cache_dir)
+    chosen = train(tmp_path / "small", context=context, val_percent=25, test_percent=0)
+    assert chosen.preprocessing.input_size == (224, 224)
+    assert any("typical shorter side is 150 px" in n for n in chosen.info["summary"]["notes"])
+    given = train(
+        tmp_path / "small", context=context, input_size=288, val_percent=25, test_percent=0
+    )
+    assert given.preprocessing.input_size == (288, 288)
+    assert not any("shorter side" in n for n in given.info["summary"]["notes"])

@@ -104,3 +104,28 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path, cache_dir):
 def test_usage_errors_exit_with_code_2():
     result = headstart("train", "--no-such-option")
     assert result.returncode == 2
+
+
+@pytest.mark.slow
+def test_preset_best_trains_exports_and_predicts_alike(presplit, cache_dir, tmp_path):
+    """Three backbones side by side: one model folder, one ONNX file, the same answers."""
+    from headstart import Classifier, RunContext
+    from headstart.export.runtime import OnnxClassifier
+
+    model, onnx_file = tmp_path / "best", tmp_path / "best.onnx"
+    trained = headstart(
+        "train", str(presplit), "-o", str(model), "--preset", "best", "-q", cache_dir=cache_dir
+    )
+    assert trained.returncode == 0, trained.stderr
+    record = json.loads((model / "headstart.json").read_text())
+    assert record["backbone"]["name"] == "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
+    assert record["head"]["in_features"] == 1984 + 1984 + 2048  # Lite2's stages are wider
+    exported = headstart("export", str(model), "-o", str(onnx_file), cache_dir=cache_dir)
+    assert exported.returncode == 0, exported.stderr
+    photos = real_photos("val", "bees", 3, skip=20)
+    ours = Classifier.load(model, RunContext(cache_dir=cache_dir)).predict(photos, top_k=2)
+    theirs = OnnxClassifier(onnx_file).predict(photos, top_k=2)
+    for mine, other in zip(ours, theirs, strict=True):
+        assert mine.labels == other.labels
+        assert np.allclose(mine.probabilities, other.probabilities, atol=2e-3)
+        assert abs(mine.unknown_score - other.unknown_score) < 0.05

@@ -30,7 +30,7 @@ def test_onnx_features_match_pytorch_on_real_photos(extractor, backbone):
     fast = extractor.engine(pixels)
     module = PixelsToFeatures(backbone.build_module(), backbone.preprocessing)
     reference = TorchEngine(module, "cpu")(pixels)
-    assert fast.shape == reference.shape == (6, 1280)
+    assert fast.shape == reference.shape == (6, 1984)  # pooled head and stages 3-6
     assert np.abs(fast - reference).max() < 1e-3 * np.abs(reference).max()
 
 
@@ -38,7 +38,7 @@ def test_extract_batch_takes_bytes_and_reports_bad_ones(extractor):
     good = [p.read_bytes() for p in real_photos("train", "bees", 2)]
     batch = extractor.extract_batch([good[0], b"not an image", good[1]])
     assert batch.indices == [0, 2]
-    assert batch.features.shape == (2, 1280)
+    assert batch.features.shape == (2, 1984)
     assert list(batch.errors) == [1] and "not a readable image" in batch.errors[1]
 
 

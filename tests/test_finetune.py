@@ -52,7 +52,8 @@ def finetuned(train_only, cache_dir, tmp_path_factory):
 
 def test_only_the_unfrozen_units_change(finetuned, cache_dir):
     classifier, _ = finetuned
-    pretrained = resolve_backbone("efficientnet_lite0", cache_dir).build_module().state_dict()
+    pretrained = resolve_backbone("efficientnet_lite0", cache_dir).head_only().build_module()
+    pretrained = pretrained.state_dict()
     tuned = classifier.extractor().backbone.build_module().state_dict()
     unfrozen = ("blocks.6.", "conv_head.", "bn2.")
     assert set(classifier.backbone_tensors) == {k for k in pretrained if k.startswith(unfrozen)}
@@ -70,7 +71,7 @@ def test_pytorch_trunk_matches_onnx_and_fine_tunes(presplit, train_only, cache_d
     from headstart.features.views import pixels_or_reason
     from headstart.training.finetune import Trunk
 
-    backbone = resolve_backbone("efficientnet_lite0", cache_dir)
+    backbone = resolve_backbone("efficientnet_lite0", cache_dir).head_only()
     split = split_backbone(backbone.build_module(), "2")
     photos = sorted((presplit / "val" / "ants").glob("*.jpg"))[:2]
     pixels = torch.from_numpy(

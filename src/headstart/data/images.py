@@ -178,3 +178,19 @@ def thumbnail_base64(path: Path, size: int) -> str:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=80)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def typical_short_side(paths: list[Path], sample: int = 200) -> int | None:
+    """The median shorter side, in pixels, of up to `sample` images spread over `paths`, read
+    from their headers alone (nothing is decoded); None when none can be read."""
+    step = max(1, len(paths) // sample)
+    sides = []
+    for path in paths[::step][:sample]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path, formats=DECODED_FORMATS) as image:
+                    sides.append(min(image.size))
+        except Exception:  # any unreadable file is the decoder's to report, later
+            continue
+    return int(np.median(sides)) if sides else None

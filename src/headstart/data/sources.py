@@ -207,10 +207,14 @@ def _assign_splits(
 
 
 def _relative_key(image: Path, root: Path) -> str:
-    try:
-        return image.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return image.resolve().as_posix()
+    """The path the split is hashed from: relative to the dataset, as written (a symbolic link
+    keeps its own name, so moving what it points to never moves it between splits)."""
+    for path, base in ((image.absolute(), root.absolute()), (image.resolve(), root.resolve())):
+        try:
+            return path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return image.resolve().as_posix()
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:

@@ -38,7 +38,10 @@ def diagnose(
     dataset = load_dataset(data, val_percent, test_percent)
     cache = FeatureCache(context.cache_dir)
     extractor = FeatureExtractor(
-        resolve_backbone(backbone, cache.directory, input_size), cache, context.engine
+        # The pooled head alone: the duplicate thresholds were measured on it.
+        resolve_backbone(backbone, cache.directory, input_size, pooled_stages=()),
+        cache,
+        context.engine,
     )
     diagnosis = examine(dataset, extractor, context.progress)
     if output is not None:

@@ -68,7 +68,8 @@ def _with_unknown_score(features, head, unknown):
         def forward(self, pixels):
             vectors = self.features(pixels)
             logits = self.head(vectors)
-            unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            kept = vectors[:, : self.bank.shape[1]]
+            unit = kept / kept.norm(dim=1, keepdim=True).clamp_min(1e-12)
             distance = 1.0 - (unit @ self.bank.T).max(dim=1).values
             energy = -torch.logsumexp(logits, dim=1)
             s = self.stats

@@ -279,7 +279,8 @@ class Classifier:
         """The backbone as trained: the pretrained one, with the fine-tuned weights if any."""
         height, width = self.preprocessing.input_size
         size = height if height == width else None
-        pretrained = resolve_backbone(self.backbone["name"], config_dir, size)
+        stages = tuple(self.backbone.get("pooled_stages", ()))  # none in older models
+        pretrained = resolve_backbone(self.backbone["name"], config_dir, size, stages)
         if pretrained.fingerprint != self.backbone["fingerprint"]:
             raise HeadstartError(
                 f"backbone {self.backbone['name']!r} installed here differs from the one this "
@@ -309,5 +310,8 @@ def _unknown_detector(tensors: dict[str, np.ndarray], metadata: dict[str, Any]):
     bank, stats = tensors.get("unknown.bank"), metadata.get("unknown")
     if bank is None or not isinstance(stats, dict):
         return None
+    width = metadata["head"]["in_features"]
+    if bank.ndim != 2 or not 0 < bank.shape[1] <= width:
+        raise ValueError(f"unknown.bank of shape {bank.shape} for {width} features")
     keys = ("distance_mean", "distance_std", "energy_mean", "energy_std", "threshold")
     return UnknownDetector(bank.astype(np.float32), {key: float(stats[key]) for key in keys})

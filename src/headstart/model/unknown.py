@@ -31,7 +31,8 @@ class UnknownDetector:
         cls, train: np.ndarray, val: np.ndarray, train_logits: np.ndarray, val_logits: np.ndarray
     ) -> UnknownDetector:
         """Keep up to MAX_BANK training features; z-score and threshold on validation (on the
-        training images, each without itself, when there is none)."""
+        training images, each without itself, when there is none). The distance compares the
+        features as wide as `train` is; wider ones given later are cut to that width."""
         step = max(1, -(-len(train) // MAX_BANK))
         # float16 as stored in the model file, so a saved model scores exactly the same
         bank = normalised(train[::step]).astype(np.float16).astype(np.float32)
@@ -56,7 +57,9 @@ class UnknownDetector:
         rank = 2 if skip_self else 1
         out = np.empty(len(features), np.float32)
         for start in range(0, len(features), _CHUNK):
-            similarity = normalised(features[start : start + _CHUNK]) @ self.bank.T
+            # The bank's width: the leading features it was fitted on (the pooled head).
+            chunk = features[start : start + _CHUNK, : self.bank.shape[1]]
+            similarity = normalised(chunk) @ self.bank.T
             nearest = -np.partition(-similarity, rank - 1, axis=1)[:, rank - 1]
             out[start : start + _CHUNK] = 1.0 - nearest
         return out
