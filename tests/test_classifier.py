@@ -124,6 +124,7 @@ def test_a_format_1_folder_still_loads(trained, cache_dir, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_a_model_from_before_stage_pooling_predicts_as_it_did(
     presplit, cache_dir, monkeypatch, tmp_path
 ):
@@ -144,6 +145,7 @@ def test_a_model_from_before_stage_pooling_predicts_as_it_did(
     assert train(presplit, context=context).head_config.in_features == 1984
 
 
+@pytest.mark.slow
 def test_small_photos_are_not_enlarged_past_the_pretrained_size(cache_dir, tmp_path):
     """Photos whose typical shorter side is under 288 px are fed at 224 (measured: flowers5's
     227 px photos 93.8% -> 95.0%), and the summary says why; --input-size still decides."""

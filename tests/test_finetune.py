@@ -65,6 +65,7 @@ def test_only_the_unfrozen_units_change(finetuned, cache_dir):
     assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
 
 
+@pytest.mark.slow
 def test_pytorch_trunk_matches_onnx_and_fine_tunes(presplit, train_only, cache_dir, tmp_path):
     """The trunk a GPU runs in PyTorch: same activations as the ONNX one, and trainable on top."""
     from headstart.backbones.stages import split_backbone
@@ -108,6 +109,7 @@ def test_history_checkpoint_and_summary(finetuned):
     assert classifier.info["finetune"]["improved"] and classifier.fine_tuned
 
 
+@pytest.mark.slow
 def test_finetuned_model_reloads_predicts_and_exports_identically(
     finetuned, presplit, cache_dir, tmp_path
 ):
@@ -215,6 +217,7 @@ def test_corrupt_training_image_is_skipped_when_fine_tuning(presplit, cache_dir,
     assert summary["used"]["train"] == 24 and summary["epochs_run"] == 1
 
 
+@pytest.mark.slow
 def test_augmented_cache_stores_k_views_and_reuses_them(presplit, cache_dir, tmp_path):
     from headstart.features import FeatureCache
     from headstart.features.views import augmented_views

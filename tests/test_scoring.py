@@ -90,6 +90,7 @@ def test_trainval_is_a_training_folder(tmp_path):
     assert dataset.counts()["test"] == 12 and dataset.counts()["val"] > 0
 
 
+@pytest.mark.slow
 def test_a_hashed_test_split_that_training_ignores_is_said(cache_dir, tmp_path):
     from headstart import train
 
@@ -118,6 +119,7 @@ def test_report_shows_what_the_model_trained_on(trained, cache_dir, tmp_path):
     assert "every image in" in (tmp_path / "report" / "report.html").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", [[], ["--keep-duplicates"]])
 def test_evaluate_prints_what_it_scored(trained, cache_dir, tmp_path, flag):
     import subprocess
