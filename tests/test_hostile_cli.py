@@ -428,6 +428,10 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         (lambda m: m["calibration"].update(temperature=0), "temperature: must be a finite"),
         (lambda m: m["calibration"].update(temperature=-1), "temperature: must be a finite"),
         (lambda m: m["head"].update(dropout=5), "head.dropout: must be in [0.0, 0.95], not 5"),
+        (
+            lambda m: m["backbone"].update(pooled_stages=5),
+            "backbone: pooled_stages must be a list of stage numbers",
+        ),
         (lambda m: m.pop("head"), "head: missing"),
         (lambda m: m.pop("backbone"), "backbone: missing"),
         (lambda m: m["head"].update(kind="forest"), "head.kind"),
@@ -439,6 +443,7 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         "temperature-0",
         "temperature-minus",
         "dropout",
+        "pooled-stages",
         "no-head",
         "no-backbone",
         "head-kind",

@@ -69,7 +69,14 @@ def _backbone(backbone: Any) -> str | None:
     missing = [
         k for k in ("name", "weights", "fingerprint") if not isinstance(backbone.get(k), str)
     ]
-    return f"needs {', '.join(missing)}" if missing else None
+    if missing:
+        return f"needs {', '.join(missing)}"
+    stages = backbone.get("pooled_stages", [])
+    if not isinstance(stages, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 32 for i in stages
+    ):
+        return "pooled_stages must be a list of stage numbers"
+    return None
 
 
 def _positive(value: Any) -> str | None:
