@@ -1,6 +1,6 @@
 """Settings declared once: each field carries its default, its allowed values and its help.
 
-The CLI reads the help and the defaults from here (tests/test_settings.py checks it does), and
+The CLI reads the help and the defaults from here (tests/test_hostile_cli.py checks it does), and
 `check_settings` refuses any value outside the declared range before work starts, with the
 option, the value and the range: exit 2 on the command line, a SettingError in the API.
 """
@@ -135,14 +135,6 @@ def number(
     opening = "(" if low_open else "["
     check.allowed = f"{opening}{low}, {'inf' if high == math.inf else high}]"
     return check
-
-
-def optional(check: Check) -> Check:
-    def check_unless_none(value: Any) -> str | None:
-        return None if value is None else check(value)
-
-    check_unless_none.allowed = getattr(check, "allowed", None)
-    return check_unless_none
 
 
 def boolean(value: Any) -> str | None:

@@ -262,10 +262,7 @@ def resolve_backbone(
     if size is None:
         size = round(height * TEST_SIZE_RATIO / 32) * 32
         if image_side is not None and image_side < size:
-            backbone.size_note = (
-                f"input size {height} px, not {size}: the photos' typical shorter side is "
-                f"{image_side} px and enlarging them adds no detail (--input-size overrides)"
-            )
+            backbone.size_note = _not_enlarged(height, size, image_side)
             size = height
     check_input_size(size)
     backbone.preprocessing = dataclasses.replace(backbone.preprocessing, input_size=(size, size))
@@ -292,11 +289,7 @@ def _concatenated(
         # Small photos: the first member's pretrained size, as for one backbone.
         first = resolve_backbone(names[0], config_dir, None, (), image_side)
         smaller = first.preprocessing.input_size[0]
-        note = (
-            f"input size {smaller} px, not {size}: the photos' typical shorter side is "
-            f"{image_side} px and enlarging them adds no detail (--input-size overrides)"
-        )
-        size = smaller
+        note, size = _not_enlarged(smaller, size, image_side), smaller
     check_input_size(size)
     preprocessing = dataclasses.replace(largest.preprocessing, input_size=(size, size))
     for member in members:
@@ -317,6 +310,14 @@ def _concatenated(
         members=tuple(members),
         head_features=members[0].head_features,
         size_note=note,
+    )
+
+
+def _not_enlarged(size: int, default: int, image_side: int) -> str:
+    """Why the input is `size` px rather than the usual `default`, for the summary."""
+    return (
+        f"input size {size} px, not {default}: the photos' typical shorter side is "
+        f"{image_side} px and enlarging them adds no detail (--input-size overrides)"
     )
 
 
