@@ -1,6 +1,7 @@
 """Stages point one way: a stage may import those before it, never one after it.
 
-data -> backbones -> features -> training -> doctor -> evaluation -> model -> export -> serving,
+data -> backbones -> features -> training -> doctor -> evaluation -> model -> export -> serving
+-> cluster,
 with errors, storage, console and threads as a floor every stage may use, and the top (cli, the
 pipeline that ties the stages together, the package's __init__) free to import anything. Lazy
 imports inside functions count too: they are dependencies all the same.
@@ -21,6 +22,7 @@ STAGES = [
     "model",
     "export",
     "serving",
+    "cluster",
 ]
 FLOOR = {"errors", "storage", "console", "threads", "settings", "context"}
 TOP = {"cli", "pipeline", "__init__"}

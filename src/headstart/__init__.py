@@ -25,14 +25,18 @@ _EXPORTS = {
     "load_dataset": "headstart.data.sources",
     "list_backbones": "headstart.backbones.registry",
     "HeadstartError": "headstart.errors",
+    "on_ray": "headstart.cluster",
+    "predict_to_file": "headstart.model.batch",
 }
 
 if TYPE_CHECKING:
     from headstart.backbones.registry import list_backbones
+    from headstart.cluster import on_ray
     from headstart.context import RunContext
     from headstart.data.sources import load_dataset
     from headstart.doctor.run import diagnose
     from headstart.errors import HeadstartError, SettingError
+    from headstart.model.batch import predict_to_file
     from headstart.model.classifier import Classifier
     from headstart.model.prediction import Prediction
     from headstart.pipeline import train
@@ -58,5 +62,7 @@ __all__ = [
     "diagnose",
     "list_backbones",
     "load_dataset",
+    "on_ray",
+    "predict_to_file",
     "train",
 ]

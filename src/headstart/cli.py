@@ -56,6 +56,17 @@ def _context_option(name: str):
 
 
 CacheDir = Annotated[Path | None, _context_option("cache_dir")]
+FeatureStore = Annotated[str | None, _context_option("feature_store")]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Compute features on a Ray cluster: 'local' starts one on this machine, 'auto' "
+        "joins the one $RAY_ADDRESS or `ray start` names, else its address (needs "
+        "headstart[ray])",
+    ),
+]
 Engine = Annotated[EngineName, _context_option("engine")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout")]
@@ -69,11 +80,26 @@ Split = Annotated[SplitName | None, typer.Option(help="The split to score")]
 
 
 def _context(
-    cache_dir: Path | None, engine: str, progress: bool, device: str = "auto"
+    cache_dir: Path | None,
+    engine: str,
+    progress: bool,
+    device: str = "auto",
+    *,
+    ray: str | None = None,
+    feature_store: str | None = None,
 ) -> RunContext:
-    return RunContext(
-        cache_dir=cache_dir, engine=str(engine), device=str(device), progress=progress
+    context = RunContext(
+        cache_dir=cache_dir,
+        engine=str(engine),
+        device=str(device),
+        progress=progress,
+        feature_store=feature_store,
     )
+    if ray is None:
+        return context
+    from headstart.cluster import on_ray
+
+    return on_ray(ray, context)
 
 
 @app.command()
@@ -142,6 +168,8 @@ def train(
         typer.Option(help="Leave out the images listed (doctor's issues.csv, or a path a line)"),
     ] = None,
     cache_dir: CacheDir = None,
+    feature_store: FeatureStore = None,
+    ray: RayAddress = None,
     engine: Engine = EngineName.AUTO,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -183,7 +211,14 @@ def train(
         settings=settings,
         val_percent=val_percent,
         test_percent=test_percent,
-        context=_context(cache_dir, engine, not (quiet or as_json), device),
+        context=_context(
+            cache_dir,
+            engine,
+            not (quiet or as_json),
+            device,
+            ray=ray,
+            feature_store=feature_store,
+        ),
         resume=resume,
         exclude=exclude,
     )
@@ -246,6 +281,8 @@ def evaluate(
     tta: Tta = False,
     keep_duplicates: KeepDuplicates = False,
     cache_dir: CacheDir = None,
+    feature_store: FeatureStore = None,
+    ray: RayAddress = None,
     engine: Engine = "auto",
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -257,10 +294,15 @@ def evaluate(
     from headstart.evaluation.tables import evaluation_tables
     from headstart.model.classifier import Classifier
 
-    classifier = Classifier.load(model, _context(cache_dir, engine, not (quiet or as_json)))
+    context = _context(
+        cache_dir, engine, not (quiet or as_json), ray=ray, feature_store=feature_store
+    )
+    classifier = Classifier.load(model, context)
     split = str(split) if split else None
     if report_dir is not None:
-        report(model, data, report_dir, split, keep_duplicates, cache_dir, engine)
+        report(
+            model, data, report_dir, split, keep_duplicates, cache_dir, feature_store, ray, engine
+        )
     evaluation = classifier.evaluate(data, split, tta=tta, keep_duplicates=keep_duplicates)
     if as_json:
         print(json.dumps(evaluation.to_dict(), indent=2))
@@ -286,6 +328,8 @@ def doctor(
     val_percent: ValPercent = 10.0,
     test_percent: TestPercent = 10.0,
     cache_dir: CacheDir = None,
+    feature_store: FeatureStore = None,
+    ray: RayAddress = None,
     engine: Engine = EngineName.AUTO,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -303,7 +347,9 @@ def doctor(
         backbone=backbone,
         val_percent=val_percent,
         test_percent=test_percent,
-        context=_context(cache_dir, engine, not (quiet or as_json)),
+        context=_context(
+            cache_dir, engine, not (quiet or as_json), ray=ray, feature_store=feature_store
+        ),
     )
     if as_json:
         print(json.dumps(diagnosis.to_dict(), indent=1))
@@ -335,6 +381,8 @@ def report(
     split: Split = None,
     keep_duplicates: KeepDuplicates = False,
     cache_dir: CacheDir = None,
+    feature_store: FeatureStore = None,
+    ray: RayAddress = None,
     engine: Engine = EngineName.AUTO,
 ) -> None:
     """Write report.html (self-contained) with PNG figures, metrics JSON and CSVs."""
@@ -342,7 +390,9 @@ def report(
     from headstart.model.classifier import Classifier
 
     page = write_report(
-        Classifier.load(model, _context(cache_dir, engine, False)),
+        Classifier.load(
+            model, _context(cache_dir, engine, False, ray=ray, feature_store=feature_store)
+        ),
         data,
         output,
         str(split) if split else None,
@@ -354,13 +404,27 @@ def report(
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder")],
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders")],
+    images: Annotated[
+        list[Path],
+        typer.Argument(help="Image files or folders, or one manifest (.csv/.parquet, `path`)"),
+    ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels per image")] = 3,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the predictions to this .parquet or .csv, in parts (a stopped run "
+            "started again goes on where it stopped)",
+        ),
+    ] = None,
     as_json: AsJson = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout")] = False,
     tta: Tta = False,
     reject: Annotated[bool, typer.Option(help="Label images unlike every class 'unknown'")] = False,
     cache_dir: CacheDir = None,
+    feature_store: FeatureStore = None,
+    ray: RayAddress = None,
     engine: Engine = EngineName.AUTO,
     quiet: Quiet = False,
 ) -> None:
@@ -370,19 +434,38 @@ def predict(
     above the threshold set at training time (95% of validation images pass)."""
     if as_json and as_csv:
         raise SettingError("choose one of --json and --csv")
+    from headstart.model.prediction import image_list
+
+    if output is not None:
+        if tta or as_json or as_csv or model.suffix == ".onnx":
+            raise SettingError("--output takes a model folder, without --tta, --json or --csv")
+        from headstart.model.batch import predict_to_file
+        from headstart.model.classifier import Classifier
+
+        context = _context(cache_dir, engine, not quiet, ray=ray, feature_store=feature_store)
+        classifier = Classifier.load(model, context)
+        done = predict_to_file(classifier, images, output, top_k, reject=reject)
+        stderr.print(
+            f"wrote {done.images} predictions to {escape(str(output))} ({done.unreadable} "
+            f"unreadable; {done.parts_reused} of {done.parts} parts from an earlier run)",
+            highlight=False,
+        )
+        return
     if model.suffix == ".onnx":
         from headstart.export.runtime import OnnxClassifier  # ONNX Runtime only, no PyTorch
 
         if tta:
             raise HeadstartError("--tta needs a model folder; an .onnx file has one view built in")
 
-        predictions = OnnxClassifier(model).predict(images, top_k, reject=reject)
+        runtime = OnnxClassifier(model)
+        predictions = runtime.predict(image_list(images), top_k, reject=reject)
     else:
         from headstart.model.classifier import Classifier
 
         progress = not (quiet or as_json or as_csv)
-        context = _context(cache_dir, engine, progress)
-        predictions = Classifier.load(model, context).predict(images, top_k, tta=tta, reject=reject)
+        context = _context(cache_dir, engine, progress, ray=ray, feature_store=feature_store)
+        classifier = Classifier.load(model, context)
+        predictions = classifier.predict(image_list(images), top_k, tta=tta, reject=reject)
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif as_csv:
@@ -406,18 +489,12 @@ def predict(
 
 
 def _write_csv(predictions, top_k: int) -> None:
+    from headstart.model.prediction import csv_header, csv_row
+
     writer = csv.writer(sys.stdout)
-    header = ["path", "error", "label", "unknown", "unknown_score"]
-    for rank in range(1, top_k + 1):
-        header += [f"label_{rank}", f"probability_{rank}"]
-    writer.writerow(header)
+    writer.writerow(csv_header(top_k))
     for p in predictions:
-        score = "" if p.unknown_score is None else f"{p.unknown_score:.4f}"
-        unknown = "" if p.unknown is None else str(p.unknown).lower()
-        row = [str(p.path), p.error or "", p.label or "", unknown, score]
-        for label, prob in zip(p.labels, p.probabilities, strict=True):
-            row += [label, f"{prob:.6f}"]
-        writer.writerow(row + [""] * (len(header) - len(row)))
+        writer.writerow(csv_row(p.record(), top_k))
 
 
 @app.command()
@@ -593,6 +670,42 @@ def info(
     table.add_row("format version", str(metadata["format_version"]))
     table.add_row("versions", json.dumps(metadata.get("versions", {})))
     stdout.print(table)
+
+
+cache_app = typer.Typer(
+    help="Move features between the local cache and a shared feature store.",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+StoreLocation = Annotated[str, typer.Argument(help="Feature store folder or URI (s3://...)")]
+
+
+@cache_app.command("export")
+def cache_export(store: StoreLocation, cache_dir: CacheDir = None) -> None:
+    """Copy the local cache's features into a feature store (those it lacks)."""
+    _copy_features(cache_dir, store, to_store=True)
+
+
+@cache_app.command("import")
+def cache_import(store: StoreLocation, cache_dir: CacheDir = None) -> None:
+    """Copy a feature store's features into the local cache (those it lacks)."""
+    _copy_features(cache_dir, store, to_store=False)
+
+
+def _copy_features(cache_dir: Path | None, store: str, to_store: bool) -> None:
+    from headstart.features.cache import FeatureCache
+    from headstart.features.store import ParquetFeatureStore, copy_features
+
+    cache = FeatureCache(cache_dir)
+    shared = ParquetFeatureStore(store, cache.directory)
+    source, target = (cache, shared) if to_store else (shared, cache)
+    copied = copy_features(source, target)
+    where = f"{store}" if to_store else str(cache.directory)
+    stderr.print(
+        f"copied {sum(copied.values()):,} features of {len(copied)} backbone(s) into "
+        f"{escape(where)}",
+        highlight=False,
+    )
 
 
 @app.command()

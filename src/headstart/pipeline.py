@@ -22,9 +22,9 @@ from headstart.data.images import typical_short_side
 from headstart.data.sources import Dataset, load_dataset
 from headstart.data.split import check_percents
 from headstart.errors import HeadstartError, SettingError
-from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
+from headstart.features.store import open_feature_cache
 from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
 from headstart.model.folder import check_model_output
@@ -103,7 +103,7 @@ def train(
     if exclude is not None:
         dataset, left_out = dataset.without(read_exclusions(Path(exclude)))
         notes.append(f"{left_out} images left out, as listed in {exclude}")
-    cache = FeatureCache(context.cache_dir)
+    cache = open_feature_cache(context)
     image_side = None
     if input_size is None:
         image_side = typical_short_side([sample.path for sample in dataset.split("train")])
@@ -118,7 +118,7 @@ def train(
     strategy, reason = _strategy(settings, dataset, resolved, context)
     if strategy == "finetune":  # tunes the top that makes the pooled head's features
         resolved = resolved.head_only()
-    extractor = FeatureExtractor(resolved, cache, engine)
+    extractor = FeatureExtractor(resolved, cache, engine, runner=context.cluster)
     splits = {
         name: labelled_features(
             extractor, dataset.split(name), dataset.classes, progress, f"Features ({name})"
@@ -151,13 +151,14 @@ def train(
     if strategy == "finetune":
         from headstart.training.finetune import finetune  # torchvision: only when fine-tuning
 
-        tuned = finetune(
-            extractor.backbone,
-            head.module(),
-            splits["train"],
-            splits["val"],
-            settings,
-            cache.directory / "onnx",
+        run = finetune if context.cluster is None else context.cluster.finetune
+        tuned = run(
+            backbone=extractor.backbone,
+            head=head.module(),
+            train=splits["train"],
+            val=splits["val"],
+            settings=settings,
+            model_dir=cache.directory / "onnx",
             checkpoint=_checkpoint(output, settings, extractor, splits),
             resume=resume,
             context=context,

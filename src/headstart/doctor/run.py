@@ -11,8 +11,8 @@ from headstart.data.sources import load_dataset
 from headstart.doctor.examine import Diagnosis, examine
 from headstart.doctor.findings import write_issues_csv
 from headstart.doctor.page import doctor_page
-from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
+from headstart.features.store import open_feature_cache
 from headstart.storage import atomic_write_text, check_writable_folder
 
 
@@ -36,12 +36,13 @@ def diagnose(
     if output is not None:
         check_writable_folder(Path(output), "doctor output")
     dataset = load_dataset(data, val_percent, test_percent)
-    cache = FeatureCache(context.cache_dir)
+    cache = open_feature_cache(context)
     extractor = FeatureExtractor(
         # The pooled head alone: the duplicate thresholds were measured on it.
         resolve_backbone(backbone, cache.directory, input_size, pooled_stages=()),
         cache,
         context.engine,
+        runner=context.cluster,
     )
     diagnosis = examine(dataset, extractor, context.progress)
     if output is not None:

@@ -169,6 +169,21 @@ class FeatureCache:
                 rows,
             )
 
+    def flush(self) -> None:
+        """Nothing to do: every put_many is already committed."""
+
+    def fingerprints(self) -> list[str]:
+        """The backbone fingerprints that have features here."""
+        rows = self._db.execute("SELECT DISTINCT fingerprint FROM features ORDER BY fingerprint")
+        return [row[0] for row in rows]
+
+    def items(self, fingerprint: str) -> Iterator[tuple[bytes, np.ndarray]]:
+        """Every (digest, vector) of one fingerprint."""
+        query = "SELECT digest, dim, vector FROM features WHERE fingerprint = ?"
+        for digest, dim, vector in self._db.execute(query, (fingerprint,)):
+            if len(vector) == dim * 2:
+                yield digest, np.frombuffer(vector, dtype=np.float16)
+
     def count(self, fingerprint: str | None = None) -> int:
         if fingerprint is None:
             return self._db.execute("SELECT COUNT(*) FROM features").fetchone()[0]

@@ -28,8 +28,11 @@ class Engine(Protocol):
     def __call__(self, pixels: np.ndarray) -> np.ndarray: ...
 
 
-def create_engine(backbone: Backbone, name: str, model_dir: Path) -> Engine:
-    """Build the engine `name` (auto, onnx or torch); `model_dir` keeps exported ONNX files."""
+def create_engine(
+    backbone: Backbone, name: str, model_dir: Path, threads: int | None = None
+) -> Engine:
+    """Build the engine `name` (auto, onnx or torch); `model_dir` keeps exported ONNX files;
+    `threads` caps its threads (default: the cores this process may use)."""
 
     def build():
         from headstart.backbones.network import PixelsToFeatures
@@ -37,11 +40,15 @@ def create_engine(backbone: Backbone, name: str, model_dir: Path) -> Engine:
         return PixelsToFeatures(backbone.build_module(), backbone.preprocessing)
 
     onnx_file = model_dir / f"{backbone.fingerprint}.onnx"
-    return pixels_engine(build, backbone.preprocessing.input_size, name, onnx_file)
+    return pixels_engine(build, backbone.preprocessing.input_size, name, onnx_file, threads)
 
 
 def pixels_engine(
-    build: Callable[[], Any], input_size: tuple[int, int], name: str, onnx_file: Path
+    build: Callable[[], Any],
+    input_size: tuple[int, int],
+    name: str,
+    onnx_file: Path,
+    threads: int | None = None,
 ) -> Engine:
     """An engine for the module `build()` makes (uint8 NHWC pixels in, one array out).
 
@@ -51,10 +58,14 @@ def pixels_engine(
     if name == "auto":
         name = "torch" if cuda_available() else "onnx"
     if name == "torch":
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         return TorchEngine(build())
     if onnx_file.exists():
         try:
-            return OnnxEngine(onnx_file)
+            return OnnxEngine(onnx_file, threads)
         except Exception as error:  # ONNX Runtime has its own exception types for bad files
             warn(f"{onnx_file} is damaged ({_first_line(error)}); exporting it again")
     if not _writable_folder(onnx_file.parent):
@@ -62,7 +73,7 @@ def pixels_engine(
     from headstart.backbones.onnx_file import export_pixels_module
 
     export_pixels_module(build(), input_size, onnx_file, "output")
-    return OnnxEngine(onnx_file)
+    return OnnxEngine(onnx_file, threads)
 
 
 def _writable_folder(folder: Path) -> bool:

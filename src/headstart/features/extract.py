@@ -13,21 +13,34 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
+from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone
 from headstart.console import progress_bar
-from headstart.features.cache import FeatureCache
+from headstart.context import RunContext
 from headstart.features.engines import Engine, create_engine
+from headstart.features.store import FeatureSource, open_feature_cache
 from headstart.features.views import PLAIN, View, pixels_or_reason, read_file
 from headstart.threads import cpu_threads
 
 _MAX_PASSES = 3
 T = TypeVar("T")
 R = TypeVar("R")
+# (position in the input paths, digest of the bytes decoded, features, why there are none)
+Computed = tuple[int, "bytes | None", "np.ndarray | None", "str | None"]
+
+
+class Runner(Protocol):
+    """Computes features elsewhere (a cluster) for the files the cache lacks."""
+
+    def compute(
+        self, extractor: FeatureExtractor, paths: list[Path], positions: list[int]
+    ) -> Iterator[list[Computed]]: ...
 
 
 @dataclass
@@ -51,11 +64,12 @@ class FeatureExtractor:
     def __init__(
         self,
         backbone: Backbone,
-        cache: FeatureCache,
+        cache: FeatureSource,
         engine: str = "auto",
         batch_size: int = 32,
         workers: int | None = None,
         view: View = PLAIN,
+        runner: Runner | None = None,
     ) -> None:
         self.backbone = backbone
         self.cache = cache
@@ -63,8 +77,15 @@ class FeatureExtractor:
         self.batch_size = batch_size
         self.workers = workers or cpu_threads()
         self.view = view
+        self.runner = runner
         # One engine for this extractor and its views, or the Future that is making it.
         self._shared: dict[str, Engine | Future] = {}
+
+    @classmethod
+    def for_context(cls, backbone: Backbone, context: RunContext) -> FeatureExtractor:
+        """The extractor a run's context asks for: its cache or feature store, its engine, and
+        its cluster if it has one."""
+        return cls(backbone, open_feature_cache(context), context.engine, runner=context.cluster)
 
     @property
     def engine(self) -> Engine:
@@ -134,25 +155,22 @@ class FeatureExtractor:
 
             def compute(todo: list[int], advance: Callable[[int], None]) -> int:
                 done = 0
-                decoded = bounded_map(pool, self._decode_file(paths), todo, 4 * self.batch_size)
-                for batch in _batches(decoded, self.batch_size):
-                    good = []
-                    for i, digest, pixels, reason in batch:
+                for batch in self._computed(paths, todo, pool):
+                    fresh = {}
+                    for i, digest, vector, reason in batch:
                         if digest is None:  # unreadable on the second read
                             failed[i] = reason
                             digests.pop(i, None)
                             continue
                         digests[i] = digest
-                        if pixels is None:
+                        if vector is None:
                             bad_content[digest] = reason
                         else:
-                            good.append((digest, pixels))
-                    if good:
-                        features = self._forward([pixels for _, pixels in good])
-                        fresh = dict(zip((d for d, _ in good), features, strict=True))
+                            fresh[digest] = vector
+                    if fresh:
                         self.cache.put_many(fingerprint, fresh.items())
                         vectors.update(fresh)
-                        done += len(good)
+                        done += len(fresh)
                     advance(len(batch))
                 return done
 
@@ -162,7 +180,7 @@ class FeatureExtractor:
                 )
 
             todo = pending()
-            if todo:
+            if todo and self.runner is None:
                 self._start_engine()
             with progress_bar(description, len(todo), progress) as advance:
                 # Another pass only for copies of a file that changed between its two reads.
@@ -171,6 +189,7 @@ class FeatureExtractor:
                         break
                     computed += compute(todo, advance)
                     todo = pending()
+            self.cache.flush()
         for i, digest in digests.items():
             if digest in bad_content:
                 failed[i] = bad_content[digest]
@@ -186,25 +205,51 @@ class FeatureExtractor:
         kept_digests = [digests[i] for i in kept]
         return ExtractionResult(features, kept, skipped, computed, from_cache, kept_digests)
 
+    def _computed(
+        self, paths: Sequence[Path], todo: list[int], pool: ThreadPoolExecutor
+    ) -> Iterator[list[Computed]]:
+        """Batches of (position, digest, vector, reason) for the positions `todo`: on the
+        runner when there is one (a cluster), else here."""
+        if self.runner is not None:
+            yield from self.runner.compute(self, [Path(paths[i]) for i in todo], todo)
+            return
+        decode = partial(decode_file, self.backbone.preprocessing, self.view)
+        window = 4 * self.batch_size
+        decoded = bounded_map(pool, lambda i: (i, *decode(Path(paths[i]))), todo, window)
+        for batch in _batches(decoded, self.batch_size):
+            yield forward_rows(self.engine, batch)
+
     def _forward(self, pixels: list[np.ndarray]) -> np.ndarray:
-        features = self.engine(np.stack(pixels))
-        # Rounded through float16 like the cache, so fresh and cached features are identical.
-        return features.astype(np.float16).astype(np.float32)
+        return forward(self.engine, pixels)
 
     def _decode(self, data: bytes) -> tuple[np.ndarray | None, str | None]:
         return pixels_or_reason(self.backbone.preprocessing, data, view=self.view)
 
-    def _decode_file(self, paths: Sequence[Path]) -> Callable[[int], tuple]:
-        """index -> (index, digest of the bytes decoded or None, pixels or None, reason)."""
 
-        def decode(index: int) -> tuple[int, bytes | None, np.ndarray | None, str | None]:
-            data = read_file(Path(paths[index]))
-            if isinstance(data, str):
-                return index, None, None, data
-            pixels, reason = pixels_or_reason(self.backbone.preprocessing, data, view=self.view)
-            return index, content_digest(data), pixels, reason
+def forward(engine: Engine, pixels: list[np.ndarray]) -> np.ndarray:
+    """Features of decoded images, rounded through float16 like the cache, so fresh and cached
+    features are identical."""
+    return engine(np.stack(pixels)).astype(np.float16).astype(np.float32)
 
-        return decode
+
+def forward_rows(engine: Engine, batch: list[tuple]) -> list[Computed]:
+    """(position, digest, pixels, reason) rows to (position, digest, features, reason)."""
+    good = [k for k, row in enumerate(batch) if row[2] is not None]
+    features = forward(engine, [batch[k][2] for k in good]) if good else []
+    vectors = dict(zip(good, features, strict=True))
+    return [(i, digest, vectors.get(k), reason) for k, (i, digest, _, reason) in enumerate(batch)]
+
+
+def decode_file(
+    preprocessing: Preprocessing, view: View, path: Path
+) -> tuple[bytes | None, np.ndarray | None, str | None]:
+    """(digest of the bytes decoded or None, network input or None, why not): each file is
+    read once here, so its features go under the digest of exactly what was decoded."""
+    data = read_file(path)
+    if isinstance(data, str):
+        return None, None, data
+    pixels, reason = pixels_or_reason(preprocessing, data, view=view)
+    return content_digest(data), pixels, reason
 
 
 DIGEST_SIZE = 20

@@ -15,9 +15,10 @@ from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
 from headstart.evaluation.calibration import softmax
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
-from headstart.features.cache import FeatureCache, default_cache_dir
+from headstart.features.cache import default_cache_dir
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import labelled_features
+from headstart.features.store import open_feature_cache
 from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import METADATA_FILE, read_model_folder, write_model_folder
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
@@ -65,7 +66,7 @@ class Classifier:
         self.unknown = unknown  # scores how unlike the training data an image is
         self.info = info or {}
         self.context = context or RunContext()
-        self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
+        self._extractors: dict[tuple[RunContext, int], FeatureExtractor] = {}
 
     @property
     def head_config(self) -> HeadConfig:
@@ -160,7 +161,13 @@ class Classifier:
         threshold set at training time); `reject` makes the label of those "unknown". `tta`
         averages the probabilities over flips and crops (test-time augmentation).
         """
-        paths = expand_image_paths(images)
+        return self.predict_files(expand_image_paths(images), top_k, tta=tta, reject=reject)
+
+    def predict_files(
+        self, paths: list[Path], top_k: int = 5, *, tta: bool = False, reject: bool = False
+    ) -> list[Prediction]:
+        """`predict` for exactly these files, in order; one that is missing or unreadable gets
+        a prediction with the reason as its error."""
         extractor = self.extractor()
         result = extractor.extract_files(paths, self.context.progress, "Predicting")
         if not result.kept:
@@ -263,11 +270,13 @@ class Classifier:
 
     def extractor(self) -> FeatureExtractor:
         """The feature extractor of this model's backbone, in this classifier's context."""
-        key = (str(self.context.cache_dir), self.context.engine)
+        key = (self.context, id(self.context.cluster))  # the cluster is not compared
         if key not in self._extractors:
-            cache = FeatureCache(self.context.cache_dir)
+            cache = open_feature_cache(self.context)
             backbone = self._backbone(cache.directory)
-            self._extractors[key] = FeatureExtractor(backbone, cache, self.context.engine)
+            self._extractors[key] = FeatureExtractor(
+                backbone, cache, self.context.engine, runner=self.context.cluster
+            )
         return self._extractors[key]
 
     def backbone_network(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,41 @@ class Prediction:
             ]
         return data
 
+    def record(self) -> dict[str, Any]:
+        """Flat and complete, for tables: labels and probabilities as lists."""
+        return {
+            "path": str(self.path),
+            "label": self.label,
+            "labels": self.labels,
+            "probabilities": self.probabilities,
+            "unknown": self.unknown,
+            "unknown_score": self.unknown_score,
+            "error": self.error,
+        }
+
+
+def csv_header(top_k: int) -> list[str]:
+    header = ["path", "error", "label", "unknown", "unknown_score"]
+    for rank in range(1, top_k + 1):
+        header += [f"label_{rank}", f"probability_{rank}"]
+    return header
+
+
+def csv_row(record: dict[str, Any], top_k: int) -> list[str]:
+    """A Prediction.record() as the columns csv_header names."""
+    score = record["unknown_score"]
+    unknown = record["unknown"]
+    row = [
+        record["path"],
+        record["error"] or "",
+        record["label"] or "",
+        "" if unknown is None else str(unknown).lower(),
+        "" if score is None else f"{score:.4f}",
+    ]
+    for label, prob in zip(record["labels"][:top_k], record["probabilities"], strict=False):
+        row += [label, f"{prob:.6f}"]
+    return row + [""] * (len(csv_header(top_k)) - len(row))
+
 
 def top_k_predictions(
     paths: list[Path],
@@ -90,3 +126,47 @@ def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
     if not paths:
         raise HeadstartError("no images to predict")
     return paths
+
+
+MANIFEST_FORMATS = (".csv", ".parquet")
+
+
+def image_list(images: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The images: files and folders as `predict` takes them, or one manifest file."""
+    items = [images] if isinstance(images, (str, Path)) else list(images)
+    if len(items) == 1 and Path(items[0]).suffix.lower() in MANIFEST_FORMATS:
+        return read_manifest(Path(items[0]))
+    return expand_image_paths(items)
+
+
+def read_manifest(manifest: Path) -> list[Path]:
+    """The `path` column of a CSV or Parquet file; relative paths from the file's folder."""
+    if not manifest.is_file():
+        raise HeadstartError(f"{manifest}: no such manifest file")
+    if manifest.suffix.lower() == ".parquet":
+        from headstart.features.store import pyarrow_modules
+
+        _, _, pq = pyarrow_modules()
+        try:
+            table = pq.read_table(manifest, columns=["path"])
+        except Exception as error:  # pyarrow raises several types for bad files
+            raise HeadstartError(f"{manifest}: no readable `path` column ({error})") from error
+        names = [str(p) for p in table.column("path").to_pylist() if p]
+    else:
+        names = _csv_paths(manifest)
+    if not names:
+        raise HeadstartError(f"{manifest}: the manifest lists no images")
+    return [p if p.is_absolute() else manifest.parent / p for p in map(Path, names)]
+
+
+def _csv_paths(manifest: Path) -> list[str]:
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if "path" not in (reader.fieldnames or []):
+                raise HeadstartError(f"{manifest}: a manifest needs a `path` column")
+            return [row["path"].strip() for row in reader if (row["path"] or "").strip()]
+    except UnicodeDecodeError as error:
+        raise HeadstartError(f"{manifest}: not UTF-8 text ({error.reason})") from error
+    except csv.Error as error:
+        raise HeadstartError(f"{manifest}: not a readable CSV ({error})") from error

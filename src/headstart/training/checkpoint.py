@@ -37,11 +37,14 @@ class LoopState:
 class Checkpoint:
     """A checkpoint file for one run; `identity` must match for a resume to be accepted."""
 
-    def __init__(self, path: Path, identity: dict[str, Any]) -> None:
+    def __init__(self, path: Path, identity: dict[str, Any], read_only: bool = False) -> None:
         self.path = Path(path)
         self.identity = json.loads(json.dumps(identity))  # as it will read back
+        self.read_only = read_only
 
     def save(self, module, optimizer, scheduler, state: LoopState) -> None:
+        if self.read_only:
+            return
         tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
         if state.best_state is not None:
             tensors |= {f"best.{k}": v for k, v in state.best_state.items()}

@@ -80,12 +80,15 @@ def finetune(
     trunk = Trunk(backbone, split, device, model_dir, context.engine)
     model = nn.Sequential(split.top, head.requires_grad_(True))
     model.to(device, memory_format=torch.channels_last)
+    rank, world = process_group()
+    # Several processes (torchrun, Ray Train): gradients averaged over them at each step.
+    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     freeze_bn = settings.freeze_bn == "yes" or (
         settings.freeze_bn == "auto" and len(train.y) < FROZEN_BN_BELOW
     )
     val_inputs = trunk.run_all(_eval_pixels(backbone, val)) if len(val.y) else None
     val_labels = torch.from_numpy(val.y)
-    batches = _training_batches(backbone, train, trunk, settings)
+    batches = _training_batches(backbone, train, trunk, settings, rank, world)
     optimizer = torch.optim.AdamW(_parameter_groups(split, head, settings))
     steps = settings.finetune_epochs * batches.per_epoch
     warmup = round(settings.warmup_epochs * batches.per_epoch)
@@ -99,7 +102,7 @@ def finetune(
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     def train_epoch(epoch: int) -> tuple[float, float]:
-        model.train()
+        trained.train()
         if freeze_bn:
             for module in split.top.modules():
                 if isinstance(module, nn.BatchNorm2d):
@@ -108,7 +111,7 @@ def finetune(
         for inputs, labels in batches(epoch):
             labels = labels.to(device)
             with _precision(device):
-                logits = model(inputs).float()
+                logits = trained(inputs).float()
             loss = loss_fn(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -118,6 +121,7 @@ def finetune(
             total += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
+        total, correct, seen = summed(device, total, correct, seen)
         return total / seen, correct / seen
 
     def validate() -> tuple[float, float] | None:
@@ -125,8 +129,13 @@ def finetune(
             return None
         logits = _logits(model, val_inputs, device)
         loss = nn.functional.cross_entropy(logits, val_labels)
-        return float(loss), float((logits.argmax(1) == val_labels).float().mean())
+        accuracy = (logits.argmax(1) == val_labels).float().mean()
+        # Every process scores the same weights; agreeing on one number keeps their choices
+        # (best epoch, early stop) the same.
+        return tuple(value / world for value in summed(device, float(loss), float(accuracy)))
 
+    if checkpoint is not None and rank > 0:  # one process writes it; all may resume from it
+        checkpoint = Checkpoint(checkpoint.path, checkpoint.identity, read_only=True)
     state = run_epochs(
         model,
         optimizer,
@@ -139,7 +148,7 @@ def finetune(
         checkpoint=checkpoint,
         resume=resume,
         keep_start=True,
-        progress=context.progress,
+        progress=context.progress and rank == 0,
         description="Fine-tuning",
     )
     model.to("cpu", memory_format=torch.contiguous_format).eval()
@@ -166,6 +175,26 @@ def finetune(
             "improved": improved,
         },
     )
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) when torch.distributed runs several processes, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def summed(device: torch.device, *values: float) -> tuple[float, ...]:
+    """The values added up over every process of the group (as they are with one)."""
+    if process_group()[1] == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tuple(tensor.tolist())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -237,20 +266,30 @@ def loader_workers(device: torch.device) -> int:
 
 
 class EpochBatches(Sampler):
-    """Shuffled batches of (epoch, index) keys; the epoch seeds the order and the augmentation."""
+    """Shuffled batches of (epoch, index) keys; the epoch seeds the order and the augmentation.
 
-    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+    With several processes, each takes its stripe (`rank`, then every `world`-th) of the
+    same batches, so together they see what one process sees; a last batch too small to
+    give every process an image is left out.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1
+    ) -> None:
         self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world = rank, world
         self.epoch = 1
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=generator).tolist()
-        for start in range(0, self.size, self.batch_size):
-            yield [(self.epoch, i) for i in order[start : start + self.batch_size]]
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            batch = order[start : start + self.batch_size]
+            yield [(self.epoch, i) for i in batch[self.rank :: self.world]]
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.batch_size)
+        whole, rest = divmod(self.size, self.batch_size)
+        return whole + (rest >= self.world)
 
 
 class _Batches:
@@ -265,10 +304,15 @@ class _Batches:
 
 
 def _training_batches(
-    backbone: Backbone, train: LabelledFeatures, trunk: Trunk, settings: FitSettings
+    backbone: Backbone,
+    train: LabelledFeatures,
+    trunk: Trunk,
+    settings: FitSettings,
+    rank: int = 0,
+    world: int = 1,
 ) -> _Batches:
     size, batch_size = len(train.y), settings.finetune_batch_size
-    sampler = EpochBatches(size, batch_size, settings.seed)
+    sampler = EpochBatches(size, batch_size, settings.seed, rank, world)
     labels = torch.from_numpy(train.y)
     transform = augmentation(settings.augment, backbone.preprocessing.input_size)
     if transform is None:  # the same images every epoch: run the trunk once

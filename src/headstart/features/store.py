@@ -1,0 +1,207 @@
+"""A feature store a cluster can share: Parquet part files under a folder or an object-store URI.
+
+Keyed like the local cache (backbone fingerprint, then content digest), one folder per
+fingerprint, each part an immutable file of up to `part_rows` vectors written under a hidden
+name and then renamed, so readers never see half a part and a killed run loses only the rows
+not yet flushed. Only the process that owns the store (the driver) writes; cluster workers
+return their features to it. Parquet, not Lance: pyarrow comes with Ray already, append-only
+parts need no transactions, and any engine (pandas, DuckDB, Spark) reads them. Needs the
+`ray` extra (pyarrow).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.console import warn
+from headstart.context import RunContext
+from headstart.errors import HeadstartError
+from headstart.features.cache import FeatureCache, default_cache_dir
+
+PART_ROWS = 8192
+
+
+def pyarrow_modules() -> tuple[Any, Any, Any]:
+    try:
+        import pyarrow as pa
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise HeadstartError(
+            "Parquet files need pyarrow: pip install 'headstart[ray]' (or pyarrow)"
+        ) from error
+    return pa, pafs, pq
+
+
+class ParquetFeatureStore:
+    """Float16 vectors by (fingerprint, digest) in Parquet parts at `location` (a folder or a
+    URI such as s3://bucket/features); `directory` is the local folder for exported engines."""
+
+    def __init__(
+        self, location: str | Path, directory: Path | None = None, part_rows: int = PART_ROWS
+    ) -> None:
+        pa, pafs, _ = pyarrow_modules()
+        self._pa = pa
+        text = str(location)
+        if "://" not in text:
+            self.fs, root = pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+        else:
+            try:
+                self.fs, root = pafs.FileSystem.from_uri(text)
+            except (pa.ArrowException, OSError, ValueError) as error:
+                raise HeadstartError(
+                    f"{location}: cannot open the feature store ({error})"
+                ) from error
+        self.root = root.rstrip("/")
+        self.location = text
+        self.directory = Path(directory) if directory else default_cache_dir()
+        self.part_rows = part_rows
+        self.read_only = False
+        self._pending: dict[str, dict[bytes, np.ndarray]] = {}
+        self._index: dict[str, dict[bytes, tuple[str, int]]] = {}  # digest -> (part, row)
+        self._seen_parts: dict[str, set[str]] = {}
+        self._parts: dict[str, np.ndarray] = {}  # part path -> its vectors, once read
+        try:
+            self.fs.create_dir(self.root, recursive=True)
+        except OSError as error:
+            raise HeadstartError(
+                f"{location}: cannot create the feature store ({error})"
+            ) from error
+
+    def get_many(self, fingerprint: str, digests: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """Stored vectors of those digests that have one (pending rows included)."""
+        index = self._refresh(fingerprint)
+        pending = self._pending.get(fingerprint, {})
+        found: dict[bytes, np.ndarray] = {}
+        for digest in dict.fromkeys(digests):
+            if digest in pending:
+                found[digest] = pending[digest]
+            elif digest in index:
+                part, row = index[digest]
+                found[digest] = self._vectors(part)[row]
+        return found
+
+    def put_many(self, fingerprint: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
+        """Queue new vectors (ones already stored are left alone); full parts are written."""
+        index = self._index.get(fingerprint) or self._refresh(fingerprint)
+        pending = self._pending.setdefault(fingerprint, {})
+        for digest, vector in items:
+            if digest not in index:
+                pending[digest] = np.asarray(vector, np.float16)
+        while len(pending) >= self.part_rows:
+            first = list(pending)[: self.part_rows]
+            self._write_part(fingerprint, {d: pending.pop(d) for d in first})
+
+    def flush(self) -> None:
+        """Write every queued vector."""
+        for fingerprint, pending in self._pending.items():
+            if pending:
+                self._write_part(fingerprint, dict(pending))
+                pending.clear()
+
+    def count(self, fingerprint: str | None = None) -> int:
+        names = [fingerprint] if fingerprint else self.fingerprints()
+        return sum(len(self._refresh(name)) + len(self._pending.get(name, {})) for name in names)
+
+    def fingerprints(self) -> list[str]:
+        """The backbone fingerprints that have a folder in the store."""
+        _, pafs, _ = pyarrow_modules()
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    def items(self, fingerprint: str) -> Iterator[tuple[bytes, np.ndarray]]:
+        """Every stored (digest, vector) of one fingerprint, part by part."""
+        index = self._refresh(fingerprint)
+        for digest, (part, row) in index.items():
+            yield digest, self._vectors(part)[row]
+
+    def close(self) -> None:
+        self.flush()
+
+    def _folder(self, fingerprint: str) -> str:
+        return f"{self.root}/{fingerprint}"
+
+    def _refresh(self, fingerprint: str) -> dict[bytes, tuple[str, int]]:
+        """Adds parts written since the last look (by any process) to the digest index."""
+        _, pafs, pq = pyarrow_modules()
+        index = self._index.setdefault(fingerprint, {})
+        seen = self._seen_parts.setdefault(fingerprint, set())
+        selector = pafs.FileSelector(self._folder(fingerprint), allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            name = info.base_name
+            if name in seen or name.startswith(".") or not name.endswith(".parquet"):
+                continue
+            seen.add(name)
+            try:
+                table = pq.read_table(info.path, columns=["digest"], filesystem=self.fs)
+            except (OSError, self._pa.ArrowException) as error:  # its rows are misses
+                warn(f"{info.path}: a damaged feature store part, not used ({error})")
+                continue
+            for row, digest in enumerate(table.column("digest").to_pylist()):
+                index.setdefault(digest, (info.path, row))
+        return index
+
+    def _vectors(self, part: str) -> np.ndarray:
+        if part not in self._parts:
+            _, _, pq = pyarrow_modules()
+            column = pq.read_table(part, columns=["vector"], filesystem=self.fs).column("vector")
+            values = column.combine_chunks()
+            width = values.type.list_size
+            self._parts[part] = values.values.to_numpy(zero_copy_only=False).reshape(-1, width)
+        return self._parts[part]
+
+    def _write_part(self, fingerprint: str, rows: dict[bytes, np.ndarray]) -> None:
+        pa, _, pq = pyarrow_modules()
+        vectors = np.stack(list(rows.values())).astype(np.float16)
+        table = pa.table(
+            {
+                "digest": pa.array(list(rows), pa.binary()),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.reshape(-1)), vectors.shape[1]
+                ),
+            }
+        )
+        folder = self._folder(fingerprint)
+        self.fs.create_dir(folder, recursive=True)
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        hidden = f"{folder}/.{name}"
+        pq.write_table(table, hidden, filesystem=self.fs)
+        self.fs.move(hidden, f"{folder}/{name}")
+
+
+FeatureSource = FeatureCache | ParquetFeatureStore
+
+
+def copy_features(source: FeatureSource, target: FeatureSource) -> dict[str, int]:
+    """Every feature in `source` that `target` lacks, copied; the count per fingerprint."""
+    copied = {}
+    for fingerprint in source.fingerprints():
+        before = target.count(fingerprint)
+        chunk: list[tuple[bytes, np.ndarray]] = []
+        for item in source.items(fingerprint):
+            chunk.append(item)
+            if len(chunk) == PART_ROWS:
+                _put_new(target, fingerprint, chunk)
+                chunk = []
+        _put_new(target, fingerprint, chunk)
+        target.flush()
+        copied[fingerprint] = target.count(fingerprint) - before
+    return copied
+
+
+def _put_new(target: FeatureSource, fingerprint: str, items: list) -> None:
+    have = target.get_many(fingerprint, [digest for digest, _ in items])
+    target.put_many(fingerprint, [(d, v) for d, v in items if d not in have])
+
+
+def open_feature_cache(context: RunContext) -> FeatureSource:
+    """The context's feature store when it names one, else its local SQLite cache."""
+    if context.feature_store:
+        local = Path(context.cache_dir).expanduser() if context.cache_dir else None
+        return ParquetFeatureStore(context.feature_store, local)
+    return FeatureCache(context.cache_dir)

@@ -1,0 +1,149 @@
+"""Predictions for many images, written to a file in parts so that a stopped run resumes.
+
+The images come as files and folders, or as a manifest (a CSV or Parquet file with a `path`
+column, relative paths taken from the manifest's folder). They are predicted `part_size` at a
+time, each part written atomically into a folder beside the output together with a record of
+the run; a run started again with the same model, images and options skips the parts already
+written, and refuses to mix its predictions into another run's. At the end the parts become
+`output`: a Parquet file (list columns `labels` and `probabilities`) or a CSV (label_1,
+probability_1, ... columns, as `predict --csv` prints).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from headstart.errors import HeadstartError
+from headstart.model.classifier import Classifier
+from headstart.model.prediction import csv_header, csv_row, image_list
+from headstart.storage import atomic_file, atomic_write_text, check_writable_file
+
+PART_SIZE = 4096
+FORMATS = (".parquet", ".csv")
+
+
+@dataclass
+class BatchResult:
+    output: Path
+    images: int
+    unreadable: int
+    parts: int
+    parts_reused: int  # parts a previous run had written
+
+
+def predict_to_file(
+    classifier: Classifier,
+    images: str | Path | Iterable[str | Path],
+    output: str | Path,
+    top_k: int = 5,
+    *,
+    reject: bool = False,
+    part_size: int = PART_SIZE,
+) -> BatchResult:
+    """Predict every image and write the predictions to `output` (.parquet or .csv)."""
+    output = Path(output)
+    if output.suffix.lower() not in FORMATS:
+        raise HeadstartError(f"{output}: predictions are written as .parquet or .csv")
+    check_writable_file(output, "predictions")
+    paths = image_list(images)
+    parts_dir = output.with_name(output.name + ".parts")
+    run = {
+        "model": model_identity(classifier),
+        "images": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest(),
+        "top_k": top_k,
+        "reject": reject,
+        "part_size": part_size,
+    }
+    _claim(parts_dir, run)
+    parts = [parts_dir / f"part-{n:06d}.json" for n in range(-(-len(paths) // part_size))]
+    reused = sum(part.exists() for part in parts)
+    for number, part in enumerate(parts):
+        if not part.exists():
+            chunk = paths[number * part_size : (number + 1) * part_size]
+            predictions = classifier.predict_files(chunk, top_k, reject=reject)
+            atomic_write_text(part, json.dumps([p.record() for p in predictions]))
+    width = min(top_k, len(classifier.labels))
+    write = _write_parquet if output.suffix.lower() == ".parquet" else _write_csv
+    with atomic_file(output) as file:
+        unreadable = write(file, parts, width)
+    shutil.rmtree(parts_dir)
+    return BatchResult(output, len(paths), unreadable, len(parts), reused)
+
+
+def model_identity(classifier: Classifier) -> str:
+    """A digest of what decides the predictions: labels, backbone, head and temperature."""
+    digest = hashlib.sha256(json.dumps([classifier.labels, classifier.backbone]).encode())
+    for name, tensor in sorted(classifier.head.parameters.items()):
+        digest.update(name.encode() + np.ascontiguousarray(tensor).tobytes())
+    digest.update(repr(classifier.temperature).encode())
+    return digest.hexdigest()
+
+
+def _claim(parts_dir: Path, run: dict[str, Any]) -> None:
+    """Start the parts folder, or continue it if it holds this very run."""
+    record = parts_dir / "run.json"
+    if record.exists():
+        try:
+            earlier = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = None
+        if earlier != run:
+            raise HeadstartError(
+                f"{parts_dir} holds the parts of another run (other model, images or options): "
+                "remove it to start again"
+            )
+        return
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps(run))
+
+
+def _records(part: Path) -> list[dict[str, Any]]:
+    return json.loads(part.read_text(encoding="utf-8"))
+
+
+def _write_parquet(file: BinaryIO, parts: list[Path], top_k: int) -> int:
+    from headstart.features.store import pyarrow_modules
+
+    pa, _, pq = pyarrow_modules()
+    schema = pa.schema(
+        [
+            ("path", pa.string()),
+            ("label", pa.string()),
+            ("labels", pa.list_(pa.string())),
+            ("probabilities", pa.list_(pa.float32())),
+            ("unknown", pa.bool_()),
+            ("unknown_score", pa.float32()),
+            ("error", pa.string()),
+        ]
+    )
+    unreadable = 0
+    with pq.ParquetWriter(file, schema) as writer:
+        for part in parts:
+            records = _records(part)
+            unreadable += sum(bool(r["error"]) for r in records)
+            writer.write_table(pa.Table.from_pylist(records, schema))
+    return unreadable
+
+
+def _write_csv(file: BinaryIO, parts: list[Path], top_k: int) -> int:
+    text = io.TextIOWrapper(file, encoding="utf-8", newline="")
+    writer = csv.writer(text)
+    writer.writerow(csv_header(top_k))
+    unreadable = 0
+    for part in parts:
+        for record in _records(part):
+            unreadable += bool(record["error"])
+            writer.writerow(csv_row(record, top_k))
+    text.flush()
+    text.detach()
+    return unreadable

@@ -1,0 +1,118 @@
+"""Batch prediction to a Parquet or CSV file, in parts, resumed after a stop."""
+
+from __future__ import annotations
+
+import csv
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import copy_photos, headstart, real_photos
+
+from headstart.errors import HeadstartError
+from headstart.model.batch import predict_to_file
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("batch")
+    files = copy_photos(
+        real_photos("val", "ants", 6, skip=64) + real_photos("val", "bees", 6, skip=64), folder
+    )
+    (folder / "broken.jpg").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return sorted([*files, folder / "broken.jpg"])
+
+
+def test_parquet_holds_what_predict_returns(trained, images, tmp_path):
+    classifier, _ = trained
+    expected = [p.record() for p in classifier.predict_files(images, 2)]
+    done = predict_to_file(classifier, images, tmp_path / "p.parquet", 2, part_size=5)
+    assert (done.images, done.unreadable, done.parts, done.parts_reused) == (13, 1, 3, 0)
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.schema.field("probabilities").type == pa.list_(pa.float32())
+    rows = table.to_pylist()
+    assert [r["path"] for r in rows] == [r["path"] for r in expected]
+    assert [r["label"] for r in rows] == [r["label"] for r in expected]
+    assert [r["error"] is not None for r in rows] == [
+        r["path"].endswith("broken.jpg") for r in rows
+    ]
+    assert not (tmp_path / "p.parquet.parts").exists()  # parts removed once joined
+
+
+def test_a_stopped_run_goes_on_from_its_last_part(trained, images, tmp_path, monkeypatch):
+    classifier, _ = trained
+    whole = predict_to_file(classifier, images, tmp_path / "whole.csv", 3, part_size=4)
+    calls = []
+    real = classifier.predict_files
+
+    def stop_on_third_part(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "predict_files", stop_on_third_part)
+    with pytest.raises(KeyboardInterrupt):
+        predict_to_file(classifier, images, tmp_path / "p.csv", 3, part_size=4)
+    assert not (tmp_path / "p.csv").exists()
+    assert len(list((tmp_path / "p.csv.parts").glob("part-*.json"))) == 2
+    monkeypatch.setattr(classifier, "predict_files", real)
+    resumed = predict_to_file(classifier, images, tmp_path / "p.csv", 3, part_size=4)
+    assert (resumed.parts, resumed.parts_reused) == (4, 2)
+    assert (tmp_path / "p.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    header = next(csv.reader((tmp_path / "p.csv").open()))
+    assert header[:3] == ["path", "error", "label"] and header[-1] == "probability_2"
+    assert whole.unreadable == 1
+
+
+def test_parts_of_another_run_are_never_mixed_in(trained, images, tmp_path, monkeypatch):
+    classifier, _ = trained
+    monkeypatch.setattr(classifier, "predict_files", _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        predict_to_file(classifier, images, tmp_path / "p.parquet", 2)
+    monkeypatch.undo()
+    with pytest.raises(HeadstartError, match="parts of another run"):
+        predict_to_file(classifier, images, tmp_path / "p.parquet", 3)  # another top-k
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_a_manifest_lists_the_images(trained, images, tmp_path):
+    classifier, _ = trained
+    manifest = tmp_path / "list.parquet"
+    names = [str(p) for p in images[:3]] + ["not/there.jpg"]
+    pq.write_table(pa.table({"path": names, "label": ["x"] * 4}), manifest)
+    predict_to_file(classifier, manifest, tmp_path / "p.parquet", 1)
+    rows = pq.read_table(tmp_path / "p.parquet").to_pylist()
+    assert [r["path"] for r in rows][:3] == names[:3]
+    assert rows[3]["path"] == str(tmp_path / "not/there.jpg")  # relative to the manifest
+    assert "No such file" in rows[3]["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("file\na.jpg\n", "needs a `path` column"), ("path\n", "lists no images")],
+)
+def test_a_bad_manifest_is_named(trained, tmp_path, content, message):
+    classifier, _ = trained
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(content)
+    with pytest.raises(HeadstartError, match=message):
+        predict_to_file(classifier, manifest, tmp_path / "p.csv")
+
+
+def test_predict_command_writes_a_file(trained, images, cache_dir, tmp_path):
+    _, model = trained
+    output = tmp_path / "out.csv"
+    result = headstart(
+        "predict", str(model), str(images[0].parent), "-o", str(output), "-q", cache_dir=cache_dir
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 13 predictions" in result.stderr and "1 unreadable" in result.stderr
+    assert len(output.read_text().splitlines()) == 14
+    wrong = headstart("predict", str(model), str(images[0]), "-o", str(tmp_path / "out.txt"))
+    assert wrong.returncode == 1 and ".parquet or .csv" in wrong.stderr
+    mixed = headstart("predict", str(model), str(images[0]), "-o", str(output), "--json")
+    assert mixed.returncode == 2 and "--output" in mixed.stderr

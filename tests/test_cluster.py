@@ -1,0 +1,203 @@
+"""Features, training and batch prediction on a local Ray cluster give what one machine gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from conftest import copy_photos, headstart, real_photos
+from safetensors.numpy import load_file
+
+from headstart import FitSettings, RunContext, train
+from headstart.backbones.registry import resolve_backbone
+from headstart.cluster import RayCluster, on_ray
+from headstart.cluster.features import BackboneWorker
+from headstart.errors import HeadstartError
+from headstart.features.extract import FeatureExtractor
+from headstart.features.store import ParquetFeatureStore
+from headstart.storage import CHECKPOINT_FILE
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for the module, two CPUs like the machines CI runs on."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[Path]:
+    """Real photos, one corrupt file and one path that does not exist."""
+    folder = tmp_path_factory.mktemp("photos")
+    files = copy_photos(
+        real_photos("train", "ants", 10, skip=104) + real_photos("train", "bees", 10, skip=104),
+        folder,
+    )
+    corrupt = folder / "corrupt.jpg"
+    corrupt.write_bytes(files[0].read_bytes()[:300])
+    return [*files, corrupt, folder / "missing.jpg"]
+
+
+def extract(photos, store_dir: Path, cache_dir: Path, runner=None):
+    store = ParquetFeatureStore(store_dir, cache_dir)  # fresh features, the cached ONNX file
+    backbone = resolve_backbone("efficientnet_lite0", cache_dir)
+    return FeatureExtractor(backbone, store, runner=runner).extract_files(photos)
+
+
+def test_ray_features_equal_the_local_ones(cluster, photos, cache_dir, tmp_path):
+    local = extract(photos, tmp_path / "local", cache_dir)
+    remote = extract(photos, tmp_path / "ray", cache_dir, RayCluster(actors=2))
+    assert remote.computed == local.computed == 20
+    assert remote.kept == local.kept == list(range(20))
+    assert remote.skipped == local.skipped
+    assert [path.name for path, _ in remote.skipped] == ["corrupt.jpg", "missing.jpg"]
+    assert "No such file" in remote.skipped[1][1]
+    assert remote.digests == local.digests
+    difference = np.abs(remote.features - local.features).max()
+    print(f"max abs difference, Ray vs local features: {difference}")
+    assert difference == 0.0
+    again = extract(photos, tmp_path / "ray", cache_dir, RayCluster())
+    assert (again.computed, again.from_cache) == (0, 20)
+
+
+def crashing_worker(marker: Path) -> type:
+    class CrashingWorker(BackboneWorker):
+        """Dies once, the first time any copy of it gets a batch."""
+
+        def __call__(self, batch):
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)
+            return super().__call__(batch)
+
+    return CrashingWorker
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_the_run_finishes(
+    cluster, photos, cache_dir, tmp_path
+):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "crashed"
+    worker = crashing_worker(marker)
+    remote = extract(photos, tmp_path / "ray", cache_dir, RayCluster(worker=worker))
+    assert marker.exists()  # a worker did die
+    local = extract(photos, tmp_path / "local", cache_dir)
+    assert remote.kept == local.kept and remote.skipped == local.skipped
+    assert np.array_equal(remote.features, local.features)
+
+
+@pytest.mark.slow
+def test_training_on_ray_gives_the_same_model_as_on_one_machine(photos, cache_dir, tmp_path):
+    data = tmp_path / "data"
+    for label in ("ants", "bees"):
+        copy_photos(real_photos("train", label, 14, skip=90), data / label)
+    (data / "ants" / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    args = ["--json", "--cache-dir", str(cache_dir)]
+    local = headstart("train", str(data), "-o", str(tmp_path / "local"), *args)
+    store = tmp_path / "store"
+    on_ray = ["--ray", "local", "--feature-store", str(store)]
+    remote = headstart("train", str(data), "-o", str(tmp_path / "ray"), *on_ray, *args)
+    assert local.returncode == 0, local.stderr
+    assert remote.returncode == 0, remote.stderr
+    local_summary, remote_summary = json.loads(local.stdout), json.loads(remote.stdout)
+    for key in ("used", "skipped", "train_per_class", "val_accuracy"):
+        assert remote_summary[key] == local_summary[key], key
+    assert remote_summary["skipped"][0][0].endswith("corrupt.jpg")
+    assert remote_summary["computed"] == 28  # a fresh store: every readable image
+    models = [next((tmp_path / m).glob("model-*.safetensors")) for m in ("local", "ray")]
+    weights = [load_file(model) for model in models]
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        assert np.array_equal(weights[0][name], weights[1][name]), name
+    again = headstart("train", str(data), "-o", str(tmp_path / "again"), *on_ray, *args)
+    assert json.loads(again.stdout)["computed"] == 0  # all from the shared store
+
+
+def test_batch_prediction_on_ray_equals_predict(cluster, trained, photos, cache_dir, tmp_path):
+    from headstart import Classifier
+    from headstart.model.batch import predict_to_file
+
+    classifier, folder = trained
+    expected = [p.record() for p in classifier.predict_files(photos, 2)]
+    context = on_ray(context=RunContext(cache_dir=cache_dir, feature_store=str(tmp_path / "s")))
+    on_cluster = Classifier.load(folder, context)
+    manifest = photos[0].parent / "manifest.csv"  # relative paths, a missing file among them
+    manifest.write_text("path\n" + "".join(f"{p.name}\n" for p in photos), encoding="utf-8")
+    output = tmp_path / "predictions.parquet"
+    done = predict_to_file(on_cluster, manifest, output, 2, part_size=8)
+    assert (done.images, done.unreadable, done.parts, done.parts_reused) == (22, 2, 3, 0)
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(output).to_pylist()
+    assert [r["path"] for r in rows] == [r["path"] for r in expected]
+    assert [r["labels"] for r in rows] == [r["labels"] for r in expected]
+    assert [r["error"] for r in rows] == [r["error"] for r in expected]
+    got = np.array([r["probabilities"] for r in rows if not r["error"]])
+    want = np.array([r["probabilities"] for r in expected if not r["error"]])
+    assert np.allclose(got, want, atol=1e-6)
+
+
+def test_ray_missing_is_one_clear_line(monkeypatch):
+    from headstart.cluster.session import connect
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(HeadstartError, match=r"pip install 'headstart\[ray\]'"):
+        connect("local")
+
+
+def test_an_unreachable_cluster_is_one_clear_line(tmp_path, cache_dir):
+    data = tmp_path / "data"
+    for label in ("ants", "bees"):
+        copy_photos(real_photos("train", label, 3), data / label)
+    away = ["--ray", "127.0.0.1:1", "--feature-store", str(tmp_path / "empty")]
+    result = headstart("train", str(data), "-o", str(tmp_path / "m"), *away, cache_dir=cache_dir)
+    assert result.returncode == 1
+    assert "cannot join the Ray cluster at 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+FINETUNE = FitSettings(strategy="finetune", finetune_epochs=2, unfreeze="2", augment="none")
+
+
+def tuned_weights(classifier) -> dict[str, np.ndarray]:
+    return {name: np.asarray(t) for name, t in classifier.backbone_tensors.items()}
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_one_ray_worker_gives_the_local_weights(
+    cluster, presplit, cache_dir, tmp_path
+):
+    data = tmp_path / "data"  # training photos alone: with no validation every epoch is kept
+    shutil.copytree(presplit / "train", data / "train")
+    local = train(data, settings=FINETUNE, context=RunContext(cache_dir=cache_dir))
+    context = on_ray(context=RunContext(cache_dir=cache_dir), train_workers=1)
+    remote = train(data, tmp_path / "m", settings=FINETUNE, context=context)
+    assert remote.info["finetune"]["workers"] == 1
+    assert [h["train_loss"] for h in remote.info["history"]] == pytest.approx(
+        [h["train_loss"] for h in local.info["history"]], rel=1e-5
+    )
+    mine, theirs = tuned_weights(remote), tuned_weights(local)
+    assert mine.keys() == theirs.keys() and mine
+    difference = max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine)
+    print(f"max abs weight difference, 1 Ray worker vs local: {difference:.2e}")
+    assert difference < 1e-5
+    assert not (tmp_path / "m" / CHECKPOINT_FILE).exists()  # the run finished
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_two_ray_workers_learns_as_well(cluster, presplit, cache_dir, tmp_path):
+    context = on_ray(context=RunContext(cache_dir=cache_dir), train_workers=2)
+    remote = train(presplit, tmp_path / "m", settings=FINETUNE, context=context)
+    local = train(presplit, settings=FINETUNE, context=RunContext(cache_dir=cache_dir))
+    assert remote.info["finetune"]["workers"] == 2
+    assert len(remote.info["history"]) == len(local.info["history"]) == 2
+    accuracy = [m.info["summary"]["val_accuracy"] for m in (remote, local)]
+    print(f"validation accuracy, 2 Ray workers vs local: {accuracy}")
+    assert abs(accuracy[0] - accuracy[1]) <= 2 / 16  # two of the 16 validation photos
