@@ -14,11 +14,12 @@ import ray
 from conftest import copy_photos, headstart, real_photos
 from safetensors.numpy import load_file
 
-from headstart import FitSettings, RunContext, train
+from headstart import FitSettings, RunContext, load_dataset, train
 from headstart.backbones.registry import resolve_backbone
 from headstart.cluster import RayCluster, on_ray
 from headstart.cluster.features import BackboneWorker
 from headstart.errors import HeadstartError
+from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.store import ParquetFeatureStore
 from headstart.storage import CHECKPOINT_FILE
@@ -201,3 +202,60 @@ def test_fine_tuning_on_two_ray_workers_learns_as_well(cluster, presplit, cache_
     accuracy = [m.info["summary"]["val_accuracy"] for m in (remote, local)]
     print(f"validation accuracy, 2 Ray workers vs local: {accuracy}")
     assert abs(accuracy[0] - accuracy[1]) <= 2 / 16  # two of the 16 validation photos
+
+
+@pytest.mark.slow
+def test_a_failing_worker_is_one_clear_error(cluster, presplit, cache_dir, tmp_path):
+    from headstart.features.labelled import labelled_features
+    from headstart.training.heads import HeadConfig, build_head
+
+    data = tmp_path / "train"
+    shutil.copytree(presplit / "train", data)
+    dataset = load_dataset(data, 0, 0)
+    backbone = resolve_backbone("efficientnet_lite0", cache_dir).head_only()
+    extractor = FeatureExtractor(backbone, FeatureCache(cache_dir))
+    samples = labelled_features(extractor, dataset.split("train"), dataset.classes)
+    samples.samples[0].path.unlink()  # gone after its features were computed
+    head = build_head(HeadConfig("linear", samples.x.shape[1], 2))
+    with pytest.raises(HeadstartError, match=r"fine-tuning failed on the Ray workers: .*No such"):
+        RayCluster(train_workers=1).finetune(
+            backbone=backbone,
+            head=head,
+            train=samples,
+            val=samples.without(set(range(len(samples.y)))),
+            settings=FINETUNE,
+            model_dir=cache_dir / "onnx",
+            context=RunContext(cache_dir=cache_dir),
+        )
+
+
+@pytest.mark.slow
+def test_a_run_stopped_here_resumes_on_ray_workers(
+    cluster, presplit, cache_dir, tmp_path, monkeypatch
+):
+    from headstart.training.checkpoint import Checkpoint
+
+    data = tmp_path / "data"
+    shutil.copytree(presplit / "train", data / "train")
+    local = RunContext(cache_dir=cache_dir)
+    uninterrupted = train(data, settings=FINETUNE, context=local)
+    real_save = Checkpoint.save
+
+    saved = []
+
+    def save_then_stop(self, module, optimizer, scheduler, state):
+        real_save(self, module, optimizer, scheduler, state)
+        saved.append(dict(state.history[0]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path / "m", settings=FINETUNE, context=local)
+    monkeypatch.undo()
+    assert (tmp_path / "m" / CHECKPOINT_FILE).exists()
+    context = on_ray(context=local, train_workers=1)
+    resumed = train(data, tmp_path / "m", settings=FINETUNE, context=context, resume=True)
+    assert [h["epoch"] for h in resumed.info["history"]] == [1, 2]
+    assert resumed.info["history"][0] == saved[0]  # epoch 1 came from the checkpoint, timing too
+    mine, theirs = tuned_weights(resumed), tuned_weights(uninterrupted)
+    assert max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine) < 1e-5

@@ -100,7 +100,8 @@ class RayCluster:
         actors = self.actors or (gpus or max(1, cpus // self.cpus_per_actor))
         engine = "torch" if gpus else extractor.engine_name
         items = [
-            {"position": p, "path": str(path)} for p, path in zip(positions, paths, strict=True)
+            {"position": p, "path": str(Path(path).absolute())}  # actors have their own cwd
+            for p, path in zip(positions, paths, strict=True)
         ]
         # Blocks of at least a batch, a few per actor so the work spreads and balances.
         blocks = max(1, min(-(-len(items) // self.batch_size), 4 * actors))

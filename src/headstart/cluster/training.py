@@ -11,6 +11,7 @@ pickle: the tuned tensors and head as safetensors, the rest as JSON.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from headstart.cluster.session import connect
+from headstart.errors import HeadstartError
+from headstart.features.labelled import LabelledFeatures
 from headstart.training.finetune import FinetuneResult, finetune, process_group
 
 RESULT_TENSORS = "result.safetensors"
@@ -41,6 +44,8 @@ def finetune_on_ray(
     context = arguments.get("context")
     if context is not None:  # the workers compute nothing on the cluster themselves
         arguments["context"] = replace(context, cluster=None, progress=False)
+    for split in ("train", "val"):  # workers run in folders of their own
+        arguments[split] = _absolute(arguments[split])
     storage = storage or tempfile.mkdtemp(prefix="headstart-ray-train-")
     trainer = TorchTrainer(
         _worker_loop,
@@ -50,13 +55,26 @@ def finetune_on_ray(
         ),
         run_config=RunConfig(storage_path=str(storage), name="finetune"),
     )
-    outcome = trainer.fit()
-    if outcome.error is not None:
-        raise outcome.error
+    try:
+        outcome = trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        raise HeadstartError(f"fine-tuning failed on the Ray workers: {_cause(error)}") from error
     with outcome.checkpoint.as_directory() as folder:
         result = _read_result(Path(folder), arguments["backbone"], arguments["head"])
     result.details["workers"] = workers
     return result
+
+
+def _absolute(split: LabelledFeatures) -> LabelledFeatures:
+    samples = [replace(s, path=Path(s.path).absolute()) for s in split.samples]
+    return replace(split, samples=samples)
+
+
+def _cause(error: BaseException) -> str:
+    """The last line of the first worker's traceback: what went wrong, without Ray's frame."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return causes[-1] if causes else (lines[0] if lines else type(error).__name__)
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
