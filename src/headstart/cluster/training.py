@@ -1,10 +1,10 @@
 """Data-parallel fine-tuning on Ray Train: the same `finetune` loop in every worker.
 
 `TorchTrainer` starts the workers and their torch.distributed group (gloo on CPU, NCCL on
-GPU); the loop itself is plain torch.distributed, so torchrun runs it too. Every worker takes
-its stripe of each batch (the same seeded order as one process), gradients are averaged at
-each step, and one worker writes the per-epoch checkpoint into the model folder, which every
-worker can resume from. The result comes back through a Ray Train checkpoint written without
+GPU); the loop itself is plain torch.distributed, so torchrun runs it too. Every worker reads
+and runs only its shard of the training images (every N-th), in its share of each batch;
+gradients are averaged at each step, and one worker writes the per-epoch checkpoint into the
+model folder, which every worker can resume from. One worker is the local run. The result comes back through a Ray Train checkpoint written without
 pickle: the tuned tensors and head as safetensors, the rest as JSON.
 """
 

@@ -88,15 +88,19 @@ def finetune(
     )
     val_inputs = trunk.run_all(_eval_pixels(backbone, val)) if len(val.y) else None
     val_labels = torch.from_numpy(val.y)
-    batches = _training_batches(backbone, train, trunk, settings, rank, world)
+    weights = class_weights(train.y, head[-1].out_features)
+    # Each process reads and runs only its own shard, in its share of each batch; all take
+    # the same number of steps (a shard one image larger leaves one out of each epoch).
+    others = {i for i in range(len(train.y)) if i % world != rank}
+    shard = train.without(others) if others else train
+    batch_size = max(1, settings.finetune_batch_size // world)
+    batches = _training_batches(backbone, shard, trunk, settings, batch_size, len(train.y) // world)
     optimizer = torch.optim.AdamW(_parameter_groups(split, head, settings))
     steps = settings.finetune_epochs * batches.per_epoch
     warmup = round(settings.warmup_epochs * batches.per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, steps))
     loss_fn = nn.CrossEntropyLoss(
-        weight=torch.from_numpy(class_weights(train.y, head[-1].out_features)).float()
-        if settings.balance_classes
-        else None,
+        weight=torch.from_numpy(weights).float() if settings.balance_classes else None,
         label_smoothing=settings.label_smoothing,
     ).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -267,29 +271,21 @@ def loader_workers(device: torch.device) -> int:
 
 class EpochBatches(Sampler):
     """Shuffled batches of (epoch, index) keys; the epoch seeds the order and the augmentation.
+    The first `usable` (default all) of each epoch's order are batched."""
 
-    With several processes, each takes its stripe (`rank`, then every `world`-th) of the
-    same batches, so together they see what one process sees; a last batch too small to
-    give every process an image is left out.
-    """
-
-    def __init__(
-        self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1
-    ) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, usable: int | None = None) -> None:
         self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.rank, self.world = rank, world
+        self.usable = size if usable is None else usable
         self.epoch = 1
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        order = torch.randperm(self.size, generator=generator).tolist()
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            batch = order[start : start + self.batch_size]
-            yield [(self.epoch, i) for i in batch[self.rank :: self.world]]
+        order = torch.randperm(self.size, generator=generator).tolist()[: self.usable]
+        for start in range(0, self.usable, self.batch_size):
+            yield [(self.epoch, i) for i in order[start : start + self.batch_size]]
 
     def __len__(self) -> int:
-        whole, rest = divmod(self.size, self.batch_size)
-        return whole + (rest >= self.world)
+        return math.ceil(self.usable / self.batch_size)
 
 
 class _Batches:
@@ -308,11 +304,10 @@ def _training_batches(
     train: LabelledFeatures,
     trunk: Trunk,
     settings: FitSettings,
-    rank: int = 0,
-    world: int = 1,
+    batch_size: int,
+    usable: int,
 ) -> _Batches:
-    size, batch_size = len(train.y), settings.finetune_batch_size
-    sampler = EpochBatches(size, batch_size, settings.seed, rank, world)
+    sampler = EpochBatches(len(train.y), batch_size, settings.seed, usable)
     labels = torch.from_numpy(train.y)
     transform = augmentation(settings.augment, backbone.preprocessing.input_size)
     if transform is None:  # the same images every epoch: run the trunk once
