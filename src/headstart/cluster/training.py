@@ -4,8 +4,9 @@
 GPU); the loop itself is plain torch.distributed, so torchrun runs it too. Every worker reads
 and runs only its shard of the training images (every N-th), in its share of each batch;
 gradients are averaged at each step, and one worker writes the per-epoch checkpoint into the
-model folder, which every worker can resume from. One worker is the local run. The result comes back through a Ray Train checkpoint written without
-pickle: the tuned tensors and head as safetensors, the rest as JSON.
+model folder, which every worker can resume from. One worker is the local run. The result
+comes back through a Ray Train checkpoint written without pickle: the tuned tensors and head
+as safetensors, the rest as JSON.
 """
 
 from __future__ import annotations

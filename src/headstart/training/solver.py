@@ -51,12 +51,12 @@ def fit_linear(
     # Centred features decouple the (unpenalised) bias from the weights: the same optimum in
     # fewer L-BFGS iterations. The bias is folded back so the head takes raw features.
     mean = train_x.mean(axis=0)
-    train_z, val_z = train_x - mean, val_x - mean
-    problem = _Problem(train_z, train_y, num_classes, label_smoothing, sample_weight)
+    problem = _Problem(train_x, train_y, num_classes, label_smoothing, sample_weight, mean)
     if l2 is None and len(val_y):
-        fit = _path(problem, val_z, val_y)
+        fit = _path(problem, val_x - mean, val_y)
     else:
         if l2 is None:
+            train_z = train_x - mean
             l2 = _cross_validated_l2(train_z, train_y, num_classes, label_smoothing, sample_weight)
         params, record = problem.solve(l2, problem.zeros())
         weight, bias = problem.unpack(params)
@@ -106,10 +106,13 @@ def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight) -> fl
 
 
 class _Problem:
-    """Weighted, label-smoothed softmax cross entropy plus 0.5 * l2 * |W|^2 (bias free)."""
+    """Weighted, label-smoothed softmax cross entropy plus 0.5 * l2 * |W|^2 (bias free), on
+    the features less `mean`: centred in the products, never copied (the features can be
+    most of the memory a large run has)."""
 
-    def __init__(self, x, y, num_classes, label_smoothing, sample_weight) -> None:
-        self.x = np.ascontiguousarray(x, dtype=np.float32)
+    def __init__(self, x, y, num_classes, label_smoothing, sample_weight, mean=None) -> None:
+        self.x = np.asarray(x, dtype=np.float32)  # a column slice stays a view: BLAS strides it
+        self.mean = np.zeros(self.x.shape[1], np.float32) if mean is None else mean
         self.classes = num_classes
         self.dim = x.shape[1]
         targets = np.full((len(y), num_classes), label_smoothing / num_classes, np.float32)
@@ -128,7 +131,7 @@ class _Problem:
 
     def loss_and_gradient(self, params: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
         weight, bias = self.unpack(params)
-        logits = self.x @ weight.T + bias
+        logits = self._logits(weight, bias)
         logits -= logits.max(axis=1, keepdims=True)
         log_normaliser = np.log(np.exp(logits).sum(axis=1, keepdims=True))
         log_probabilities = logits - log_normaliser
@@ -138,10 +141,14 @@ class _Problem:
         probabilities = np.exp(np.maximum(log_probabilities, -80.0))
         probabilities[log_probabilities < -80.0] = 0.0
         delta = probabilities * self.weights - self.weighted_targets
-        grad_weight = delta.T @ self.x + l2 * weight
+        # (x - mean)^T delta, as x^T delta less mean's share
+        grad_weight = delta.T @ self.x - np.outer(delta.sum(axis=0), self.mean) + l2 * weight
         grad = np.concatenate([grad_weight, delta.sum(axis=0)[:, None]], axis=1)
         loss += 0.5 * l2 * float((weight.astype(np.float64) ** 2).sum())
         return loss, grad.ravel().astype(np.float64)
+
+    def _logits(self, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        return self.x @ weight.T + (bias - weight @ self.mean)
 
     def solve(self, l2: float, start: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         began = time.perf_counter()
@@ -155,7 +162,7 @@ class _Problem:
                 options={"maxiter": _MAX_ITERATIONS, "gtol": 1e-6},
             )
         weight, bias = self.unpack(result.x)
-        train_loss, train_accuracy = scores(self.x @ weight.T + bias, self.y)
+        train_loss, train_accuracy = scores(self._logits(weight, bias), self.y)
         record = {
             "l2": l2,
             "iterations": int(result.nit),
