@@ -140,6 +140,14 @@ def test_batch_prediction_on_ray_equals_predict(cluster, trained, photos, cache_
     assert [r["path"] for r in rows] == [r["path"] for r in expected]
     assert [r["labels"] for r in rows] == [r["labels"] for r in expected]
     assert [r["error"] for r in rows] == [r["error"] for r in expected]
+    from_ray = tmp_path / "from_ray.parquet"  # a Ray Dataset of paths in, the same rows out
+    predict_to_file(
+        on_cluster, ray.data.from_items([{"path": str(p)} for p in photos]), from_ray, 2
+    )
+    again = pq.read_table(from_ray).to_pylist()  # in the order Ray gave the paths
+    assert sorted((r["path"], r["labels"], r["error"] or "") for r in again) == sorted(
+        (r["path"], r["labels"], r["error"] or "") for r in rows
+    )
     got = np.array([r["probabilities"] for r in rows if not r["error"]])
     want = np.array([r["probabilities"] for r in expected if not r["error"]])
     assert np.allclose(got, want, atol=1e-6)

@@ -1,12 +1,14 @@
 """A feature store a cluster can share: Parquet part files under a folder or an object-store URI.
 
 Keyed like the local cache (backbone fingerprint, then content digest), one folder per
-fingerprint, each part an immutable file of up to `part_rows` vectors written under a hidden
+fingerprint: columns `digest` (20 bytes) and `vector` (the float16 vector's little-endian
+bytes). Each part an immutable file of up to `part_rows` vectors written under a hidden
 name and then renamed, so readers never see half a part and a killed run loses only the rows
 not yet flushed. Only the process that owns the store (the driver) writes; cluster workers
-return their features to it. Parquet, not Lance: pyarrow comes with Ray already, append-only
-parts need no transactions, and any engine (pandas, DuckDB, Spark) reads them. Needs the
-`ray` extra (pyarrow).
+return their features to it. Parquet, not Lance: measured on 100k vectors
+(bench/feature_store.py) it writes faster, stores the same features again 7x faster and looks
+up a whole run's images as fast; Lance only wins sparse lookups (its B-tree). Parquet also
+needs nothing beyond the pyarrow Ray brings. Needs the `ray` extra (pyarrow).
 """
 
 from __future__ import annotations
@@ -151,26 +153,31 @@ class ParquetFeatureStore:
             _, _, pq = pyarrow_modules()
             column = pq.read_table(part, columns=["vector"], filesystem=self.fs).column("vector")
             values = column.combine_chunks()
-            width = values.type.list_size
-            self._parts[part] = values.values.to_numpy(zero_copy_only=False).reshape(-1, width)
+            width = values.type.byte_width // 2
+            data = np.frombuffer(values.buffers()[1], "<f2", len(values) * width)
+            self._parts[part] = data.reshape(-1, width)
         return self._parts[part]
 
     def _write_part(self, fingerprint: str, rows: dict[bytes, np.ndarray]) -> None:
         pa, _, pq = pyarrow_modules()
-        vectors = np.stack(list(rows.values())).astype(np.float16)
+        vectors = np.ascontiguousarray(np.stack(list(rows.values())), "<f2")
+        # Raw little-endian float16 bytes, one fixed-size value a row: Parquet's own float16
+        # lists took 15x as long to write and 6x to read (8,192-vector parts).
+        kind = pa.binary(vectors.shape[1] * 2)
+        buffer = pa.py_buffer(vectors.tobytes())
         table = pa.table(
             {
                 "digest": pa.array(list(rows), pa.binary()),
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(vectors.reshape(-1)), vectors.shape[1]
-                ),
-            }
+                "vector": pa.FixedSizeBinaryArray.from_buffers(kind, len(vectors), [None, buffer]),
+            },
+            metadata={"vector": f"float16 little-endian x {vectors.shape[1]}"},
         )
         folder = self._folder(fingerprint)
         self.fs.create_dir(folder, recursive=True)
         name = f"part-{uuid.uuid4().hex}.parquet"
         hidden = f"{folder}/.{name}"
-        pq.write_table(table, hidden, filesystem=self.fs)
+        # No dictionary or compression: unique digests and float noise gain nothing from them.
+        pq.write_table(table, hidden, filesystem=self.fs, use_dictionary=False, compression="none")
         self.fs.move(hidden, f"{folder}/{name}")
 
 

@@ -43,14 +43,17 @@ class BatchResult:
 
 def predict_to_file(
     classifier: Classifier,
-    images: str | Path | Iterable[str | Path],
+    images: str | Path | Iterable[str | Path] | Any,
     output: str | Path,
     top_k: int = 5,
     *,
     reject: bool = False,
     part_size: int = PART_SIZE,
 ) -> BatchResult:
-    """Predict every image and write the predictions to `output` (.parquet or .csv)."""
+    """Predict every image and write the predictions to `output` (.parquet or .csv).
+
+    `images`: files and folders, one manifest (.csv or .parquet with a `path` column), or a
+    dataset with a `path` column (a Ray Dataset)."""
     output = Path(output)
     if output.suffix.lower() not in FORMATS:
         raise HeadstartError(f"{output}: predictions are written as .parquet or .csv")

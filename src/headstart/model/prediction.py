@@ -131,8 +131,12 @@ def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
 MANIFEST_FORMATS = (".csv", ".parquet")
 
 
-def image_list(images: str | Path | Iterable[str | Path]) -> list[Path]:
-    """The images: files and folders as `predict` takes them, or one manifest file."""
+def image_list(images: str | Path | Iterable[str | Path] | Any) -> list[Path]:
+    """The images: files and folders as `predict` takes them, one manifest file, or a
+    dataset with a `path` column (a Ray Dataset, say: read here, as a manifest is)."""
+    if hasattr(images, "select_columns") and hasattr(images, "iter_rows"):
+        rows = images.select_columns(["path"]).iter_rows()
+        return [Path(str(row["path"])) for row in rows if row["path"]]
     items = [images] if isinstance(images, (str, Path)) else list(images)
     if len(items) == 1 and Path(items[0]).suffix.lower() in MANIFEST_FORMATS:
         return read_manifest(Path(items[0]))
