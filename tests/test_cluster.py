@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -267,3 +268,37 @@ def test_a_run_stopped_here_resumes_on_ray_workers(
     assert resumed.info["history"][0] == saved[0]  # epoch 1 came from the checkpoint, timing too
     mine, theirs = tuned_weights(resumed), tuned_weights(uninterrupted)
     assert max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine) < 1e-5
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_loop_ray_train_runs(cluster, presplit, cache_dir, tmp_path):
+    from safetensors.torch import load_file as load_torch
+    from torchrun_finetune import finetune_arguments
+
+    data = tmp_path / "data"
+    shutil.copytree(presplit / "train", data / "train")
+    output = tmp_path / "torchrun.safetensors"
+    script = Path(__file__).parent / "torchrun_finetune.py"
+    launched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            str(script),
+            str(data),
+            str(cache_dir),
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    on_ray = RayCluster(train_workers=2).finetune(**finetune_arguments(data, cache_dir))
+    torchrun = load_torch(output)
+    assert torchrun.keys() == on_ray.tensors.keys() and torchrun
+    difference = max(float((torchrun[k] - on_ray.tensors[k]).abs().max()) for k in torchrun)
+    print(f"max abs weight difference, torchrun vs Ray Train (2 workers each): {difference:.2e}")
+    assert difference < 1e-5
