@@ -98,3 +98,49 @@ def test_a_store_that_cannot_be_opened_is_one_clear_line(tmp_path, location):
     result = headstart("cache", "export", location, "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 1
     assert "feature store" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_parts_of_another_layout_are_misses_with_a_warning(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = ParquetFeatureStore(tmp_path / "store", tmp_path)
+    store.put_many("fp", rows(4))
+    store.flush()
+    folder = tmp_path / "store" / "fp"
+    narrow = ParquetFeatureStore(tmp_path / "other", tmp_path)
+    narrow.put_many("fp", rows(3, start=10, dim=4))  # a part 4 features wide, not 6
+    narrow.flush()
+    next((tmp_path / "other" / "fp").glob("*.parquet")).rename(folder / "part-narrow.parquet")
+    floats = pa.table({"digest": [b"\1" * 20], "vector": [[0.5, 0.25]]})  # not float16 bytes
+    pq.write_table(floats, folder / "part-floats.parquet")
+    reopened = ParquetFeatureStore(tmp_path / "store", tmp_path)
+    digests = [d for d, _ in rows(4)] + [d for d, _ in rows(3, start=10)] + [b"\1" * 20]
+    assert sorted(reopened.get_many("fp", digests)) == sorted(d for d, _ in rows(4))
+    warnings = capsys.readouterr().err
+    assert "4 features where the others have 6" in warnings
+    assert "no vector column of float16 bytes" in warnings
+
+
+def test_a_part_gone_after_it_was_listed_is_a_miss(tmp_path, capsys):
+    store = ParquetFeatureStore(tmp_path / "store", tmp_path)
+    store.put_many("fp", rows(5))
+    store.flush()
+    reader = ParquetFeatureStore(tmp_path / "store", tmp_path)
+    assert reader.count("fp") == 5  # listed and indexed
+    parts(tmp_path / "store")[0].unlink()  # then removed by someone else
+    assert reader.get_many("fp", [d for d, _ in rows(5)]) == {}
+    assert "went unreadable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--ray", "", "--ray needs an address"), ("--feature-store", " ", "must be a non-empty")],
+)
+def test_blank_cluster_options_are_usage_errors(tmp_path, capsys, option, value, message):
+    from conftest import usage_check
+
+    result = usage_check(
+        "train", str(tmp_path), "-o", str(tmp_path / "m"), option, value, capsys=capsys
+    )
+    assert result.returncode == 2 and message in result.stderr

@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headstart.settings import Device, EngineName, boolean, check_settings, choice, setting
+from headstart.settings import (
+    Device,
+    EngineName,
+    boolean,
+    check_settings,
+    choice,
+    optional_text,
+    setting,
+)
 
 
 @dataclass(frozen=True)
@@ -23,7 +31,7 @@ class RunContext:
     progress: bool = setting(False, boolean, "Show progress bars")
     feature_store: str | None = setting(
         None,
-        None,
+        optional_text,
         "Keep features in Parquet parts at this folder or URI (s3://...) that a cluster shares, "
         "instead of the local cache (needs headstart[ray])",
     )

@@ -137,6 +137,13 @@ def number(
     return check
 
 
+def optional_text(value: Any) -> str | None:
+    """None, or text that is not blank."""
+    if value is None or (isinstance(value, str) and value.strip()):
+        return None
+    return "must be a non-empty name"
+
+
 def boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 

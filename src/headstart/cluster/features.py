@@ -22,6 +22,7 @@ import numpy as np
 from headstart.backbones.registry import Backbone
 from headstart.cluster.session import connect
 from headstart.context import RunContext
+from headstart.errors import SettingError
 from headstart.features.engines import create_engine
 from headstart.features.extract import Computed, FeatureExtractor, decode_file, forward_rows
 from headstart.features.views import View
@@ -154,6 +155,8 @@ def on_ray(
     machine ('local' always starts one here). Pass the result as `context=` to train,
     diagnose or Classifier.load. `storage` (a folder or URI every node reaches) keeps Ray
     Train's records; by default the context's feature store, else a temporary folder."""
+    if address is not None and not address.strip():
+        raise SettingError("--ray needs an address: local, auto or HOST:PORT")
     base = context or RunContext()
     storage = storage or base.feature_store
     runner = RayCluster(

@@ -67,7 +67,8 @@ class ParquetFeatureStore:
         self._pending: dict[str, dict[bytes, np.ndarray]] = {}
         self._index: dict[str, dict[bytes, tuple[str, int]]] = {}  # digest -> (part, row)
         self._seen_parts: dict[str, set[str]] = {}
-        self._parts: dict[str, np.ndarray] = {}  # part path -> its vectors, once read
+        self._parts: dict[str, np.ndarray | None] = {}  # part path -> its vectors, once read
+        self._part_widths: dict[str, int] = {}  # part path -> features a vector
         try:
             self.fs.create_dir(self.root, recursive=True)
         except OSError as error:
@@ -85,7 +86,9 @@ class ParquetFeatureStore:
                 found[digest] = pending[digest]
             elif digest in index:
                 part, row = index[digest]
-                found[digest] = self._vectors(part)[row]
+                vectors = self._vectors(part)
+                if vectors is not None and row < len(vectors):
+                    found[digest] = vectors[row]
         return found
 
     def put_many(self, fingerprint: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
@@ -120,7 +123,9 @@ class ParquetFeatureStore:
         """Every stored (digest, vector) of one fingerprint, part by part."""
         index = self._refresh(fingerprint)
         for digest, (part, row) in index.items():
-            yield digest, self._vectors(part)[row]
+            vectors = self._vectors(part)
+            if vectors is not None and row < len(vectors):
+                yield digest, vectors[row]
 
     def close(self) -> None:
         self.flush()
@@ -140,19 +145,49 @@ class ParquetFeatureStore:
                 continue
             seen.add(name)
             try:
-                table = pq.read_table(info.path, columns=["digest"], filesystem=self.fs)
-            except (OSError, self._pa.ArrowException) as error:  # its rows are misses
-                warn(f"{info.path}: a damaged feature store part, not used ({error})")
+                schema = pq.read_schema(info.path, filesystem=self.fs)
+                problem = _layout_problem(self._pa, schema)
+                if not problem:
+                    table = pq.read_table(info.path, columns=["digest"], filesystem=self.fs)
+            except (OSError, self._pa.ArrowException) as error:
+                problem = str(error)
+            if problem:  # its rows are misses: computed again
+                warn(f"{info.path}: a damaged feature store part, not used ({problem})")
                 continue
+            self._part_widths[info.path] = schema.field("vector").type.byte_width // 2
             for row, digest in enumerate(table.column("digest").to_pylist()):
                 index.setdefault(digest, (info.path, row))
+        self._keep_one_width(index)
         return index
 
-    def _vectors(self, part: str) -> np.ndarray:
+    def _keep_one_width(self, index: dict[bytes, tuple[str, int]]) -> None:
+        """Vectors of one width only, that of most of them: a part of another width was
+        written by something else, and its rows are misses."""
+        rows_per_width: dict[int, int] = {}
+        for part, _ in index.values():
+            width = self._part_widths[part]
+            rows_per_width[width] = rows_per_width.get(width, 0) + 1
+        if len(rows_per_width) < 2:
+            return
+        kept = max(rows_per_width, key=rows_per_width.__getitem__)
+        others = {part for part, _ in index.values() if self._part_widths[part] != kept}
+        for part in sorted(others):
+            width = self._part_widths[part]
+            warn(f"{part}: {width} features where the others have {kept}; not used")
+        for digest in [d for d, (part, _) in index.items() if part in others]:
+            del index[digest]
+
+    def _vectors(self, part: str) -> np.ndarray | None:
+        """The part's vectors; None (its rows are misses) if it can no longer be read."""
         if part not in self._parts:
             _, _, pq = pyarrow_modules()
-            column = pq.read_table(part, columns=["vector"], filesystem=self.fs).column("vector")
-            values = column.combine_chunks()
+            try:
+                table = pq.read_table(part, columns=["vector"], filesystem=self.fs)
+            except (OSError, self._pa.ArrowException) as error:
+                warn(f"{part}: a feature store part went unreadable, not used ({error})")
+                self._parts[part] = None
+                return None
+            values = table.column("vector").combine_chunks()
             width = values.type.byte_width // 2
             data = np.frombuffer(values.buffers()[1], "<f2", len(values) * width)
             self._parts[part] = data.reshape(-1, width)
@@ -182,6 +217,17 @@ class ParquetFeatureStore:
 
 
 FeatureSource = FeatureCache | ParquetFeatureStore
+
+
+def _layout_problem(pa: Any, schema: Any) -> str | None:
+    """Why a part's columns are not those of a feature part, if they are not."""
+    names = set(schema.names)
+    if "digest" not in names or schema.field("digest").type != pa.binary():
+        return "no binary digest column"
+    vector = schema.field("vector").type if "vector" in names else None
+    if vector is None or not pa.types.is_fixed_size_binary(vector) or vector.byte_width % 2:
+        return "no vector column of float16 bytes"
+    return None
 
 
 def copy_features(source: FeatureSource, target: FeatureSource) -> dict[str, int]:
