@@ -35,13 +35,14 @@ def connect(address: str | None = None) -> Any:
         address = os.environ.get("RAY_ADDRESS") or "local"
     _check_reachable(address)
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise HeadstartError(f"cannot join the Ray cluster at {address}: {first}") from error
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # headstart shows its own
     context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # a line per dataset run otherwise
     return ray
 
 
