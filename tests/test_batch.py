@@ -91,6 +91,15 @@ def test_a_manifest_lists_the_images(trained, images, tmp_path):
     assert "No such file" in rows[3]["error"]
 
 
+def test_a_manifest_path_no_file_can_have_is_a_row_with_its_reason(trained, images, tmp_path):
+    classifier, _ = trained
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"path\n{images[0]}\nnul\0byte.jpg\n", encoding="utf-8")
+    predict_to_file(classifier, manifest, tmp_path / "p.csv")
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert rows[0]["label"] and rows[1]["error"] == "unreadable: not a valid file name"
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [("file\na.jpg\n", "needs a `path` column"), ("path\n", "lists no images")],

@@ -102,5 +102,7 @@ def read_file(path: Path) -> bytes | str:
         return Path(path).read_bytes()
     except OSError as error:
         return f"unreadable: {error.strerror or error}"
+    except ValueError:  # a NUL byte in the name, say from a manifest: no file has one
+        return "unreadable: not a valid file name"
     except MemoryError:
         return "unreadable: too large for the memory available"
