@@ -13,6 +13,7 @@ Variants, each trained by `headstart.train` as a user would run it:
 - balanced: the default command (Lite0, pooled head and stages 3-6, linear head; 288 px, or
   224 when the photos' typical shorter side is below 288);
 - balanced + mlp: the MLP head on the same features (3 seeds: mean and spread);
+- balanced + balance-classes: the default with `--balance-classes` (loss weighted 1/class size);
 - fast: Lite0 at 224 px; best: Lite0, Lite1 and Lite2 side by side at 320 px.
 
 The linear head is deterministic (full-batch L-BFGS), so one run each; the spread that matters
@@ -37,7 +38,7 @@ from headstart.data.samples import write_digits
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 LEAKS = ("exact-leak", "near-leak")
-VARIANTS = ("before", "balanced", "balanced + mlp", "fast", "best")
+VARIANTS = ("before", "balanced", "balanced + mlp", "balanced + balance-classes", "fast", "best")
 
 
 def leak_list(data: Path, scratch: Path) -> Path:
@@ -57,7 +58,11 @@ def run(data: Path, variant: str, leaks: Path, scratch: Path, seed: int) -> dict
     options = {"preset": variant} if variant in ("fast", "best") else {}
     if variant == "before":
         options = {"input_size": 288}
-    settings = FitSettings(strategy="mlp" if "mlp" in variant else "linear", seed=seed)
+    settings = FitSettings(
+        strategy="mlp" if "mlp" in variant else "linear",
+        balance_classes="balance-classes" in variant,
+        seed=seed,
+    )
     stages = registry.DEFAULT_POOLED_STAGES
     if variant == "before":
         registry.DEFAULT_POOLED_STAGES = ()
