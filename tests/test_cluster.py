@@ -113,6 +113,7 @@ def test_training_on_ray_gives_the_same_model_as_on_one_machine(photos, cache_di
         assert remote_summary[key] == local_summary[key], key
     assert remote_summary["skipped"][0][0].endswith("corrupt.jpg")
     assert remote_summary["computed"] == 28  # a fresh store: every readable image
+    assert "the 28 features the cache lacked were computed on Ray" in remote_summary["notes"]
     models = [next((tmp_path / m).glob("model-*.safetensors")) for m in ("local", "ray")]
     weights = [load_file(model) for model in models]
     assert weights[0].keys() == weights[1].keys()
@@ -190,6 +191,7 @@ def test_fine_tuning_on_one_ray_worker_gives_the_local_weights(
     context = on_ray(context=RunContext(cache_dir=cache_dir), train_workers=1)
     remote = train(data, tmp_path / "m", settings=FINETUNE, context=context)
     assert remote.info["finetune"]["workers"] == 1
+    assert "fine-tuned on 1 Ray Train worker(s)" in remote.info["summary"]["notes"]
     assert [h["train_loss"] for h in remote.info["history"]] == pytest.approx(
         [h["train_loss"] for h in local.info["history"]], rel=1e-5
     )

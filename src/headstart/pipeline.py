@@ -188,6 +188,10 @@ def train(
             "training does not use: `headstart evaluate MODEL DATA` scores them, or "
             "--test-percent 0 trains on them"
         )
+    if context.cluster is not None and summary.computed:
+        notes.append(f"the {summary.computed} features the cache lacked were computed on Ray")
+    if info.get("finetune", {}).get("workers"):
+        notes.append(f"fine-tuned on {info['finetune']['workers']} Ray Train worker(s)")
     summary.notes = notes
     summary.seconds = {
         "features": extracted - started,

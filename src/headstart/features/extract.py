@@ -22,9 +22,8 @@ import numpy as np
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone
 from headstart.console import progress_bar
-from headstart.context import RunContext
 from headstart.features.engines import Engine, create_engine
-from headstart.features.store import FeatureSource, open_feature_cache
+from headstart.features.store import FeatureSource
 from headstart.features.views import PLAIN, View, pixels_or_reason, read_file
 from headstart.threads import cpu_threads
 
@@ -80,12 +79,6 @@ class FeatureExtractor:
         self.runner = runner
         # One engine for this extractor and its views, or the Future that is making it.
         self._shared: dict[str, Engine | Future] = {}
-
-    @classmethod
-    def for_context(cls, backbone: Backbone, context: RunContext) -> FeatureExtractor:
-        """The extractor a run's context asks for: its cache or feature store, its engine, and
-        its cluster if it has one."""
-        return cls(backbone, open_feature_cache(context), context.engine, runner=context.cluster)
 
     @property
     def engine(self) -> Engine:
@@ -182,14 +175,16 @@ class FeatureExtractor:
             todo = pending()
             if todo and self.runner is None:
                 self._start_engine()
-            with progress_bar(description, len(todo), progress) as advance:
-                # Another pass only for copies of a file that changed between its two reads.
-                for _ in range(_MAX_PASSES):
-                    if not todo:
-                        break
-                    computed += compute(todo, advance)
-                    todo = pending()
-            self.cache.flush()
+            try:
+                with progress_bar(description, len(todo), progress) as advance:
+                    # Another pass only for copies of a file that changed between two reads.
+                    for _ in range(_MAX_PASSES):
+                        if not todo:
+                            break
+                        computed += compute(todo, advance)
+                        todo = pending()
+            finally:  # interrupted too: what was computed is kept
+                self.cache.flush()
         for i, digest in digests.items():
             if digest in bad_content:
                 failed[i] = bad_content[digest]
