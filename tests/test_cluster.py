@@ -304,3 +304,18 @@ def test_torchrun_runs_the_loop_ray_train_runs(cluster, presplit, cache_dir, tmp
     difference = max(float((torchrun[k] - on_ray.tensors[k]).abs().max()) for k in torchrun)
     print(f"max abs weight difference, torchrun vs Ray Train (2 workers each): {difference:.2e}")
     assert difference < 1e-5
+
+
+def test_a_node_with_other_weights_refuses_to_compute(cluster, photos, cache_dir, tmp_path):
+    from dataclasses import replace as replaced
+
+    backbone = resolve_backbone("efficientnet_lite0", cache_dir)
+    elsewhere = replaced(backbone, weights_id="sha256:" + "0" * 64)  # as the driver saw them
+    extractor = FeatureExtractor(
+        elsewhere, ParquetFeatureStore(tmp_path / "s", cache_dir), runner=RayCluster()
+    )
+    with pytest.raises(HeadstartError) as raised:
+        extractor.extract_files(photos[:3])
+    message = str(raised.value)
+    assert "weights installed on this machine" in message and "Traceback" not in message
+    assert ParquetFeatureStore(tmp_path / "s", cache_dir).count() == 0

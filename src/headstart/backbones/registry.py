@@ -321,6 +321,23 @@ def _not_enlarged(size: int, default: int, image_side: int) -> str:
     )
 
 
+def check_installed_weights(backbone: Backbone) -> None:
+    """Refuse to run `backbone` where its packaged weights differ from those it was resolved
+    with (another machine of a cluster with another package version, say): its features
+    would be filed under the other weights' fingerprint."""
+    for part in backbone.members or (backbone,):
+        packaged = PACKAGED_WEIGHTS.get(part.name)
+        if packaged is None:
+            continue
+        expected = part.weights_id.split("+tuned:")[0]
+        installed = f"sha256:{file_sha256(packaged.weights_file())}"
+        if installed != expected:
+            raise HeadstartError(
+                f"{part.name}: the weights installed on this machine ({installed[:19]}) differ "
+                f"from the driver's ({expected[:19]}); install the same package version"
+            )
+
+
 def _resolve(name: str, config_dir: Path | None) -> Backbone:
     packaged = PACKAGED_WEIGHTS.get(name)
     if packaged is not None:

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from headstart.backbones.registry import Backbone
+from headstart.backbones.registry import Backbone, check_installed_weights
 from headstart.cluster.session import connect
 from headstart.context import RunContext
-from headstart.errors import SettingError
+from headstart.errors import HeadstartError, SettingError
 from headstart.features.engines import create_engine
 from headstart.features.extract import Computed, FeatureExtractor, decode_file, forward_rows
 from headstart.features.views import View
@@ -34,6 +34,7 @@ class BackboneWorker:
     def __init__(
         self, backbone: Backbone, view: View, engine: str, model_dir: str, cpus: int
     ) -> None:
+        check_installed_weights(backbone)
         self.backbone, self.view = backbone, view
         self.decoders = ThreadPoolExecutor(cpus)
         self.engine = create_engine(backbone, engine, Path(model_dir), threads=cpus)
@@ -125,11 +126,23 @@ class RayCluster:
             num_cpus=self.cpus_per_actor,
             num_gpus=1 if gpus else 0,
         )
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            yield [_row(*values) for values in zip(*(batch[k] for k in _COLUMNS), strict=True)]
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                yield [_row(*values) for values in zip(*(batch[k] for k in _COLUMNS), strict=True)]
+        except (HeadstartError, ray.exceptions.RayError) as error:  # raised in an actor
+            raise HeadstartError(_own_message(error)) from error
 
 
 _COLUMNS = ("position", "digest", "vector", "reason")
+
+
+def _own_message(error: Exception) -> str:
+    """What an actor's error said, without the traceback Ray wraps around it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "HeadstartError: " in line:
+            return line.split("HeadstartError: ", 1)[1]
+    return f"the Ray cluster failed: {lines[0] if lines else type(error).__name__}"
 
 
 def _row(position: Any, digest: bytes, vector: bytes, reason: str) -> Computed:

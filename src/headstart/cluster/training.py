@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from headstart.backbones.registry import check_installed_weights
 from headstart.cluster.session import connect
 from headstart.errors import HeadstartError
 from headstart.features.labelled import LabelledFeatures
@@ -82,6 +83,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     import ray.train
 
     arguments = dict(config["arguments"])
+    check_installed_weights(arguments["backbone"])
     if arguments.get("context") is not None:  # the GPU Ray gave this worker, if any
         arguments["context"] = replace(arguments["context"], device=_worker_device())
     result = finetune(**arguments)
