@@ -75,6 +75,27 @@ def test_parts_of_another_run_are_never_mixed_in(trained, images, tmp_path, monk
         predict_to_file(classifier, images, tmp_path / "p.parquet", 3)  # another top-k
 
 
+def test_an_edited_part_is_named_not_trusted(trained, images, tmp_path, monkeypatch):
+    classifier, _ = trained
+    real = classifier.predict_files
+    calls = []
+
+    def stop_on_second_part(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "predict_files", stop_on_second_part)
+    with pytest.raises(KeyboardInterrupt):
+        predict_to_file(classifier, images, tmp_path / "p.csv", part_size=5)
+    monkeypatch.undo()
+    part = tmp_path / "p.csv.parts" / "part-000000.json"
+    part.write_text('[{"path": "x"}]')
+    with pytest.raises(HeadstartError, match=r"part-000000\.json: not a predictions part"):
+        predict_to_file(classifier, images, tmp_path / "p.csv", part_size=5)
+
+
 def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 

@@ -110,8 +110,22 @@ def _claim(parts_dir: Path, run: dict[str, Any]) -> None:
     atomic_write_text(record, json.dumps(run))
 
 
+_RECORD_KEYS = {"path", "label", "labels", "probabilities", "unknown", "unknown_score", "error"}
+
+
 def _records(part: Path) -> list[dict[str, Any]]:
-    return json.loads(part.read_text(encoding="utf-8"))
+    """A part's predictions, checked: the folder is the user's and may have been edited."""
+    try:
+        records = json.loads(part.read_text(encoding="utf-8"))
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and set(r) == _RECORD_KEYS for r in records
+        ):
+            raise ValueError("not a list of predictions")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise HeadstartError(
+            f"{part}: not a predictions part ({error}); delete it to predict its images again"
+        ) from error
+    return records
 
 
 def _write_parquet(file: BinaryIO, parts: list[Path], top_k: int) -> int:
