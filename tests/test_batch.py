@@ -39,24 +39,28 @@ def test_parquet_holds_what_predict_returns(trained, images, tmp_path):
     assert not (tmp_path / "p.parquet.parts").exists()  # parts removed once joined
 
 
-def test_a_stopped_run_goes_on_from_its_last_part(trained, images, tmp_path, monkeypatch):
-    classifier, _ = trained
-    whole = predict_to_file(classifier, images, tmp_path / "whole.csv", 3, part_size=4)
-    calls = []
-    real = classifier.predict_files
+def stop_on_part(number: int, classifier, monkeypatch) -> None:
+    """Ctrl-C as the `number`-th part of a batch prediction starts."""
+    real, calls = classifier.predict_files, []
 
-    def stop_on_third_part(*args, **kwargs):
+    def predict_files(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == number:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(classifier, "predict_files", stop_on_third_part)
+    monkeypatch.setattr(classifier, "predict_files", predict_files)
+
+
+def test_a_stopped_run_goes_on_from_its_last_part(trained, images, tmp_path, monkeypatch):
+    classifier, _ = trained
+    whole = predict_to_file(classifier, images, tmp_path / "whole.csv", 3, part_size=4)
+    stop_on_part(3, classifier, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         predict_to_file(classifier, images, tmp_path / "p.csv", 3, part_size=4)
     assert not (tmp_path / "p.csv").exists()
     assert len(list((tmp_path / "p.csv.parts").glob("part-*.json"))) == 2
-    monkeypatch.setattr(classifier, "predict_files", real)
+    monkeypatch.undo()
     resumed = predict_to_file(classifier, images, tmp_path / "p.csv", 3, part_size=4)
     assert (resumed.parts, resumed.parts_reused) == (4, 2)
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "whole.csv").read_text()
@@ -67,7 +71,7 @@ def test_a_stopped_run_goes_on_from_its_last_part(trained, images, tmp_path, mon
 
 def test_parts_of_another_run_are_never_mixed_in(trained, images, tmp_path, monkeypatch):
     classifier, _ = trained
-    monkeypatch.setattr(classifier, "predict_files", _interrupt)
+    stop_on_part(1, classifier, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         predict_to_file(classifier, images, tmp_path / "p.parquet", 2)
     monkeypatch.undo()
@@ -77,16 +81,7 @@ def test_parts_of_another_run_are_never_mixed_in(trained, images, tmp_path, monk
 
 def test_an_edited_part_is_named_not_trusted(trained, images, tmp_path, monkeypatch):
     classifier, _ = trained
-    real = classifier.predict_files
-    calls = []
-
-    def stop_on_second_part(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(classifier, "predict_files", stop_on_second_part)
+    stop_on_part(2, classifier, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         predict_to_file(classifier, images, tmp_path / "p.csv", part_size=5)
     monkeypatch.undo()
@@ -94,10 +89,6 @@ def test_an_edited_part_is_named_not_trusted(trained, images, tmp_path, monkeypa
     part.write_text('[{"path": "x"}]')
     with pytest.raises(HeadstartError, match=r"part-000000\.json: not a predictions part"):
         predict_to_file(classifier, images, tmp_path / "p.csv", part_size=5)
-
-
-def _interrupt(*args, **kwargs):
-    raise KeyboardInterrupt
 
 
 def test_a_manifest_lists_the_images(trained, images, tmp_path):
