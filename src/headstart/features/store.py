@@ -60,10 +60,8 @@ class ParquetFeatureStore:
                     f"{location}: cannot open the feature store ({error})"
                 ) from error
         self.root = root.rstrip("/")
-        self.location = text
         self.directory = Path(directory) if directory else default_cache_dir()
         self.part_rows = part_rows
-        self.read_only = False
         self._pending: dict[str, dict[bytes, np.ndarray]] = {}
         self._index: dict[str, dict[bytes, tuple[str, int]]] = {}  # digest -> (part, row)
         self._seen_parts: dict[str, set[str]] = {}
@@ -93,7 +91,9 @@ class ParquetFeatureStore:
 
     def put_many(self, fingerprint: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
         """Queue new vectors (ones already stored are left alone); full parts are written."""
-        index = self._index.get(fingerprint) or self._refresh(fingerprint)
+        index = (
+            self._index[fingerprint] if fingerprint in self._index else self._refresh(fingerprint)
+        )
         pending = self._pending.setdefault(fingerprint, {})
         for digest, vector in items:
             if digest not in index:
@@ -126,9 +126,6 @@ class ParquetFeatureStore:
             vectors = self._vectors(part)
             if vectors is not None and row < len(vectors):
                 yield digest, vectors[row]
-
-    def close(self) -> None:
-        self.flush()
 
     def _folder(self, fingerprint: str) -> str:
         return f"{self.root}/{fingerprint}"
@@ -213,7 +210,15 @@ class ParquetFeatureStore:
         hidden = f"{folder}/.{name}"
         # No dictionary or compression: unique digests and float noise gain nothing from them.
         pq.write_table(table, hidden, filesystem=self.fs, use_dictionary=False, compression="none")
-        self.fs.move(hidden, f"{folder}/{name}")
+        path = f"{folder}/{name}"
+        self.fs.move(hidden, path)
+        # Indexed at once, so a later write needs no listing; its vectors are read back only
+        # if looked up (keeping them would hold every vector written in memory).
+        self._seen_parts.setdefault(fingerprint, set()).add(name)
+        self._part_widths[path] = vectors.shape[1]
+        index = self._index.setdefault(fingerprint, {})
+        for row, digest in enumerate(rows):
+            index.setdefault(digest, (path, row))
 
 
 FeatureSource = FeatureCache | ParquetFeatureStore
