@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones.registry import Backbone, check_installed_weights
-from headstart.cluster.session import connect
+from headstart.cluster.session import connect, error_line
 from headstart.context import RunContext
 from headstart.errors import HeadstartError, SettingError
 from headstart.features.engines import create_engine
@@ -130,19 +130,12 @@ class RayCluster:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 yield [_row(*values) for values in zip(*(batch[k] for k in _COLUMNS), strict=True)]
         except (HeadstartError, ray.exceptions.RayError) as error:  # raised in an actor
-            raise HeadstartError(_own_message(error)) from error
+            raise HeadstartError(
+                f"computing features on Ray failed: {error_line(error)}"
+            ) from error
 
 
 _COLUMNS = ("position", "digest", "vector", "reason")
-
-
-def _own_message(error: Exception) -> str:
-    """What an actor's error said, without the traceback Ray wraps around it."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "HeadstartError: " in line:
-            return line.split("HeadstartError: ", 1)[1]
-    return f"the Ray cluster failed: {lines[0] if lines else type(error).__name__}"
 
 
 def _row(position: Any, digest: bytes, vector: bytes, reason: str) -> Computed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from typing import Any
 
@@ -29,10 +30,8 @@ def connect(address: str | None = None) -> Any:
     ray = ray_module()
     if ray.is_initialized():
         return ray
-    if address == LOCAL:
-        address = "local"
-    elif address is None:
-        address = os.environ.get("RAY_ADDRESS") or "local"
+    if address is None:
+        address = os.environ.get("RAY_ADDRESS") or LOCAL
     _check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
@@ -58,3 +57,14 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
             f"cannot join the Ray cluster at {address}: nothing answers there "
             f"({error.strerror or error}); check the address, or use --ray local"
         ) from error
+
+
+def error_line(error: BaseException) -> str:
+    """What a Ray task, actor or worker raised, in one line, without the traceback Ray wraps
+    around it: its last `SomeError: message` line (a HeadstartError's message alone)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    if not raised:
+        return lines[0] if lines else type(error).__name__
+    kind, message = raised[-1].split(": ", 1)
+    return message if kind.endswith("HeadstartError") else raised[-1]

@@ -12,7 +12,6 @@ as safetensors, the rest as JSON.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones.registry import check_installed_weights
-from headstart.cluster.session import connect
+from headstart.cluster.session import connect, error_line
 from headstart.errors import HeadstartError
 from headstart.features.labelled import LabelledFeatures
 from headstart.training.finetune import FinetuneResult, finetune, process_group
@@ -60,7 +59,9 @@ def finetune_on_ray(
     try:
         outcome = trainer.fit()
     except ray.train.TrainingFailedError as error:
-        raise HeadstartError(f"fine-tuning failed on the Ray workers: {_cause(error)}") from error
+        raise HeadstartError(
+            f"fine-tuning failed on the Ray workers: {error_line(error)}"
+        ) from error
     with outcome.checkpoint.as_directory() as folder:
         result = _read_result(Path(folder), arguments["backbone"], arguments["head"])
     result.details["workers"] = workers
@@ -70,13 +71,6 @@ def finetune_on_ray(
 def _absolute(split: LabelledFeatures) -> LabelledFeatures:
     samples = [replace(s, path=Path(s.path).absolute()) for s in split.samples]
     return replace(split, samples=samples)
-
-
-def _cause(error: BaseException) -> str:
-    """The last line of the first worker's traceback: what went wrong, without Ray's frame."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
-    return causes[-1] if causes else (lines[0] if lines else type(error).__name__)
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
