@@ -465,7 +465,7 @@ def predict(
         progress = not (quiet or as_json or as_csv)
         context = _context(cache_dir, engine, progress, ray=ray, feature_store=feature_store)
         classifier = Classifier.load(model, context)
-        predictions = classifier.predict(image_list(images), top_k, tta=tta, reject=reject)
+        predictions = classifier.predict_files(image_list(images), top_k, tta=tta, reject=reject)
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif as_csv:
