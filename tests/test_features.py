@@ -158,3 +158,22 @@ def test_two_processes_share_one_cache(tmp_path):
     assert cache.count("fp") == 2000
     with sqlite3.connect(Path(cache.path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_cache_damaged_while_open_is_moved_aside_on_the_next_write(tmp_path, capsys, monkeypatch):
+    """SQLite notices damage done under an open connection only when it reads those pages;
+    the write that does is made to fail as it would."""
+    cache = FeatureCache(tmp_path)
+    vector = np.ones(4, np.float16)
+    cache.put_many("fp", [(b"a" * 20, vector)])
+    real_insert = FeatureCache._insert
+
+    def damaged_once(self, rows):
+        monkeypatch.setattr(FeatureCache, "_insert", real_insert)
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(FeatureCache, "_insert", damaged_once)
+    cache.put_many("fp", [(b"b" * 20, vector)])
+    assert "moved aside" in capsys.readouterr().err
+    assert cache.count("fp") == 1 and list(tmp_path.glob("features.sqlite3.damaged-*"))
+    assert list(cache.get_many("fp", [b"b" * 20])) == [b"b" * 20]

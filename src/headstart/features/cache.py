@@ -133,12 +133,17 @@ class FeatureCache:
         try:
             return self._get_many(fingerprint, digests)
         except sqlite3.DatabaseError as error:  # damaged after opening: start again, all misses
-            if _locked(error) or self.read_only:
-                raise
-            self._db.close()
-            self._move_aside(error)
-            self._open()
+            self._start_again(error)
             return {}
+
+    def _start_again(self, error: sqlite3.DatabaseError) -> None:
+        """The file was damaged after it was opened (by another process, say): move it aside
+        and carry on with a new one."""
+        if _locked(error) or self.read_only:
+            raise error
+        self._db.close()
+        self._move_aside(error)
+        self._open()
 
     def _get_many(self, fingerprint: str, digests: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
@@ -163,11 +168,15 @@ class FeatureCache:
         ]
         if not rows or self.read_only:
             return
+        try:
+            self._insert(rows)
+        except sqlite3.DatabaseError as error:
+            self._start_again(error)
+            self._insert(rows)
+
+    def _insert(self, rows: list[tuple]) -> None:
         with self._transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)",
-                rows,
-            )
+            self._db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
 
     def flush(self) -> None:
         """Nothing to do: every put_many is already committed."""
