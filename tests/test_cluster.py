@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -319,3 +323,53 @@ def test_a_node_with_other_weights_refuses_to_compute(cluster, photos, cache_dir
     message = str(raised.value)
     assert "weights installed on this machine" in message and "Traceback" not in message
     assert ParquetFeatureStore(tmp_path / "s", cache_dir).count() == 0
+
+
+@pytest.mark.slow
+def test_a_ray_run_whose_worker_died_resumes_from_the_run_storage(
+    cluster, presplit, cache_dir, tmp_path, monkeypatch
+):
+    """Epoch checkpoints live in the run's storage path, not in the driver's model folder
+    (given here as a relative path, which the workers' own folders would misread)."""
+    data = tmp_path / "data"
+    shutil.copytree(presplit / "train", data / "train")
+    settings = FitSettings(strategy="finetune", finetune_epochs=4, unfreeze="2", augment="none")
+    uninterrupted = train(data, settings=settings, context=RunContext(cache_dir=cache_dir))
+    storage = tmp_path / "runs"
+    context = on_ray(context=RunContext(cache_dir=cache_dir), train_workers=1, storage=storage)
+    monkeypatch.chdir(tmp_path)
+    killer = threading.Thread(target=kill_the_worker_after_a_checkpoint, args=(storage,))
+    killer.start()
+    with pytest.raises(HeadstartError, match="fine-tuning failed on the Ray workers"):
+        train(data, "m", settings=settings, context=context)
+    killer.join()
+    assert not Path("m", CHECKPOINT_FILE).exists()  # nothing written beside the model
+    stored = [saved_history(p) for p in storage.glob("*/checkpoint_*/checkpoint.safetensors")]
+    assert stored and all(1 <= len(history) < 4 for history in stored)
+    resumed = train(data, "m", settings=settings, context=context, resume=True)
+    history = resumed.info["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    # epochs from a stored checkpoint, timings too (Ray resumes from the last it registered)
+    assert any(history[: len(saved)] == saved for saved in stored)
+    mine, theirs = tuned_weights(resumed), tuned_weights(uninterrupted)
+    assert max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine) < 1e-5
+    assert not list(storage.iterdir())  # a finished run leaves nothing to resume
+
+
+def saved_history(path: Path) -> list[dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as file:
+        return json.loads(file.metadata()["state"])["loop"]["history"]
+
+
+def kill_the_worker_after_a_checkpoint(storage: Path) -> None:
+    """SIGKILL the Ray Train worker once Ray has registered an epoch checkpoint."""
+    for _ in range(1200):
+        snapshots = storage.glob("*/checkpoint_manager_snapshot.json")
+        if any(re.search(r'"checkpoint_\d{4}-', path.read_text()) for path in snapshots):
+            found = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True)
+            for pid in found.stdout.split():
+                os.kill(int(pid), signal.SIGKILL)
+            return
+        time.sleep(0.05)

@@ -177,3 +177,37 @@ def test_a_cache_damaged_while_open_is_moved_aside_on_the_next_write(tmp_path, c
     assert "moved aside" in capsys.readouterr().err
     assert cache.count("fp") == 1 and list(tmp_path.glob("features.sqlite3.damaged-*"))
     assert list(cache.get_many("fp", [b"b" * 20])) == [b"b" * 20]
+
+
+def test_a_float16_feature_matrix_trains_the_head_a_float32_one_does(extractor, monkeypatch):
+    """Held at float16 and read a few rows at a time, real photos' features give the same
+    linear head and the same logits as the float32 matrix, and the same values."""
+    from headstart.features import blocks
+    from headstart.training.solver import fit_linear
+
+    photos = real_photos("train", "ants", 12) + real_photos("train", "bees", 12)
+    wide = extractor.extract_files(photos).features
+    half = extractor.extract_files(photos, dtype=np.float16).features
+    assert half.dtype == np.float16 and np.array_equal(half.astype(np.float32), wide)
+    y = np.repeat([0, 1], 12)
+    train, val = np.arange(24) % 4 != 0, np.arange(24) % 4 == 0
+    whole = fit_linear(wide[train], y[train], wide[val], y[val], 2)
+    monkeypatch.setattr(blocks, "BLOCK_ROWS", 5)
+    monkeypatch.setattr(blocks, "copy_budget", lambda: 0)
+    blocked = fit_linear(half[train], y[train], half[val], y[val], 2)
+    assert blocked.l2 == whole.l2
+    # The same optimum at every strength, to the solver's tolerance: sums taken in another
+    # order take other steps, and 18 images in 1,984 dimensions leave flat directions.
+    for mine, theirs in zip(blocked.history, whole.history, strict=True):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-6)
+    np.testing.assert_allclose(blocked.weight, whole.weight, atol=2e-3)
+    head, other = fit_head_from(whole), fit_head_from(blocked)
+    np.testing.assert_allclose(head.logits(half), head.logits(wide), rtol=1e-6, atol=1e-6)
+    assert np.array_equal(other.logits(half).argmax(1), head.logits(wide).argmax(1))
+
+
+def fit_head_from(fit):
+    from headstart.training.heads import Head, HeadConfig
+
+    config = HeadConfig("linear", fit.weight.shape[1], fit.weight.shape[0])
+    return Head(config, {"1.weight": fit.weight, "1.bias": fit.bias})

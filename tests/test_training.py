@@ -170,3 +170,24 @@ def test_the_linear_head_keeps_the_pooled_stages_only_when_validation_says_they_
             assert not weight[:, 8:].any()  # the head ignores the stages, same logits
             plain = fit_head(x[:, :8], y, vx[:, :8], vy, 3, FitSettings())
             assert np.allclose(result.head.logits(vx), plain.head.logits(vx[:, :8]), atol=1e-5)
+
+
+def test_the_linear_fit_never_holds_float16_features_at_float32(monkeypatch):
+    """Beyond the float32 copy budget, the solver reads float16 features a block at a time:
+    its peak allocation stays far below the float32 matrix it would otherwise build."""
+    import tracemalloc
+
+    from headstart.features import blocks
+
+    monkeypatch.setattr(blocks, "BLOCK_ROWS", 2048)
+    monkeypatch.setattr(blocks, "copy_budget", lambda: 0)
+    (x, y), (vx, vy) = blobs(0, n=30_000, dim=256), blobs(1, n=3_000, dim=256)
+    x, vx = x.astype(np.float16), vx.astype(np.float16)
+    tracemalloc.start()
+    try:
+        fit = fit_head(x, y, vx, vy, 3, FitSettings())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert scores(fit.head.logits(vx), vy)[1] > 0.95
+    assert peak < 0.25 * x.size * 4, f"peak {peak / 1e6:.1f} MB"

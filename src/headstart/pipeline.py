@@ -120,8 +120,15 @@ def train(
         resolved = resolved.head_only()
     extractor = FeatureExtractor(resolved, cache, engine, runner=context.cluster)
     splits = {
+        # float16: exactly the cached values, in half the memory (a large set's features
+        # are most of what the driver holds)
         name: labelled_features(
-            extractor, dataset.split(name), dataset.classes, progress, f"Features ({name})"
+            extractor,
+            dataset.split(name),
+            dataset.classes,
+            progress,
+            f"Features ({name})",
+            np.float16,
         )
         for name in ("train", "val", "test")
     }
@@ -281,7 +288,7 @@ def _training_features(
     paths = [s.path for s in train.samples]
     for view in augmented_views(settings.augment, settings.aug_views):
         result = extractor.with_view(view).extract_files(
-            paths, progress, f"Augmented view {view.index + 1}/{settings.aug_views}"
+            paths, progress, f"Augmented view {view.index + 1}/{settings.aug_views}", train.x.dtype
         )
         train.computed += result.computed
         xs.append(result.features)
@@ -327,7 +334,7 @@ def _calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, float] | Non
 
 def _or_empty(split: LabelledFeatures, like: LabelledFeatures) -> np.ndarray:
     """The split's features, or an empty (0, dim) array when it has none."""
-    return split.x if len(split.y) else np.zeros((0, like.x.shape[1]), np.float32)
+    return split.x if len(split.y) else np.zeros((0, like.x.shape[1]), like.x.dtype)
 
 
 def _check_trainable(dataset: Dataset, train: LabelledFeatures) -> None:

@@ -76,7 +76,7 @@ class RayCluster:
         batch_size: int = 32,
         worker: type = BackboneWorker,
         train_workers: int | None = None,
-        storage: str | None = None,
+        storage: str | Path | None = None,
     ) -> None:
         self.address = address
         self.actors = actors
@@ -154,17 +154,19 @@ def on_ray(
     actors: int | None = None,
     cpus_per_actor: int = 1,
     train_workers: int | None = None,
-    storage: str | None = None,
+    storage: str | Path | None = None,
 ) -> RunContext:
     """`context` (default RunContext()) with its features computed, and its fine-tuning run,
     on a Ray cluster: the one at `address`, else at $RAY_ADDRESS, else a new one on this
     machine ('local' always starts one here). Pass the result as `context=` to train,
-    diagnose or Classifier.load. `storage` (a folder or URI every node reaches) keeps Ray
-    Train's records; by default the context's feature store, else a temporary folder."""
+    diagnose or Classifier.load. `storage` (a folder or URI every node reaches) keeps the
+    fine-tuning run's checkpoints; by default `.ray-train` in the context's feature store,
+    else in the cache folder."""
     if address is not None and not address.strip():
         raise SettingError("--ray needs an address: local, auto or HOST:PORT")
     base = context or RunContext()
-    storage = storage or base.feature_store
+    if storage is None and base.feature_store:
+        storage = f"{base.feature_store.rstrip('/')}/.ray-train"
     runner = RayCluster(
         address, actors, cpus_per_actor, train_workers=train_workers, storage=storage
     )

@@ -3,16 +3,19 @@
 `TorchTrainer` starts the workers and their torch.distributed group (gloo on CPU, NCCL on
 GPU); the loop itself is plain torch.distributed, so torchrun runs it too. Every worker reads
 and runs only its shard of the training images (every N-th), in its share of each batch;
-gradients are averaged at each step, and one worker writes the per-epoch checkpoint into the
-model folder, which every worker can resume from. One worker is the local run. The result
+gradients are averaged at each step. Each epoch's checkpoint is reported to Ray Train, which
+keeps it in the run's storage path (a folder or URI every node reaches), so `--resume`
+continues on any node; a run started on one machine resumes on the cluster too. The result
 comes back through a Ray Train checkpoint written without pickle: the tuned tensors and head
 as safetensors, the rest as JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,8 @@ from headstart.backbones.registry import check_installed_weights
 from headstart.cluster.session import connect, error_line
 from headstart.errors import HeadstartError
 from headstart.features.labelled import LabelledFeatures
+from headstart.storage import CHECKPOINT_FILE
+from headstart.training.checkpoint import Checkpoint
 from headstart.training.finetune import FinetuneResult, finetune, process_group
 
 RESULT_TENSORS = "result.safetensors"
@@ -30,13 +35,13 @@ RESULT_RECORD = "result.json"
 
 
 def finetune_on_ray(
-    address: str | None, workers: int | None, storage: str | None, **arguments: Any
+    address: str | None, workers: int | None, storage: str | Path | None, **arguments: Any
 ) -> FinetuneResult:
     """`finetune(**arguments)` on `workers` Ray Train workers (default: one per GPU, else
-    one per CPU of the cluster); `storage` (a shared folder or URI for a multi-node cluster)
-    keeps Ray Train's run records, a temporary folder when None."""
+    one per CPU of the cluster); `storage` (a folder or URI every node reaches) keeps the
+    run's checkpoints, by default `ray-train` in the cache folder (one machine's)."""
     ray = connect(address)
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = ray.cluster_resources()
@@ -47,14 +52,26 @@ def finetune_on_ray(
         arguments["context"] = replace(context, cluster=None, progress=False)
     for split in ("train", "val"):  # workers run in folders of their own
         arguments[split] = _absolute(arguments[split])
-    storage = storage or tempfile.mkdtemp(prefix="headstart-ray-train-")
+    storage = str(storage or Path(_cache_folder(context), "ray-train"))
+    if "://" not in storage:  # Ray and pyarrow take absolute paths or URIs
+        storage = str(Path(storage).absolute())
+    local = arguments.get("checkpoint")
+    if local is not None:  # the workers' folder is not the driver's
+        local = arguments["checkpoint"] = Checkpoint(Path(local.path).absolute(), local.identity)
+    name = _run_name(local)
+    if not arguments.get("resume"):  # Ray Train resumes any run of this name it finds
+        _forget_run(storage, name)
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"arguments": arguments},
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=bool(gpus), resources_per_worker={"CPU": 1}
         ),
-        run_config=RunConfig(storage_path=str(storage), name="finetune"),
+        run_config=RunConfig(
+            storage_path=storage,
+            name=name,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
     )
     try:
         outcome = trainer.fit()
@@ -64,8 +81,67 @@ def finetune_on_ray(
         ) from error
     with outcome.checkpoint.as_directory() as folder:
         result = _read_result(Path(folder), arguments["backbone"], arguments["head"])
+    _forget_run(storage, name)  # finished: nothing left to resume, as with a local run
     result.details["workers"] = workers
     return result
+
+
+def _cache_folder(context) -> Path:
+    from headstart.features.cache import default_cache_dir
+
+    return Path(context.cache_dir) if context and context.cache_dir else default_cache_dir()
+
+
+def _run_name(checkpoint: Checkpoint | None) -> str:
+    """One run name a model folder, so that --resume finds the run; any name without one."""
+    if checkpoint is None:
+        return f"finetune-{uuid.uuid4().hex[:16]}"
+    where = str(checkpoint.path.parent)
+    return f"finetune-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
+
+
+def _forget_run(storage: str, name: str) -> None:
+    from headstart.features.store import pyarrow_modules
+
+    _, pafs, _ = pyarrow_modules()
+    filesystem, root = pafs.FileSystem.from_uri(storage)
+    if filesystem.get_file_info(f"{root}/{name}").type != pafs.FileType.NotFound:
+        filesystem.delete_dir(f"{root}/{name}")
+
+
+class TrainRunCheckpoint(Checkpoint):
+    """The loop's checkpoint, reported to Ray Train each epoch by every worker (one of them
+    with the file), and read back from the run's latest one; before the run has one, from
+    the model folder, where a run started on one machine left it."""
+
+    def __init__(self, local: Checkpoint, read_only: bool = False) -> None:
+        super().__init__(local.path, local.identity, read_only)
+        self.local = local
+
+    def save(self, module, optimizer, scheduler, state) -> None:
+        import ray.train
+
+        if self.read_only:
+            ray.train.report({"epoch": state.epoch})
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            file = Checkpoint(Path(folder, CHECKPOINT_FILE), self.identity)
+            file.save(module, optimizer, scheduler, state)
+            reported = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report({"epoch": state.epoch}, checkpoint=reported)
+
+    def restore(self, module, optimizer, scheduler):
+        import ray.train
+
+        reported = ray.train.get_checkpoint()
+        if reported is None:
+            return self.local.restore(module, optimizer, scheduler)
+        with reported.as_directory() as folder:
+            file = Checkpoint(Path(folder, CHECKPOINT_FILE), self.identity)
+            return file.restore(module, optimizer, scheduler)
+
+    def reader(self) -> Checkpoint:
+        return TrainRunCheckpoint(self.local, read_only=True)
 
 
 def _absolute(split: LabelledFeatures) -> LabelledFeatures:
@@ -80,6 +156,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     check_installed_weights(arguments["backbone"])
     if arguments.get("context") is not None:  # the GPU Ray gave this worker, if any
         arguments["context"] = replace(arguments["context"], device=_worker_device())
+    if arguments.get("checkpoint") is not None:
+        arguments["checkpoint"] = TrainRunCheckpoint(arguments["checkpoint"])
     result = finetune(**arguments)
     if process_group()[0] != 0:
         ray.train.report({})

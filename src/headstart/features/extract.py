@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone
@@ -51,7 +52,7 @@ class BatchFeatures:
 
 @dataclass
 class ExtractionResult:
-    features: np.ndarray  # (len(kept), dim) float32
+    features: np.ndarray  # (len(kept), dim) float32, or the dtype asked for
     kept: list[int]  # positions in the input paths that have features
     skipped: list[tuple[Path, str]]  # files that could not be read or decoded, with the reason
     computed: int  # images that went through the backbone in this call
@@ -128,9 +129,14 @@ class FeatureExtractor:
         return BatchFeatures(indices, features, errors)
 
     def extract_files(
-        self, paths: Sequence[Path], progress: bool = False, description: str = "Features"
+        self,
+        paths: Sequence[Path],
+        progress: bool = False,
+        description: str = "Features",
+        dtype: DTypeLike = np.float32,
     ) -> ExtractionResult:
-        """Features for image files, computing only those not already in the cache.
+        """Features for image files, computing only those not already in the cache, as a
+        matrix of `dtype` (float16 holds them exactly, in half float32's memory).
 
         Each file is hashed, and those not cached are read again to decode; features are
         stored under the digest of exactly the bytes decoded, so a file saved anew in between
@@ -192,11 +198,7 @@ class FeatureExtractor:
                 failed[i] = "unreadable: the file kept changing while it was read"
         kept = sorted(i for i, d in digests.items() if d in vectors)
         skipped = [(Path(paths[i]), failed[i]) for i in sorted(failed)]
-        features = (
-            np.stack([vectors[digests[i]] for i in kept]).astype(np.float32)
-            if kept
-            else np.zeros((0, 0), np.float32)
-        )
+        features = _matrix([vectors[digests[i]] for i in kept], dtype)
         kept_digests = [digests[i] for i in kept]
         return ExtractionResult(features, kept, skipped, computed, from_cache, kept_digests)
 
@@ -219,6 +221,14 @@ class FeatureExtractor:
 
     def _decode(self, data: bytes) -> tuple[np.ndarray | None, str | None]:
         return pixels_or_reason(self.backbone.preprocessing, data, view=self.view)
+
+
+def _matrix(vectors: list[np.ndarray], dtype: DTypeLike) -> np.ndarray:
+    """The vectors as rows, filled in place: no second copy at another type."""
+    matrix = np.empty((len(vectors), len(vectors[0]) if vectors else 0), dtype)
+    for row, vector in enumerate(vectors):
+        matrix[row] = vector
+    return matrix
 
 
 def forward(engine: Engine, pixels: list[np.ndarray]) -> np.ndarray:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from headstart.data.sources import Sample
 from headstart.features.extract import FeatureExtractor
@@ -13,7 +14,7 @@ from headstart.features.extract import FeatureExtractor
 
 @dataclass
 class LabelledFeatures:
-    x: np.ndarray  # (n, dim) float32
+    x: np.ndarray  # (n, dim) float32, or float16 for training (features/blocks.py)
     y: np.ndarray  # (n,) int64 class indices
     samples: list[Sample]  # the samples that have features, in the order of x
     skipped: list[tuple[Path, str]]
@@ -39,8 +40,10 @@ def labelled_features(
     classes: list[str],
     progress: bool = False,
     description: str = "Features",
+    dtype: DTypeLike = np.float32,
 ) -> LabelledFeatures:
-    result = extractor.extract_files([s.path for s in samples], progress, description)
+    paths = [s.path for s in samples]
+    result = extractor.extract_files(paths, progress, description, dtype)
     kept = [samples[i] for i in result.kept]
     index = {label: i for i, label in enumerate(classes)}
     y = np.array([index[s.label] for s in kept], dtype=np.int64)

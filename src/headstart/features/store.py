@@ -117,7 +117,11 @@ class ParquetFeatureStore:
         """The backbone fingerprints that have a folder in the store."""
         _, pafs, _ = pyarrow_modules()
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+        return sorted(
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
+        )
 
     def items(self, fingerprint: str) -> Iterator[tuple[bytes, np.ndarray]]:
         """Every stored (digest, vector) of one fingerprint, part by part."""

@@ -90,6 +90,10 @@ class Checkpoint:
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
+    def reader(self) -> Checkpoint:
+        """This checkpoint for a process that resumes from it but never writes it."""
+        return Checkpoint(self.path, self.identity, read_only=True)
+
 
 def _difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
     keys = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))

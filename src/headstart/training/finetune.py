@@ -139,7 +139,7 @@ def finetune(
         return tuple(value / world for value in summed(device, float(loss), float(accuracy)))
 
     if checkpoint is not None and rank > 0:  # one process writes it; all may resume from it
-        checkpoint = Checkpoint(checkpoint.path, checkpoint.identity, read_only=True)
+        checkpoint = checkpoint.reader()
     state = run_epochs(
         model,
         optimizer,

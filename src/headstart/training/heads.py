@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from headstart.errors import HeadstartError, SettingError
+from headstart.features.blocks import map_rows
 from headstart.settings import first_problem, number, setting
 from headstart.training.settings import DROPOUT, HIDDEN_UNITS
 
@@ -78,7 +79,9 @@ class Head:
         }
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        x = np.asarray(features, dtype=np.float32)
+        return map_rows(self._logits, np.asarray(features))
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
         p = self.parameters
         if self.config.kind == "linear":
             return x @ p["1.weight"].T + p["1.bias"]

@@ -3,6 +3,8 @@ solved full-batch by L-BFGS (SciPy), its regularisation chosen on the validation
 
 NumPy and SciPy only: a warm `train` never needs PyTorch. A short path of regularisation
 strengths, strongest first, each warm-started from the last, costs little more than one fit.
+Features may be float16 (features/blocks.py): a large set is then read a block of rows at a
+time, and beyond the features the fit needs memory in proportion to the images alone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
+
+from headstart.features.blocks import column_mean, float32_blocks, map_rows, working_copy
 
 # Strongest first; the path stops once validation loss has risen twice in a row.
 L2_PATH = tuple(float(v) for v in np.geomspace(1e-1, 1e-5, 9))
@@ -50,14 +54,15 @@ def fit_linear(
     """
     # Centred features decouple the (unpenalised) bias from the weights: the same optimum in
     # fewer L-BFGS iterations. The bias is folded back so the head takes raw features.
-    mean = train_x.mean(axis=0)
+    mean = column_mean(train_x)
     problem = _Problem(train_x, train_y, num_classes, label_smoothing, sample_weight, mean)
     if l2 is None and len(val_y):
-        fit = _path(problem, val_x - mean, val_y)
+        fit = _path(problem, val_x, val_y)
     else:
         if l2 is None:
-            train_z = train_x - mean
-            l2 = _cross_validated_l2(train_z, train_y, num_classes, label_smoothing, sample_weight)
+            l2 = _cross_validated_l2(
+                train_x, train_y, num_classes, label_smoothing, sample_weight, mean
+            )
         params, record = problem.solve(l2, problem.zeros())
         weight, bias = problem.unpack(params)
         fit = LinearFit(weight, bias, l2, [{"epoch": 1, **record}], 0)
@@ -72,8 +77,7 @@ def _path(problem: _Problem, val_x: np.ndarray, val_y: np.ndarray) -> LinearFit:
     rises = 0
     for index, l2 in enumerate(L2_PATH):
         params, record = problem.solve(l2, params)
-        weight, bias = problem.unpack(params)
-        val_loss, val_accuracy = scores(val_x @ weight.T + bias, val_y)
+        val_loss, val_accuracy = scores(problem.logits(val_x, params), val_y)
         history.append(
             {"epoch": index + 1, **record, "val_loss": val_loss, "val_accuracy": val_accuracy}
         )
@@ -88,7 +92,7 @@ def _path(problem: _Problem, val_x: np.ndarray, val_y: np.ndarray) -> LinearFit:
     return LinearFit(weight, bias, best[2], history, best[3])
 
 
-def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight) -> float:
+def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight, mean) -> float:
     folds = np.arange(len(y)) % _CV_FOLDS
     if len(y) < 2 * _CV_FOLDS:
         return _DEFAULT_L2
@@ -96,30 +100,27 @@ def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight) -> fl
     for fold in range(_CV_FOLDS):
         train, held = folds != fold, folds == fold
         weights = sample_weight[train] if sample_weight is not None else None
-        problem = _Problem(x[train], y[train], num_classes, label_smoothing, weights)
+        problem = _Problem(x[train], y[train], num_classes, label_smoothing, weights, mean)
         params = problem.zeros()
         for index, l2 in enumerate(L2_PATH):
             params, _ = problem.solve(l2, params)
-            weight, bias = problem.unpack(params)
-            losses[index] += scores(x[held] @ weight.T + bias, y[held])[0]
+            losses[index] += scores(problem.logits(x[held], params), y[held])[0]
     return L2_PATH[int(np.argmin(losses))]
 
 
 class _Problem:
     """Weighted, label-smoothed softmax cross entropy plus 0.5 * l2 * |W|^2 (bias free), on
     the features less `mean`: centred in the products, never copied (the features can be
-    most of the memory a large run has)."""
+    most of the memory a large run has), and summed a block of rows at a time."""
 
     def __init__(self, x, y, num_classes, label_smoothing, sample_weight, mean=None) -> None:
-        self.x = np.asarray(x, dtype=np.float32)  # a column slice stays a view: BLAS strides it
+        self.x = working_copy(x)  # a float32 column slice stays a view: BLAS strides it
         self.mean = np.zeros(self.x.shape[1], np.float32) if mean is None else mean
         self.classes = num_classes
         self.dim = x.shape[1]
-        targets = np.full((len(y), num_classes), label_smoothing / num_classes, np.float32)
-        targets[np.arange(len(y)), y] += 1.0 - label_smoothing
+        self.smoothing = label_smoothing
         weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
         self.weights = (weights / weights.sum()).astype(np.float32)[:, None]
-        self.weighted_targets = targets * self.weights
         self.y = y
 
     def zeros(self) -> np.ndarray:
@@ -129,26 +130,40 @@ class _Problem:
         matrix = params.reshape(self.classes, self.dim + 1).astype(np.float32)
         return np.ascontiguousarray(matrix[:, :-1]), matrix[:, -1].copy()
 
+    def logits(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """Logits of raw (uncentred) features under `params`."""
+        weight, bias = self.unpack(params)
+        return map_rows(lambda rows: rows @ weight.T, x) + (bias - weight @ self.mean)
+
+    def _weighted_targets(self, start: int, stop: int) -> np.ndarray:
+        y = self.y[start:stop]
+        targets = np.full((len(y), self.classes), self.smoothing / self.classes, np.float32)
+        targets[np.arange(len(y)), y] += 1.0 - self.smoothing
+        return targets * self.weights[start:stop]
+
     def loss_and_gradient(self, params: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
         weight, bias = self.unpack(params)
-        logits = self._logits(weight, bias)
-        logits -= logits.max(axis=1, keepdims=True)
-        log_normaliser = np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        log_probabilities = logits - log_normaliser
-        loss = -float((self.weighted_targets * log_probabilities).sum())
-        # d loss / d logits = w_i * (p - t); probabilities under e^-80 are flushed to zero,
-        # since float32 subnormals slow the matrix products several times over.
-        probabilities = np.exp(np.maximum(log_probabilities, -80.0))
-        probabilities[log_probabilities < -80.0] = 0.0
-        delta = probabilities * self.weights - self.weighted_targets
+        shift = bias - weight @ self.mean
+        loss = 0.5 * l2 * float((weight.astype(np.float64) ** 2).sum())
+        grad_weight, delta_sum = l2 * weight, np.zeros(self.classes, np.float32)
+        for start, rows in float32_blocks(self.x):
+            stop = start + len(rows)
+            logits = rows @ weight.T + shift
+            logits -= logits.max(axis=1, keepdims=True)
+            log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            weighted_targets = self._weighted_targets(start, stop)
+            loss -= float((weighted_targets * log_probabilities).sum())
+            # d loss / d logits = w_i * (p - t); probabilities under e^-80 are flushed to zero,
+            # since float32 subnormals slow the matrix products several times over.
+            probabilities = np.exp(np.maximum(log_probabilities, -80.0))
+            probabilities[log_probabilities < -80.0] = 0.0
+            delta = probabilities * self.weights[start:stop] - weighted_targets
+            grad_weight += delta.T @ rows
+            delta_sum += delta.sum(axis=0)
         # (x - mean)^T delta, as x^T delta less mean's share
-        grad_weight = delta.T @ self.x - np.outer(delta.sum(axis=0), self.mean) + l2 * weight
-        grad = np.concatenate([grad_weight, delta.sum(axis=0)[:, None]], axis=1)
-        loss += 0.5 * l2 * float((weight.astype(np.float64) ** 2).sum())
+        grad_weight -= np.outer(delta_sum, self.mean)
+        grad = np.concatenate([grad_weight, delta_sum[:, None]], axis=1)
         return loss, grad.ravel().astype(np.float64)
-
-    def _logits(self, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        return self.x @ weight.T + (bias - weight @ self.mean)
 
     def solve(self, l2: float, start: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         began = time.perf_counter()
@@ -161,8 +176,7 @@ class _Problem:
                 method="L-BFGS-B",
                 options={"maxiter": _MAX_ITERATIONS, "gtol": 1e-6},
             )
-        weight, bias = self.unpack(result.x)
-        train_loss, train_accuracy = scores(self._logits(weight, bias), self.y)
+        train_loss, train_accuracy = scores(self.logits(self.x, result.x), self.y)
         record = {
             "l2": l2,
             "iterations": int(result.nit),
