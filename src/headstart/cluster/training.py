@@ -93,7 +93,7 @@ def _cache_folder(context) -> Path:
 
 
 def _run_name(checkpoint: Checkpoint | None) -> str:
-    """One run name a model folder, so that --resume finds the run; any name without one."""
+    """One run name per model folder, so that --resume finds the run; a new one without."""
     if checkpoint is None:
         return f"finetune-{uuid.uuid4().hex[:16]}"
     where = str(checkpoint.path.parent)
