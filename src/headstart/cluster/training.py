@@ -25,6 +25,7 @@ import numpy as np
 from headstart.backbones.registry import check_installed_weights
 from headstart.cluster.session import connect, error_line
 from headstart.errors import HeadstartError
+from headstart.features.cache import cache_folder
 from headstart.features.labelled import LabelledFeatures
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.checkpoint import Checkpoint
@@ -52,7 +53,7 @@ def finetune_on_ray(
         arguments["context"] = replace(context, cluster=None, progress=False)
     for split in ("train", "val"):  # workers run in folders of their own
         arguments[split] = _absolute(arguments[split])
-    storage = str(storage or Path(_cache_folder(context), "ray-train"))
+    storage = str(storage or cache_folder(context and context.cache_dir) / "ray-train")
     if "://" not in storage:  # Ray and pyarrow take absolute paths or URIs
         storage = str(Path(storage).absolute())
     local = arguments.get("checkpoint")
@@ -84,12 +85,6 @@ def finetune_on_ray(
     _forget_run(storage, name)  # finished: nothing left to resume, as with a local run
     result.details["workers"] = workers
     return result
-
-
-def _cache_folder(context) -> Path:
-    from headstart.features.cache import default_cache_dir
-
-    return Path(context.cache_dir) if context and context.cache_dir else default_cache_dir()
 
 
 def _run_name(checkpoint: Checkpoint | None) -> str:

@@ -64,12 +64,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or user_cache_dir("headstart")).expanduser()
 
 
+def cache_folder(directory: Path | str | None) -> Path:
+    """The cache folder a --cache-dir names (~ expanded), else the default one."""
+    return Path(directory).expanduser() if directory else default_cache_dir()
+
+
 class FeatureCache:
     """Opened read-write when it can be; a damaged file is moved aside and started afresh, and a
     cache the user cannot write to is read (features are then computed but not kept)."""
 
     def __init__(self, directory: Path | str | None = None) -> None:
-        self.directory = Path(directory).expanduser() if directory else default_cache_dir()
+        self.directory = cache_folder(directory)
         self.path = self.directory / "features.sqlite3"
         self.read_only = False
         _make_folder(self.directory)
