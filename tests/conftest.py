@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,57 @@ def exported(trained, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     path = tmp_path_factory.mktemp("export") / "ants_bees.onnx"
     export_classifier(classifier, path)
     return classifier, path
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """A local S3 server holding `folder`'s images as s3://photos/<path in folder>."""
+
+    folder: Path
+    endpoint: str  # host:port
+
+    @property
+    def env(self) -> dict[str, str]:
+        """How a user points pyarrow at a store: the environment."""
+        return {
+            "AWS_ENDPOINT_URL": f"http://{self.endpoint}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def uri(self, key: str, in_query: bool = False) -> str:
+        """The object's URI; `in_query` names the endpoint and keys in it (for processes
+        that do not share this environment, such as Ray workers)."""
+        if not in_query:
+            return f"s3://photos/{key}"
+        return (
+            f"s3://test:test@photos/{key}"
+            f"?endpoint_override={self.endpoint}&scheme=http&region=us-east-1"
+        )
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory):
+    """Real photos of ants and bees in a bucket of moto's S3 server, and as local files."""
+    import logging
+
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+
+    folder = tmp_path_factory.mktemp("bucket")
+    for label in ("ants", "bees"):
+        copy_photos(real_photos("train", label, 10, skip=40), folder / label)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    store = ObjectStore(folder, f"{host}:{port}")
+    s3, _ = pyarrow.fs.FileSystem.from_uri(store.uri("", True) + "&allow_bucket_creation=true")
+    s3.create_dir("photos")
+    for path in sorted(folder.rglob("*.jpg")):
+        with s3.open_output_stream(f"photos/{path.relative_to(folder).as_posix()}") as out:
+            out.write(path.read_bytes())
+    yield store
+    server.stop()

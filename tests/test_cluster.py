@@ -159,6 +159,33 @@ def test_batch_prediction_on_ray_equals_predict(cluster, trained, photos, cache_
     assert np.allclose(got, want, atol=1e-6)
 
 
+def test_ray_actors_read_images_from_an_object_store(
+    cluster, trained, object_store, cache_dir, tmp_path
+):
+    import pyarrow.parquet as pq
+
+    from headstart import Classifier
+    from headstart.model.batch import predict_to_file
+
+    classifier, folder = trained
+    files = sorted(object_store.folder.rglob("*.jpg"))[::3]
+    keys = [f.relative_to(object_store.folder).as_posix() for f in files] + ["bees/gone.jpg"]
+    manifest = tmp_path / "manifest.csv"  # the actors get the endpoint from the URI itself
+    uris = [object_store.uri(k, in_query=True) for k in keys]
+    manifest.write_text("path\n" + "\n".join(uris) + "\n", encoding="utf-8")
+    context = on_ray(context=RunContext(cache_dir=cache_dir, feature_store=str(tmp_path / "s")))
+    output = tmp_path / "predictions.parquet"
+    done = predict_to_file(Classifier.load(folder, context), manifest, output, 2)
+    assert (done.images, done.unreadable) == (len(uris), 1)
+    rows = pq.read_table(output).to_pylist()
+    expected = [p.record() for p in classifier.predict_files(files, 2)]
+    assert [r["path"] for r in rows] == uris
+    assert [r["labels"] for r in rows[:-1]] == [r["labels"] for r in expected]
+    got = np.array([r["probabilities"] for r in rows[:-1]])
+    assert np.allclose(got, [r["probabilities"] for r in expected], atol=1e-6)
+    assert rows[-1]["error"].startswith("unreadable:") and not rows[-1]["labels"]
+
+
 def test_ray_missing_is_one_clear_line(monkeypatch):
     from headstart.cluster.session import connect
 
@@ -217,6 +244,27 @@ def test_fine_tuning_on_two_ray_workers_learns_as_well(cluster, presplit, cache_
     accuracy = [m.info["summary"]["val_accuracy"] for m in (remote, local)]
     print(f"validation accuracy, 2 Ray workers vs local: {accuracy}")
     assert abs(accuracy[0] - accuracy[1]) <= 2 / 16  # two of the 16 validation photos
+
+
+def test_each_fine_tuning_worker_reads_its_shard_through_ray_data(cluster, photos):
+    from headstart.cluster.training import SHARD, _shard_datasets
+    from headstart.data.sources import Sample
+    from headstart.features.labelled import LabelledFeatures
+
+    samples = [Sample(path, "ants", "train") for path in photos]
+    n = len(samples)
+    train_set = LabelledFeatures(np.zeros((n, 1)), np.zeros(n, np.int64), samples, [], 0)
+    datasets = _shard_datasets(ray, train_set, 2)
+    assert set(datasets) == {SHARD.format(0), SHARD.format(1)}
+    for rank in (0, 1):  # every 2nd image, as torchrun shards them, with its file's bytes
+        rows = sorted(datasets[SHARD.format(rank)].take_all(), key=lambda r: r["position"])
+        assert [r["position"] for r in rows] == list(range(rank, n, 2))
+        for row in rows:
+            path = photos[row["position"]]
+            if path.exists():
+                assert row["data"] == path.read_bytes() and not row["reason"]
+            else:  # the file gone since its features were computed: why, not a crash
+                assert row["reason"].startswith("unreadable:") and not row["data"]
 
 
 @pytest.mark.slow

@@ -405,8 +405,10 @@ def report(
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder")],
     images: Annotated[
-        list[Path],
-        typer.Argument(help="Image files or folders, or one manifest (.csv/.parquet, `path`)"),
+        list[str],  # not Path: a URI (s3://bucket/key) would lose a slash
+        typer.Argument(
+            help="Image files, folders or URIs (s3://...), or one manifest (.csv/.parquet, `path`)"
+        ),
     ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels per image")] = 3,
     output: Annotated[

@@ -22,6 +22,7 @@ import numpy as np
 from headstart.backbones.registry import Backbone, check_installed_weights
 from headstart.cluster.session import connect, error_line
 from headstart.context import RunContext
+from headstart.data.locations import image_location
 from headstart.errors import HeadstartError, SettingError
 from headstart.features.engines import create_engine
 from headstart.features.extract import Computed, FeatureExtractor, decode_file, forward_rows
@@ -41,7 +42,7 @@ class BackboneWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         def decode(path: str) -> tuple:
-            return decode_file(self.backbone.preprocessing, self.view, Path(path))
+            return decode_file(self.backbone.preprocessing, self.view, image_location(path))
 
         decoded = self.decoders.map(decode, batch["path"])
         rows = forward_rows(
@@ -102,7 +103,7 @@ class RayCluster:
         actors = self.actors or (gpus or max(1, cpus // self.cpus_per_actor))
         engine = "torch" if gpus else extractor.engine_name
         items = [
-            {"position": p, "path": str(Path(path).absolute())}  # actors have their own cwd
+            {"position": p, "path": str(image_location(path).absolute())}  # actors' cwd differs
             for p, path in zip(positions, paths, strict=True)
         ]
         # Blocks of at least a batch, a few per actor so the work spreads and balances.

@@ -28,8 +28,16 @@ def connect(address: str | None = None) -> Any:
     """The ray module, connected: to `address`, else to $RAY_ADDRESS, else to a new cluster
     on this machine ('local' always starts one here). Reuses a connection already made."""
     ray = ray_module()
-    if ray.is_initialized():
-        return ray
+    if not ray.is_initialized():
+        _join(ray, address)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # headstart shows its own
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # a line per dataset run otherwise
+    return ray
+
+
+def _join(ray: Any, address: str | None) -> None:
     if address is None:
         address = os.environ.get("RAY_ADDRESS") or LOCAL
     _check_reachable(address)
@@ -38,11 +46,6 @@ def connect(address: str | None = None) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise HeadstartError(f"cannot join the Ray cluster at {address}: {first}") from error
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # headstart shows its own
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # a line per dataset run otherwise
-    return ray
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

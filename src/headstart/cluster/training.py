@@ -1,13 +1,14 @@
 """Data-parallel fine-tuning on Ray Train: the same `finetune` loop in every worker.
 
 `TorchTrainer` starts the workers and their torch.distributed group (gloo on CPU, NCCL on
-GPU); the loop itself is plain torch.distributed, so torchrun runs it too. Every worker reads
-and runs only its shard of the training images (every N-th), in its share of each batch;
-gradients are averaged at each step. Each epoch's checkpoint is reported to Ray Train, which
-keeps it in the run's storage path (a folder or URI every node reaches), so `--resume`
-continues on any node; a run started on one machine resumes on the cluster too. The result
-comes back through a Ray Train checkpoint written without pickle: the tuned tensors and head
-as safetensors, the rest as JSON.
+GPU); the loop itself is plain torch.distributed, so torchrun runs it too. Every worker trains
+on its shard of the training images (every N-th, as under torchrun), in its share of each
+batch; gradients are averaged at each step. A Ray Data pipeline per shard reads the files on
+the cluster and streams them to their worker. Each epoch's checkpoint is reported to Ray
+Train, which keeps it in the run's storage path (a folder or URI every node reaches), so
+`--resume` continues on any node; a run started on one machine resumes on the cluster too.
+The result comes back through a Ray Train checkpoint written without pickle: the tuned
+tensors and head as safetensors, the rest as JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from headstart.backbones.registry import check_installed_weights
 from headstart.cluster.session import connect, error_line
+from headstart.data.locations import image_location
 from headstart.errors import HeadstartError
 from headstart.features.cache import cache_folder
 from headstart.features.labelled import LabelledFeatures
@@ -42,7 +44,7 @@ def finetune_on_ray(
     one per CPU of the cluster); `storage` (a folder or URI every node reaches) keeps the
     run's checkpoints, by default `ray-train` in the cache folder (one machine's)."""
     ray = connect(address)
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = ray.cluster_resources()
@@ -65,6 +67,9 @@ def finetune_on_ray(
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"arguments": arguments},
+        datasets=_shard_datasets(ray, arguments["train"], workers),
+        # Each worker its own dataset whole: the shards are fixed, so runs are reproducible.
+        dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=bool(gpus), resources_per_worker={"CPU": 1}
         ),
@@ -140,14 +145,63 @@ class TrainRunCheckpoint(Checkpoint):
 
 
 def _absolute(split: LabelledFeatures) -> LabelledFeatures:
-    samples = [replace(s, path=Path(s.path).absolute()) for s in split.samples]
+    samples = [replace(s, path=image_location(s.path).absolute()) for s in split.samples]
     return replace(split, samples=samples)
+
+
+SHARD = "train-shard-{}"
+
+
+def _shard_datasets(ray: Any, train: LabelledFeatures, workers: int) -> dict[str, Any]:
+    """Per worker, a dataset of its shard's files: (position, path) in, their bytes out."""
+    paths = [str(s.path) for s in train.samples]
+    datasets = {}
+    for rank in range(workers):
+        items = [{"position": i, "path": paths[i]} for i in range(rank, len(paths), workers)]
+        if not items:  # more workers than images: an empty shard, as under torchrun
+            items = [{"position": -1, "path": ""}]
+        # Reading waits on storage, not on a core, and the workers hold the cores: no CPU
+        # asked for, or a cluster the workers fill would never read.
+        dataset = ray.data.from_items(items).map_batches(
+            _read_files, batch_size=64, num_cpus=0, concurrency=2
+        )
+        datasets[SHARD.format(rank)] = dataset
+    return datasets
+
+
+def _read_files(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from headstart.features.views import read_file
+
+    read = [read_file(image_location(p)) if p else b"" for p in batch["path"]]
+    data, reasons = np.empty(len(read), object), np.empty(len(read), object)
+    data[:] = [r if isinstance(r, bytes) else b"" for r in read]
+    reasons[:] = [r if isinstance(r, str) else "" for r in read]
+    return {"position": batch["position"], "path": batch["path"], "data": data, "reason": reasons}
+
+
+def _shard_bytes(rank: int) -> list[bytes]:
+    """This worker's training files as its Ray Data pipeline read them, in shard order."""
+    import ray.train
+
+    read: dict[int, bytes] = {}
+    rows = ray.train.get_dataset_shard(SHARD.format(rank))
+    for batch in rows.iter_batches(batch_format="numpy", batch_size=None):
+        for position, path, data, reason in zip(
+            batch["position"], batch["path"], batch["data"], batch["reason"], strict=True
+        ):
+            if reason:
+                raise HeadstartError(
+                    f"{path}: {reason} (it changed since its features were computed)"
+                )
+            read[int(position)] = bytes(data)
+    return [read[p] for p in sorted(read) if p >= 0]
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
     import ray.train
 
     arguments = dict(config["arguments"])
+    arguments["shard_bytes"] = _shard_bytes(ray.train.get_context().get_world_rank())
     check_installed_weights(arguments["backbone"])
     if arguments.get("context") is not None:  # the GPU Ray gave this worker, if any
         arguments["context"] = replace(arguments["context"], device=_worker_device())

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image
 
+from headstart.data.locations import ImagePath, read_image
+
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif"}
 )
@@ -164,14 +166,14 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 
 
-def thumbnail_base64(path: Path, size: int) -> str:
+def thumbnail_base64(path: ImagePath, size: int) -> str:
     """A JPEG thumbnail of an image file, base64-encoded for a self-contained page.
 
     An image that no longer reads gives a flat grey square: a page of findings is still
     worth showing when one file has changed since.
     """
     try:
-        image = decode_rgb(Path(path).read_bytes(), draft=lambda w, h: (size, size))
+        image = decode_rgb(read_image(path), draft=lambda w, h: (size, size))
         image.thumbnail((size, size))
     except (OSError, ValueError):
         image = Image.new("RGB", (size, size), (200, 200, 200))

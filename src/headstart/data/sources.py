@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headstart.data.images import IMAGE_SUFFIXES, visible_images
+from headstart.data.locations import ImagePath, ObjectURI, image_location
 from headstart.data.split import SPLITS, check_percents, hashed_split
 from headstart.errors import HeadstartError
 
@@ -26,7 +27,7 @@ _CSV_HEADER_WORDS = {"path", "file", "filename", "image", "label", "class", "spl
 
 @dataclass(frozen=True)
 class Sample:
-    path: Path
+    path: ImagePath
     label: str
     split: str
 
@@ -132,7 +133,7 @@ def _read_class_folders(root: Path, split: str | None) -> list[tuple[Path, str, 
     return rows
 
 
-def _read_listing(path: Path) -> tuple[list[tuple[Path, str, str | None]], str]:
+def _read_listing(path: Path) -> tuple[list[tuple[ImagePath, str, str | None]], str]:
     """A CSV (path,label[,split]) or a CNTK-style mapping file (path<TAB>label)."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise HeadstartError(
@@ -171,13 +172,13 @@ def read_utf8(path: Path) -> str:
         raise HeadstartError(f"{path}: cannot be read ({error.strerror or error})") from error
 
 
-def _listing_row(listing: Path, number: int, cells: list[str]) -> tuple[Path, str, str | None]:
+def _listing_row(listing: Path, number: int, cells: list[str]) -> tuple[ImagePath, str, str | None]:
     where = f"{listing} line {number}"
     if len(cells) < 2 or not cells[0] or not cells[1]:
         raise HeadstartError(f"{where}: expected 'path, label', got {cells!r}")
-    image = Path(cells[0]).expanduser()
-    image = image if image.is_absolute() else listing.parent / image
-    if not image.is_file():
+    image = image_location(cells[0], listing.parent, expand_user=True)
+    # Objects are not asked for one by one here: one missing is skipped and named when read.
+    if isinstance(image, Path) and not image.is_file():
         raise HeadstartError(f"{where}: no such image file {image}")
     split = None
     if len(cells) > 2 and cells[2]:
@@ -188,7 +189,7 @@ def _listing_row(listing: Path, number: int, cells: list[str]) -> tuple[Path, st
 
 
 def _assign_splits(
-    rows: list[tuple[Path, str, str | None]],
+    rows: list[tuple[ImagePath, str, str | None]],
     root: Path,
     given: frozenset[str],
     val_percent: float,
@@ -206,9 +207,12 @@ def _assign_splits(
     return samples
 
 
-def _relative_key(image: Path, root: Path) -> str:
+def _relative_key(image: ImagePath, root: Path) -> str:
     """The path the split is hashed from: relative to the dataset, as written (a symbolic link
-    keeps its own name, so moving what it points to never moves it between splits)."""
+    keeps its own name, so moving what it points to never moves it between splits); for an
+    object, its key in the store, so a copy between stores keeps its split."""
+    if isinstance(image, ObjectURI):
+        return image.key
     for path, base in ((image.absolute(), root.absolute()), (image.resolve(), root.resolve())):
         try:
             return path.relative_to(base).as_posix()

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from headstart.data.images import decode_rgb
+from headstart.data.locations import ImagePath, read_image
 from headstart.doctor.findings import Finding, Item
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import content_digest
@@ -94,11 +95,11 @@ def measurements(
     return np.stack([r if r is not None else np.full(COLUMNS, np.nan, np.float32) for r in rows])
 
 
-def _measure_file(path: Path, digest: bytes) -> np.ndarray | None:
+def _measure_file(path: ImagePath, digest: bytes) -> np.ndarray | None:
     """Measurements of the file if it still holds the content of `digest`, else None: what
     is kept under a digest must come from exactly those bytes, as with features."""
     try:
-        data = Path(path).read_bytes()
+        data = read_image(path)
         return measure(data) if content_digest(data) == digest else None
     except (OSError, ValueError, MemoryError):
         return None  # vanished or undecodable since its features were read; nothing to say

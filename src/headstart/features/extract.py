@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -23,6 +22,7 @@ from numpy.typing import DTypeLike
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone
 from headstart.console import progress_bar
+from headstart.data.locations import ImagePath, image_location
 from headstart.features.engines import Engine, create_engine
 from headstart.features.store import FeatureSource
 from headstart.features.views import PLAIN, View, pixels_or_reason, read_file
@@ -39,7 +39,7 @@ class Runner(Protocol):
     """Computes features elsewhere (a cluster) for the files the cache lacks."""
 
     def compute(
-        self, extractor: FeatureExtractor, paths: list[Path], positions: list[int]
+        self, extractor: FeatureExtractor, paths: list[ImagePath], positions: list[int]
     ) -> Iterator[list[Computed]]: ...
 
 
@@ -54,7 +54,7 @@ class BatchFeatures:
 class ExtractionResult:
     features: np.ndarray  # (len(kept), dim) float32, or the dtype asked for
     kept: list[int]  # positions in the input paths that have features
-    skipped: list[tuple[Path, str]]  # files that could not be read or decoded, with the reason
+    skipped: list[tuple[ImagePath, str]]  # files that could not be read or decoded, with the reason
     computed: int  # images that went through the backbone in this call
     from_cache: int
     digests: list[bytes] = field(default_factory=list)  # content digest of each kept file
@@ -130,7 +130,7 @@ class FeatureExtractor:
 
     def extract_files(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[ImagePath],
         progress: bool = False,
         description: str = "Features",
         dtype: DTypeLike = np.float32,
@@ -197,22 +197,22 @@ class FeatureExtractor:
             elif digest not in vectors:
                 failed[i] = "unreadable: the file kept changing while it was read"
         kept = sorted(i for i, d in digests.items() if d in vectors)
-        skipped = [(Path(paths[i]), failed[i]) for i in sorted(failed)]
+        skipped = [(image_location(paths[i]), failed[i]) for i in sorted(failed)]
         features = _matrix([vectors[digests[i]] for i in kept], dtype)
         kept_digests = [digests[i] for i in kept]
         return ExtractionResult(features, kept, skipped, computed, from_cache, kept_digests)
 
     def _computed(
-        self, paths: Sequence[Path], todo: list[int], pool: ThreadPoolExecutor
+        self, paths: Sequence[ImagePath], todo: list[int], pool: ThreadPoolExecutor
     ) -> Iterator[list[Computed]]:
         """Batches of (position, digest, vector, reason) for the positions `todo`: on the
         runner when there is one (a cluster), else here."""
         if self.runner is not None:
-            yield from self.runner.compute(self, [Path(paths[i]) for i in todo], todo)
+            yield from self.runner.compute(self, [image_location(paths[i]) for i in todo], todo)
             return
         decode = partial(decode_file, self.backbone.preprocessing, self.view)
         window = 4 * self.batch_size
-        decoded = bounded_map(pool, lambda i: (i, *decode(Path(paths[i]))), todo, window)
+        decoded = bounded_map(pool, lambda i: (i, *decode(image_location(paths[i]))), todo, window)
         for batch in _batches(decoded, self.batch_size):
             yield forward_rows(self.engine, batch)
 
@@ -246,7 +246,7 @@ def forward_rows(engine: Engine, batch: list[tuple]) -> list[Computed]:
 
 
 def decode_file(
-    preprocessing: Preprocessing, view: View, path: Path
+    preprocessing: Preprocessing, view: View, path: ImagePath
 ) -> tuple[bytes | None, np.ndarray | None, str | None]:
     """(digest of the bytes decoded or None, network input or None, why not): each file is
     read once here, so its features go under the digest of exactly what was decoded."""
@@ -265,7 +265,7 @@ def content_digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
 
 
-def _digest_file(path: Path) -> bytes | str:
+def _digest_file(path: ImagePath) -> bytes | str:
     """A content hash of the file, or why it could not be read."""
     data = read_file(path)
     return data if isinstance(data, str) else content_digest(data)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
+from headstart.data.locations import ImagePath, read_image
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def augmented_views(level: str, count: int) -> list[View]:
 
 def pixels_or_reason(
     preprocessing: Preprocessing,
-    source: bytes | Path,
+    source: bytes | ImagePath,
     max_pixels: int | None = None,
     view: View = PLAIN,
 ) -> tuple[np.ndarray | None, str | None]:
@@ -96,10 +96,10 @@ def pixels_or_reason(
         return None, "not a readable image: too large for the memory available"
 
 
-def read_file(path: Path) -> bytes | str:
-    """The file's bytes, or why they could not be read."""
+def read_file(path: ImagePath) -> bytes | str:
+    """The file's (or object's) bytes, or why they could not be read."""
     try:
-        return Path(path).read_bytes()
+        return read_image(path)
     except OSError as error:
         return f"unreadable: {error.strerror or error}"
     except ValueError:  # a NUL byte in the name, say from a manifest: no file has one

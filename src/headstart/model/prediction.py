@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from headstart.data.images import visible_images
+from headstart.data.locations import ImagePath, ObjectURI, image_location
 from headstart.errors import HeadstartError
 
 UNKNOWN_LABEL = "unknown"
@@ -20,7 +21,7 @@ UNKNOWN_LABEL = "unknown"
 class Prediction:
     """One image's top-k labels and probabilities, or the reason it could not be read."""
 
-    path: Path
+    path: ImagePath
     labels: list[str] = field(default_factory=list)  # most probable first
     probabilities: list[float] = field(default_factory=list)
     error: str | None = None  # set when the image could not be read
@@ -92,7 +93,7 @@ def csv_row(record: dict[str, Any], top_k: int) -> list[str]:
 
 
 def top_k_predictions(
-    paths: list[Path],
+    paths: list[ImagePath],
     kept: list[int],
     probabilities: np.ndarray,
     skipped: list[tuple[Path, str]],
@@ -111,13 +112,16 @@ def top_k_predictions(
     return [predictions[str(path)] for path in paths]
 
 
-def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to the images inside them; a missing path is an error."""
+def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[ImagePath]:
+    """Files as given, folders expanded to the images inside them; a missing path is an
+    error. Objects named by URI are taken as given (one missing is skipped and named)."""
     items = [images] if isinstance(images, (str, Path)) else list(images)
-    paths: list[Path] = []
+    paths: list[ImagePath] = []
     for item in items:
-        path = Path(item).expanduser()
-        if path.is_dir():
+        path = image_location(item, expand_user=True)
+        if isinstance(path, ObjectURI):
+            paths.append(path)
+        elif path.is_dir():
             paths.extend(visible_images(path))
         elif path.is_file():
             paths.append(path)
@@ -131,20 +135,21 @@ def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
 MANIFEST_FORMATS = (".csv", ".parquet")
 
 
-def image_list(images: str | Path | Iterable[str | Path] | Any) -> list[Path]:
+def image_list(images: str | Path | Iterable[str | Path] | Any) -> list[ImagePath]:
     """The images: files and folders as `predict` takes them, one manifest file, or a
     dataset with a `path` column (a Ray Dataset, say: read here, as a manifest is)."""
     if hasattr(images, "select_columns") and hasattr(images, "iter_rows"):
         rows = images.select_columns(["path"]).iter_rows()
-        return [Path(str(row["path"])) for row in rows if row["path"]]
+        return [image_location(str(row["path"])) for row in rows if row["path"]]
     items = [images] if isinstance(images, (str, Path)) else list(images)
     if len(items) == 1 and Path(items[0]).suffix.lower() in MANIFEST_FORMATS:
         return read_manifest(Path(items[0]))
     return expand_image_paths(items)
 
 
-def read_manifest(manifest: Path) -> list[Path]:
-    """The `path` column of a CSV or Parquet file; relative paths from the file's folder."""
+def read_manifest(manifest: Path) -> list[ImagePath]:
+    """The `path` column of a CSV or Parquet file: paths (relative ones from the file's
+    folder) or URIs."""
     if not manifest.is_file():
         raise HeadstartError(f"{manifest}: no such manifest file")
     if manifest.suffix.lower() == ".parquet":
@@ -160,7 +165,7 @@ def read_manifest(manifest: Path) -> list[Path]:
         names = _csv_paths(manifest)
     if not names:
         raise HeadstartError(f"{manifest}: the manifest lists no images")
-    return [p if p.is_absolute() else manifest.parent / p for p in map(Path, names)]
+    return [image_location(name, manifest.parent) for name in names]
 
 
 def _csv_paths(manifest: Path) -> list[str]:

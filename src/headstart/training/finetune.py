@@ -27,6 +27,7 @@ from headstart.backbones.network import PixelNormalize
 from headstart.backbones.registry import Backbone
 from headstart.backbones.stages import BackboneSplit, split_backbone
 from headstart.context import RunContext
+from headstart.data.locations import ImagePath, read_image
 from headstart.errors import HeadstartError
 from headstart.features.augment import AugmentedImages, augmentation, image_for_augmentation
 from headstart.features.engines import check_engine, exact_fp32, pixels_engine
@@ -64,12 +65,15 @@ def finetune(
     checkpoint: Checkpoint | None = None,
     resume: bool = False,
     context: RunContext | None = None,
+    shard_bytes: list[bytes] | None = None,
 ) -> FinetuneResult:
     """Fine-tune the top `settings.unfreeze` units of `backbone` with `head` on the samples.
 
     `model_dir` keeps the trunk's ONNX export for later runs. The context's device trains;
     its engine runs the frozen trunk: onnx, torch, or auto (ONNX Runtime on CPU, PyTorch on
-    a GPU).
+    a GPU). Each process trains on its shard of `train` (every N-th image); `shard_bytes`
+    are those images' files when the caller has read them already (Ray Data did), else the
+    process reads them.
     """
     context = context or RunContext()
     device = resolve_device(context.device)
@@ -93,8 +97,14 @@ def finetune(
     # the same number of steps (a shard one image larger leaves one out of each epoch).
     others = {i for i in range(len(train.y)) if i % world != rank}
     shard = train.without(others) if others else train
+    if shard_bytes is not None and len(shard_bytes) != len(shard.y):
+        raise HeadstartError(
+            f"process {rank} of {world} was given {len(shard_bytes)} training images "
+            f"for a shard of {len(shard.y)}"
+        )
     batch_size = max(1, settings.finetune_batch_size // world)
-    batches = _training_batches(backbone, shard, trunk, settings, batch_size, len(train.y) // world)
+    usable = len(train.y) // world
+    batches = _training_batches(backbone, shard, trunk, settings, batch_size, usable, shard_bytes)
     optimizer = torch.optim.AdamW(_parameter_groups(split, head, settings))
     steps = settings.finetune_epochs * batches.per_epoch
     warmup = round(settings.warmup_epochs * batches.per_epoch)
@@ -306,12 +316,13 @@ def _training_batches(
     settings: FitSettings,
     batch_size: int,
     usable: int,
+    encoded: list[bytes] | None,
 ) -> _Batches:
     sampler = EpochBatches(len(train.y), batch_size, settings.seed, usable)
     labels = torch.from_numpy(train.y)
     transform = augmentation(settings.augment, backbone.preprocessing.input_size)
     if transform is None:  # the same images every epoch: run the trunk once
-        inputs = trunk.run_all(_eval_pixels(backbone, train))
+        inputs = trunk.run_all(_eval_pixels(backbone, train, encoded))
 
         def fixed(epoch: int) -> Iterator:
             sampler.epoch = epoch
@@ -320,7 +331,7 @@ def _training_batches(
                 yield inputs[rows].to(trunk.device), labels[rows]
 
         return _Batches(len(sampler), fixed)
-    images = _images_for_augmentation(backbone, train)
+    images = _images_for_augmentation(backbone, train, encoded)
     loader = DataLoader(
         AugmentedImages(images, train.y, transform, settings.seed),
         batch_sampler=sampler,
@@ -356,27 +367,38 @@ def _parameter_groups(split: BackboneSplit, head: nn.Module, settings: FitSettin
     ]
 
 
-def _eval_pixels(backbone: Backbone, split: LabelledFeatures) -> np.ndarray:
-    def decode(path: Path) -> np.ndarray:
-        pixels, reason = pixels_or_reason(backbone.preprocessing, Path(path))
+def _eval_pixels(
+    backbone: Backbone, split: LabelledFeatures, encoded: list[bytes] | None = None
+) -> np.ndarray:
+    """The split's network inputs, from `encoded` (its files' bytes) when given."""
+
+    def decode(path: ImagePath, data: bytes | None) -> np.ndarray:
+        pixels, reason = pixels_or_reason(backbone.preprocessing, path if data is None else data)
         if pixels is None:
             raise HeadstartError(f"{path}: {reason} (it changed since its features were computed)")
         return pixels
 
-    with ThreadPoolExecutor(cpu_threads()) as pool:
-        return np.stack(list(pool.map(decode, [s.path for s in split.samples])))
+    return np.stack(_decoded(decode, split, encoded))
 
 
-def _images_for_augmentation(backbone: Backbone, split: LabelledFeatures) -> list[torch.Tensor]:
-    def decode(path: Path) -> torch.Tensor:
+def _images_for_augmentation(
+    backbone: Backbone, split: LabelledFeatures, encoded: list[bytes] | None = None
+) -> list[torch.Tensor]:
+    def decode(path: ImagePath, data: bytes | None) -> torch.Tensor:
         try:
-            return image_for_augmentation(backbone.preprocessing, Path(path).read_bytes())
+            data = read_image(path) if data is None else data
+            return image_for_augmentation(backbone.preprocessing, data)
         except (OSError, ValueError) as error:
             message = f"{path}: {error} (it changed since its features were computed)"
             raise HeadstartError(message) from error
 
+    return _decoded(decode, split, encoded)
+
+
+def _decoded(decode: Callable, split: LabelledFeatures, encoded: list[bytes] | None) -> list:
+    paths = [s.path for s in split.samples]
     with ThreadPoolExecutor(cpu_threads()) as pool:
-        return list(pool.map(decode, [s.path for s in split.samples]))
+        return list(pool.map(decode, paths, encoded or [None] * len(paths)))
 
 
 def _logits(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:

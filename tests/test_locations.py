@@ -1,0 +1,102 @@
+"""Images named by URI (an S3 bucket on a local server, file://) are read as files are."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import headstart
+from safetensors.numpy import load_file
+
+from headstart.data.locations import ObjectURI, image_location
+from headstart.data.sources import load_dataset
+from headstart.features.views import read_file
+
+
+def test_an_object_uri_is_named_and_read_like_a_file(tmp_path, monkeypatch):
+    photo = tmp_path / "a b.jpg"
+    photo.write_bytes(b"\xff\xd8 not much of a jpeg")
+    uri = image_location(photo.absolute().as_uri())
+    assert isinstance(uri, ObjectURI) and uri.name == "a b.jpg" and uri.suffix == ".jpg"
+    assert uri.key == photo.absolute().as_posix().lstrip("/")
+    assert read_file(uri) == photo.read_bytes()
+    assert image_location("photos/x.jpg", tmp_path) == tmp_path / "photos" / "x.jpg"
+    with pytest.raises(TypeError):  # never taken for a local file by mistake
+        Path(uri)
+    assert read_file(ObjectURI(photo.absolute().as_uri() + "-gone")).startswith("unreadable:")
+    assert read_file(ObjectURI("nosuch://bucket/x.jpg")).startswith("unreadable:")
+    monkeypatch.setattr("headstart.data.locations.MAX_IMAGE_BYTES", 10)
+    for too_large in (uri, photo, Path("/dev/zero")):  # named, never read whole
+        assert read_file(too_large) == "unreadable: larger than 0 MiB"
+
+
+def listings(store, tmp_path: Path) -> tuple[Path, Path]:
+    """The same images listed twice: by their S3 URIs, and by local paths with the same keys."""
+    keys = sorted(p.relative_to(store.folder).as_posix() for p in store.folder.rglob("*.jpg"))
+    by_uri, by_path = tmp_path / "by_uri.csv", store.folder / "by_path.csv"
+    by_uri.write_text("".join(f"{store.uri(k)},{k.split('/')[0]}\n" for k in keys))
+    by_path.write_text("".join(f"{k},{k.split('/')[0]}\n" for k in keys))
+    return by_uri, by_path
+
+
+def test_a_dataset_listed_by_uri_splits_as_its_local_copy(object_store, tmp_path, monkeypatch):
+    for name, value in object_store.env.items():
+        monkeypatch.setenv(name, value)
+    by_uri, by_path = listings(object_store, tmp_path)
+    remote, local = load_dataset(by_uri), load_dataset(by_path)
+    assert [(s.path.key, s.split) for s in remote.samples] == [
+        (Path(s.path).relative_to(object_store.folder).as_posix(), s.split) for s in local.samples
+    ]
+    assert remote.counts() == local.counts() and remote.counts()["val"] > 0
+
+
+def test_train_and_predict_from_an_object_store(object_store, cache_dir, tmp_path):
+    by_uri, by_path = listings(object_store, tmp_path)
+    env = object_store.env
+    for listing, model in ((by_uri, "remote"), (by_path, "local")):
+        done = headstart(
+            "train", str(listing), "-o", str(tmp_path / model), cache_dir=cache_dir, env=env
+        )
+        assert done.returncode == 0, done.stderr
+    weights = [
+        load_file(next((tmp_path / m).glob("model-*.safetensors"))) for m in ("remote", "local")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:  # the same images, the same split: the same model
+        assert np.array_equal(weights[0][name], weights[1][name]), name
+    info = [json.loads((tmp_path / m / "headstart.json").read_text()) for m in ("remote", "local")]
+    assert info[0]["summary"]["used"] == info[1]["summary"]["used"]
+    assert info[0]["summary"]["val_accuracy"] == info[1]["summary"]["val_accuracy"]
+
+    keys = ["ants/" + p.name for p in sorted((object_store.folder / "ants").glob("*.jpg"))[:3]]
+    manifest = tmp_path / "manifest.csv"  # URIs, one of an object that is not there
+    uris = [object_store.uri(k) for k in [*keys, "ants/gone.jpg"]]
+    manifest.write_text("path\n" + "\n".join(uris) + "\n")
+    remote = headstart(
+        "predict", str(tmp_path / "remote"), str(manifest), "--csv", cache_dir=cache_dir, env=env
+    )
+    assert remote.returncode == 0, remote.stderr
+    files = [str(object_store.folder / k) for k in keys]
+    local = headstart("predict", str(tmp_path / "remote"), *files, "--csv", cache_dir=cache_dir)
+    got = list(csv.DictReader(io.StringIO(remote.stdout)))
+    want = list(csv.DictReader(io.StringIO(local.stdout)))
+    assert [r["path"] for r in got] == uris
+    assert [r["label"] for r in got[:3]] == [r["label"] for r in want]
+    assert not got[3]["label"] and "gone.jpg" in got[3]["path"] and got[3]["error"]
+
+
+def test_uris_without_pyarrow_are_one_clear_error(monkeypatch):
+    import sys
+
+    from headstart.data import locations
+    from headstart.errors import HeadstartError
+
+    locations._filesystem.cache_clear()
+    monkeypatch.setitem(sys.modules, "pyarrow.fs", None)  # as if not installed
+    with pytest.raises(HeadstartError, match=r"need pyarrow: pip install 'headstart\[ray\]'"):
+        read_file(ObjectURI("s3://photos/ants/a.jpg"))
+    locations._filesystem.cache_clear()
