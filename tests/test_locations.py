@@ -12,9 +12,8 @@ import pytest
 from conftest import headstart
 from safetensors.numpy import load_file
 
-from headstart.data.locations import ObjectURI, image_location
+from headstart.data.locations import ObjectURI, image_location, read_file
 from headstart.data.sources import load_dataset
-from headstart.features.views import read_file
 
 
 def test_an_object_uri_is_named_and_read_like_a_file(tmp_path, monkeypatch):

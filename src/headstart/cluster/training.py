@@ -25,7 +25,7 @@ import numpy as np
 
 from headstart.backbones.registry import check_installed_weights
 from headstart.cluster.session import connect, error_line
-from headstart.data.locations import image_location
+from headstart.data.locations import image_location, read_batch
 from headstart.errors import HeadstartError
 from headstart.features.cache import cache_folder
 from headstart.features.labelled import LabelledFeatures
@@ -163,20 +163,10 @@ def _shard_datasets(ray: Any, train: LabelledFeatures, workers: int) -> dict[str
         # Reading waits on storage, not on a core, and the workers hold the cores: no CPU
         # asked for, or a cluster the workers fill would never read.
         dataset = ray.data.from_items(items).map_batches(
-            _read_files, batch_size=64, num_cpus=0, concurrency=2
+            read_batch, batch_size=64, num_cpus=0, concurrency=2
         )
         datasets[SHARD.format(rank)] = dataset
     return datasets
-
-
-def _read_files(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from headstart.features.views import read_file
-
-    read = [read_file(image_location(p)) if p else b"" for p in batch["path"]]
-    data, reasons = np.empty(len(read), object), np.empty(len(read), object)
-    data[:] = [r if isinstance(r, bytes) else b"" for r in read]
-    reasons[:] = [r if isinstance(r, str) else "" for r in read]
-    return {"position": batch["position"], "path": batch["path"], "data": data, "reason": reasons}
 
 
 def _shard_bytes(rank: int) -> list[bytes]:

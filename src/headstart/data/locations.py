@@ -11,6 +11,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
+
 from headstart.errors import HeadstartError
 
 URI_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -95,6 +97,29 @@ def read_image(value: str | Path | ObjectURI) -> bytes:
         return location.read_bytes()
     with open(location, "rb") as handle:
         return _bounded(handle)
+
+
+def read_file(path: ImagePath) -> bytes | str:
+    """The file's (or object's) bytes, or why they could not be read."""
+    try:
+        return read_image(path)
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+    except ValueError:  # a NUL byte in the name, say from a manifest: no file has one
+        return "unreadable: not a valid file name"
+    except MemoryError:
+        return "unreadable: too large for the memory available"
+
+
+def read_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A Ray Data batch with a `path` column (blank: no file), plus each file's bytes (`data`)
+    and why it could not be read (`reason`). Here, not beside Ray: the processes that run it
+    then import no more than this module."""
+    read = [read_file(image_location(str(p))) if p else b"" for p in batch["path"]]
+    data, reasons = np.empty(len(read), object), np.empty(len(read), object)
+    data[:] = [r if isinstance(r, bytes) else b"" for r in read]
+    reasons[:] = [r if isinstance(r, str) else "" for r in read]
+    return {**batch, "data": data, "reason": reasons}
 
 
 def _bounded(handle: Any) -> bytes:

@@ -22,10 +22,10 @@ from numpy.typing import DTypeLike
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone
 from headstart.console import progress_bar
-from headstart.data.locations import ImagePath, image_location
+from headstart.data.locations import ImagePath, image_location, read_file
 from headstart.features.engines import Engine, create_engine
 from headstart.features.store import FeatureSource
-from headstart.features.views import PLAIN, View, pixels_or_reason, read_file
+from headstart.features.views import PLAIN, View, pixels_or_reason
 from headstart.threads import cpu_threads
 
 _MAX_PASSES = 3

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.data.locations import ImagePath, read_image
+from headstart.data.locations import ImagePath, read_file
 
 
 @dataclass(frozen=True)
@@ -94,15 +94,3 @@ def pixels_or_reason(
         return None, f"not a readable image: {error}"
     except MemoryError:
         return None, "not a readable image: too large for the memory available"
-
-
-def read_file(path: ImagePath) -> bytes | str:
-    """The file's (or object's) bytes, or why they could not be read."""
-    try:
-        return read_image(path)
-    except OSError as error:
-        return f"unreadable: {error.strerror or error}"
-    except ValueError:  # a NUL byte in the name, say from a manifest: no file has one
-        return "unreadable: not a valid file name"
-    except MemoryError:
-        return "unreadable: too large for the memory available"
