@@ -99,7 +99,7 @@ def read_image(value: str | Path | ObjectURI) -> bytes:
         return _bounded(handle)
 
 
-def read_file(path: ImagePath) -> bytes | str:
+def read_file(path: str | ImagePath) -> bytes | str:
     """The file's (or object's) bytes, or why they could not be read."""
     try:
         return read_image(path)
@@ -115,7 +115,7 @@ def read_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A Ray Data batch with a `path` column (blank: no file), plus each file's bytes (`data`)
     and why it could not be read (`reason`). Here, not beside Ray: the processes that run it
     then import no more than this module."""
-    read = [read_file(image_location(str(p))) if p else b"" for p in batch["path"]]
+    read = [read_file(str(p)) if p else b"" for p in batch["path"]]
     data, reasons = np.empty(len(read), object), np.empty(len(read), object)
     data[:] = [r if isinstance(r, bytes) else b"" for r in read]
     reasons[:] = [r if isinstance(r, str) else "" for r in read]
