@@ -178,6 +178,26 @@ def test_features_pool_stages_3_to_6_beside_the_head(backbone):
     assert pooled[:, 1280:].abs().sum() > 0
 
 
+@pytest.mark.parametrize("unfreeze", ["1", "3", "5", "all"])
+def test_a_split_backbone_makes_the_same_features(backbone, unfreeze):
+    """Fine-tuning runs the frozen trunk, then the trained top: together they must give the
+    whole backbone's features, pooled stages included, wherever the cut falls."""
+    from headstart.backbones.network import PixelNormalize
+    from headstart.backbones.stages import split_backbone
+
+    photo = HYMENOPTERA / "val" / "bees" / "144098310_a4176fd54d.jpg"
+    pixels = torch.from_numpy(np.array(backbone.preprocessing.pixels(photo.read_bytes())[None]))
+    network = backbone.build_module().eval()
+    split = split_backbone(network, unfreeze, backbone.preprocessing.input_size)
+    with torch.inference_mode():
+        images = PixelNormalize(backbone.preprocessing)(pixels)
+        whole, parts = network(images), split.top(split.trunk(images))
+    assert whole.shape == parts.shape == (1, 1984)
+    assert torch.allclose(whole, parts, atol=1e-5)
+    tuned = split.tuned_tensors()
+    assert tuned and all(k.startswith(split.tuned_prefixes) for k in tuned)
+
+
 def test_presets_choose_a_backbone_and_size_unless_one_is_given():
     from headstart.backbones.registry import preset_backbone
     from headstart.errors import SettingError

@@ -54,7 +54,10 @@ def test_only_the_unfrozen_units_change(finetuned, cache_dir):
     classifier, _ = finetuned
     pretrained = resolve_backbone("efficientnet_lite0", cache_dir).head_only().build_module()
     pretrained = pretrained.state_dict()
-    tuned = classifier.extractor().backbone.build_module().state_dict()
+    tuned_backbone = classifier.extractor().backbone
+    # The features it was fine-tuned for, the default's: the pooled head and stages 3-6.
+    assert tuned_backbone.pooled_stages == (3, 4, 5, 6)
+    tuned = tuned_backbone.build_module().network.state_dict()
     unfrozen = ("blocks.6.", "conv_head.", "bn2.")
     assert set(classifier.backbone_tensors) == {k for k in pretrained if k.startswith(unfrozen)}
     changed = {k for k in pretrained if not torch.equal(pretrained[k], tuned[k])}
@@ -279,6 +282,38 @@ def test_auto_strategy_follows_the_time_budget():
     assert roomy[0] == "finetune" and "within the 30m budget" in roomy[1]
     assert tight[0] == "linear" and "over the 20s budget" in tight[1]
     assert choose_strategy(50_000, 5_000, FitSettings(time_budget="5m"), False)[0] == "linear"
+
+
+def test_epochs_are_chosen_by_the_loss_at_the_best_temperature():
+    """Growing the logits of a good ranking raises the plain loss, not the calibrated one; an
+    epoch that ranks better but is overconfident must still win over the start."""
+    from headstart.training.loop import run_epochs
+    from headstart.training.temperature import calibrated_nll
+
+    truth = np.array([0, 1, 0, 1, 0, 1])
+    start = np.array([[1.0, 0.0], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.4, 0.6], [0.9, 0.1]])
+    better = np.array([[1.0, 0.0], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.7, 0.3], [0.9, 0.1]])
+    assert calibrated_nll(start * 4, truth) == pytest.approx(calibrated_nll(start, truth))
+
+    def scores(logits: np.ndarray) -> dict[str, float]:
+        plain = float(torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(truth)))
+        return {"val_loss": plain, "val_loss_calibrated": calibrated_nll(logits, truth)}
+
+    validations = iter([scores(start), scores(better * 12)])
+    assert scores(better * 12)["val_loss"] > scores(start)["val_loss"]
+    module = torch.nn.Linear(1, 1)
+    state = run_epochs(
+        module,
+        torch.optim.SGD(module.parameters(), lr=0.1),
+        lambda epoch: (0.0, 1.0),
+        lambda: next(validations),
+        epochs=1,
+        patience=1,
+        seed=0,
+        keep_start=True,
+        select="val_loss_calibrated",
+    )
+    assert state.best_epoch == 1
 
 
 def test_warmup_then_cosine():

@@ -13,9 +13,10 @@ from conftest import real_photos
 from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss
 
-from headstart.evaluation.calibration import fit_temperature, nll, softmax
+from headstart.evaluation.calibration import nll, softmax
 from headstart.evaluation.figures import confusion_figure
 from headstart.evaluation.report import GALLERY_SIZE, write_report
+from headstart.training.temperature import fit_temperature
 
 FIGURES = [
     "accuracy_vs_training_images",

@@ -135,7 +135,7 @@ def test_keep_start_gives_back_the_start_when_training_only_hurts():
 
     def validate():
         with torch.no_grad():
-            return float(torch.nn.functional.cross_entropy(head(vxt), vyt)), 0.0
+            return {"val_loss": float(torch.nn.functional.cross_entropy(head(vxt), vyt))}
 
     state = run_epochs(
         head, optimizer, train_epoch, validate, epochs=5, patience=3, seed=0, keep_start=True

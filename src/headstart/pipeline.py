@@ -116,8 +116,6 @@ def train(
             f"tf_efficientnet_*, mixnet_*, ...), not {backbone}; use --strategy linear or mlp"
         )
     strategy, reason = _strategy(settings, dataset, resolved, context)
-    if strategy == "finetune":  # tunes the top that makes the pooled head's features
-        resolved = resolved.head_only()
     extractor = FeatureExtractor(resolved, cache, engine, runner=context.cluster)
     splits = {
         # float16: exactly the cached values, in half the memory (a large set's features
@@ -177,8 +175,8 @@ def train(
         info["head_history"] = fit.history
         if not tuned.details["improved"]:
             notes.append(
-                "no fine-tuning epoch lowered the validation loss of the linear head it started "
-                "from, so that head on the pretrained backbone is kept"
+                "no fine-tuning epoch lowered the validation loss (at its best temperature) of "
+                "the linear head it started from, so that head on the pretrained backbone is kept"
             )
     summary = _summary(dataset, splits, history, best_epoch, val_logits)
     summary.strategy, summary.reason, summary.augmented_views = strategy, reason, views
@@ -311,12 +309,8 @@ def _checkpoint(output, settings: FitSettings, extractor, splits):
 
 def _calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, float] | None:
     """Temperature scaling fitted on the validation split, with its effect on NLL and ECE."""
-    from headstart.evaluation.calibration import (
-        expected_calibration_error,
-        fit_temperature,
-        nll,
-        softmax,
-    )
+    from headstart.evaluation.calibration import expected_calibration_error, nll, softmax
+    from headstart.training.temperature import fit_temperature
 
     if not len(labels):
         return None

@@ -1,4 +1,5 @@
-"""Calibration: expected calibration error, reliability bins and temperature scaling."""
+"""Calibration: expected calibration error and reliability bins (the temperature is fitted in
+training.temperature)."""
 
 from __future__ import annotations
 
@@ -40,26 +41,6 @@ def expected_calibration_error(
             for row in reliability_bins(probabilities, truth, bins)
         )
     )
-
-
-def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
-    """The temperature T in [0.05, 20] minimising the NLL of softmax(logits / T) (Guo et al.,
-    2017): a one-dimensional, smooth problem in log T, solved by bounded Brent search."""
-    from scipy.optimize import minimize_scalar
-
-    logits = logits.astype(np.float64)
-    rows = np.arange(len(truth))
-
-    def loss(log_t: float) -> float:
-        scaled = logits / np.exp(log_t)
-        scaled -= scaled.max(axis=1, keepdims=True)
-        log_normaliser = np.log(np.exp(scaled).sum(axis=1))
-        return float((log_normaliser - scaled[rows, truth]).mean())
-
-    best = minimize_scalar(
-        loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-6}
-    )
-    return float(np.exp(best.x))
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

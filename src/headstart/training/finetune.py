@@ -38,6 +38,7 @@ from headstart.training.checkpoint import Checkpoint
 from headstart.training.fit import class_weights
 from headstart.training.loop import epoch_seed, run_epochs
 from headstart.training.settings import FitSettings
+from headstart.training.temperature import calibrated_nll
 
 FROZEN_BN_BELOW = 5000  # training images; fewer give noisy batch statistics
 
@@ -78,7 +79,7 @@ def finetune(
     context = context or RunContext()
     device = resolve_device(context.device)
     network = backbone.build_module()
-    split = split_backbone(network, settings.unfreeze)
+    split = split_backbone(network, settings.unfreeze, backbone.preprocessing.input_size)
     network.requires_grad_(False)
     split.top.requires_grad_(True)
     trunk = Trunk(backbone, split, device, model_dir, context.engine)
@@ -138,15 +139,21 @@ def finetune(
         total, correct, seen = summed(device, total, correct, seen)
         return total / seen, correct / seen
 
-    def validate() -> tuple[float, float] | None:
+    def validate() -> dict[str, float] | None:
         if val_inputs is None:
             return None
         logits = _logits(model, val_inputs, device)
-        loss = nn.functional.cross_entropy(logits, val_labels)
-        accuracy = (logits.argmax(1) == val_labels).float().mean()
-        # Every process scores the same weights; agreeing on one number keeps their choices
+        scores = {
+            "val_loss": float(nn.functional.cross_entropy(logits, val_labels)),
+            "val_accuracy": float((logits.argmax(1) == val_labels).float().mean()),
+            # What chooses the epoch: the loss once overconfidence is divided out, as the
+            # saved model's temperature does. Fine-tuning often raises the plain loss by
+            # growing the logits while it ranks the images better.
+            "val_loss_calibrated": calibrated_nll(logits.numpy(), val.y),
+        }
+        # Every process scores the same weights; agreeing on the numbers keeps their choices
         # (best epoch, early stop) the same.
-        return tuple(value / world for value in summed(device, float(loss), float(accuracy)))
+        return dict(zip(scores, (v / world for v in summed(device, *scores.values())), strict=True))
 
     if checkpoint is not None and rank > 0:  # one process writes it; all may resume from it
         checkpoint = checkpoint.reader()
@@ -162,12 +169,13 @@ def finetune(
         checkpoint=checkpoint,
         resume=resume,
         keep_start=True,
+        select="val_loss_calibrated",
         progress=context.progress and rank == 0,
         description="Fine-tuning",
     )
     model.to("cpu", memory_format=torch.contiguous_format).eval()
     improved = state.best_epoch > 0
-    tensors = split.tuned_tensors(network) if improved else {}
+    tensors = split.tuned_tensors() if improved else {}
     val_logits = (
         _logits(model, val_inputs, torch.device("cpu")).numpy()
         if val_inputs is not None
@@ -259,8 +267,7 @@ class Trunk:
     def __call__(self, pixels: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """Activations for training (bf16 on a GPU), or in full fp32 when `exact`."""
         if self.onnx:
-            activations = torch.from_numpy(self._engine(pixels.numpy())).to(self.device)
-            return activations.contiguous(memory_format=torch.channels_last)
+            return torch.from_numpy(self._engine(pixels.numpy())).to(self.device)
         # no_grad, not inference_mode: the top of the network trains on these activations.
         with torch.no_grad(), _precision(self.device, exact):
             return self.module(pixels.to(self.device, non_blocking=True))
@@ -407,8 +414,7 @@ def _logits(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> tor
     model.eval()
     with torch.no_grad(), _precision(device, exact=True):
         parts = [
-            model(inputs[i : i + 64].to(device, memory_format=torch.channels_last)).float().cpu()
-            for i in range(0, len(inputs), 64)
+            model(inputs[i : i + 64].to(device)).float().cpu() for i in range(0, len(inputs), 64)
         ]
     return torch.cat(parts)
 

@@ -143,14 +143,17 @@ def _descend(train_x, train_y, val_x, val_y, config, settings, progress) -> FitR
             correct += int((logits.argmax(1) == y[batch]).sum())
         return total_loss / len(y), correct / len(y)
 
-    def validate() -> tuple[float, float] | None:
+    def validate() -> dict[str, float] | None:
         if not len(vy):
             return None
         head.eval()
         with torch.no_grad():
             logits = head(vx)
         loss = nn.functional.cross_entropy(logits, vy)
-        return float(loss), float((logits.argmax(1) == vy).float().mean())
+        return {
+            "val_loss": float(loss),
+            "val_accuracy": float((logits.argmax(1) == vy).float().mean()),
+        }
 
     state = run_epochs(
         head,

@@ -19,7 +19,8 @@ from headstart.console import progress_bar
 from headstart.training.checkpoint import Checkpoint, LoopState
 
 EpochFn = Callable[[int], tuple[float, float]]  # epoch -> (loss, accuracy)
-ValidateFn = Callable[[], tuple[float, float] | None]
+# -> the validation record ({"val_loss": ..., "val_accuracy": ..., ...}), or None without one
+ValidateFn = Callable[[], dict[str, float] | None]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -39,25 +40,26 @@ def run_epochs(
     checkpoint: Checkpoint | None = None,
     resume: bool = False,
     keep_start: bool = False,
+    select: str = "val_loss",
     progress: bool = False,
     description: str = "Training",
 ) -> LoopState:
     """Train `module` for up to `epochs`; the returned state holds the history and best epoch.
 
-    The module ends with its best weights (by validation loss), or its last without validation.
-    With `keep_start` the starting weights compete too, as epoch 0: training that only makes
-    validation worse gives them back.
+    The module ends with its best weights (the lowest `select` entry of the validation
+    record), or its last without validation. With `keep_start` the starting weights compete
+    too, as epoch 0: training that only makes validation worse gives them back.
     """
     state = checkpoint.restore(module, optimizer, scheduler) if resume and checkpoint else None
     if state is None:
         state = LoopState()
         scores = validate() if keep_start else None
         if scores is not None:
-            state.best_loss, state.best_state = scores[0], copy.deepcopy(module.state_dict())
+            state.best_loss, state.best_state = scores[select], copy.deepcopy(module.state_dict())
     with progress_bar(description, epochs, progress) as advance:
         advance(state.epoch)
         while not state.finished and state.epoch < epochs:
-            _one_epoch(module, optimizer, train_epoch, validate, seed, patience, state)
+            _one_epoch(module, optimizer, train_epoch, validate, seed, patience, select, state)
             state.finished = state.stopped_early or state.epoch == epochs
             if checkpoint is not None:
                 checkpoint.save(module, optimizer, scheduler, state)
@@ -69,7 +71,9 @@ def run_epochs(
     return state
 
 
-def _one_epoch(module, optimizer, train_epoch, validate, seed, patience, state: LoopState) -> None:
+def _one_epoch(
+    module, optimizer, train_epoch, validate, seed, patience, select: str, state: LoopState
+) -> None:
     epoch = state.epoch + 1
     started = time.perf_counter()
     torch.manual_seed(epoch_seed(seed, epoch))  # dropout and anything else drawing from torch
@@ -81,15 +85,14 @@ def _one_epoch(module, optimizer, train_epoch, validate, seed, patience, state: 
         "lr": optimizer.param_groups[-1]["lr"],
     }
     scores = validate()
-    if scores is not None:
-        record["val_loss"], record["val_accuracy"] = scores
+    record.update(scores or {})
     record["seconds"] = time.perf_counter() - started
     state.history.append(record)
     state.epoch = epoch
     if scores is None:
         return
-    if scores[0] < state.best_loss - 1e-6:
-        state.best_loss, state.best_epoch, state.waited = scores[0], epoch, 0
+    if scores[select] < state.best_loss - 1e-6:
+        state.best_loss, state.best_epoch, state.waited = scores[select], epoch, 0
         state.best_state = copy.deepcopy(module.state_dict())
     else:
         state.waited += 1
