@@ -14,6 +14,8 @@ Variants, each trained by `headstart.train` as a user would run it:
   224 when the photos' typical shorter side is below 288);
 - balanced + mlp: the MLP head on the same features (3 seeds: mean and spread);
 - balanced + balance-classes: the default with `--balance-classes` (loss weighted 1/class size);
+- balanced + finetune, balanced + auto: `--strategy finetune` (its defaults: top 3 units, light
+  augmentation, up to 15 epochs) and `--strategy auto` (the 5-minute budget);
 - fast: Lite0 at 224 px; best: Lite0, Lite1 and Lite2 side by side at 320 px.
 
 The linear head is deterministic (full-batch L-BFGS), so one run each; the spread that matters
@@ -38,7 +40,17 @@ from headstart.data.samples import write_digits
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 LEAKS = ("exact-leak", "near-leak")
-VARIANTS = ("before", "balanced", "balanced + mlp", "balanced + balance-classes", "fast", "best")
+VARIANTS = (
+    "before",
+    "balanced",
+    "balanced + mlp",
+    "balanced + balance-classes",
+    "balanced + finetune",
+    "balanced + auto",
+    "fast",
+    "best",
+)
+STRATEGIES = ("mlp", "finetune", "auto")  # named in a variant; the linear head otherwise
 
 
 def leak_list(data: Path, scratch: Path) -> Path:
@@ -59,7 +71,7 @@ def run(data: Path, variant: str, leaks: Path, scratch: Path, seed: int) -> dict
     if variant == "before":
         options = {"input_size": 288}
     settings = FitSettings(
-        strategy="mlp" if "mlp" in variant else "linear",
+        strategy=next((name for name in STRATEGIES if name in variant), "linear"),
         balance_classes="balance-classes" in variant,
         seed=seed,
     )
