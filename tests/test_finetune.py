@@ -274,14 +274,20 @@ def test_test_time_augmentation_averages_four_views(trained, presplit, cache_dir
     assert evaluation.accuracy >= 0.8
 
 
-def test_auto_strategy_follows_the_time_budget():
+def test_auto_strategy_follows_the_time_budget(monkeypatch):
     from headstart.training.strategy import choose_strategy
+
+    monkeypatch.setattr("headstart.training.strategy.cpu_threads", lambda: 2)
 
     roomy = choose_strategy(245, 153, FitSettings(strategy="auto", time_budget="30m"), False)
     tight = choose_strategy(245, 153, FitSettings(strategy="auto", time_budget="20s"), False)
     assert roomy[0] == "finetune" and "within the 30m budget" in roomy[1]
     assert tight[0] == "linear" and "over the 20s budget" in tight[1]
     assert choose_strategy(50_000, 5_000, FitSettings(time_budget="5m"), False)[0] == "linear"
+    # Fewer pixels, less time: 224 px costs (224/288)^2 of 288 px a training image.
+    settings = FitSettings(strategy="auto", time_budget="5m")
+    assert choose_strategy(700, 100, settings, False, 288)[0] == "linear"
+    assert choose_strategy(700, 100, settings, False, 224)[0] == "finetune"
 
 
 def test_epochs_are_chosen_by_the_loss_at_the_best_temperature():

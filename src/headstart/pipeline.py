@@ -267,7 +267,8 @@ def _strategy(
 
     cuda = resolve_device(context.device).type == "cuda"
     images = {name: len(dataset.split(name)) for name in ("train", "val")}
-    return choose_strategy(images["train"], images["val"], settings, cuda)
+    side = max(backbone.preprocessing.input_size)
+    return choose_strategy(images["train"], images["val"], settings, cuda, side)
 
 
 def _training_features(

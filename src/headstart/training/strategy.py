@@ -13,12 +13,21 @@ GPU_SPEEDUP = 20.0
 FIXED_SECONDS = 30.0  # trunk export, decoding, and features of the tuned model afterwards
 
 
+MEASURED_AT = 288  # px: the input size of that measurement; the cost scales with the area
+
+
 def choose_strategy(
-    train_images: int, val_images: int, settings: FitSettings, cuda: bool
+    train_images: int,
+    val_images: int,
+    settings: FitSettings,
+    cuda: bool,
+    input_size: int = MEASURED_AT,
 ) -> tuple[str, str]:
-    """The strategy for this dataset and budget, and the reason in one sentence."""
+    """The strategy for this dataset and budget (images fed at `input_size` px square), and
+    the reason in one sentence."""
     budget = parse_duration(settings.time_budget)
     per_image = CPU_SECONDS_PER_IMAGE_EPOCH_2_CORES * 2 / cpu_threads()
+    per_image *= (input_size / MEASURED_AT) ** 2
     if cuda:
         per_image /= GPU_SPEEDUP
     # Validation runs only the small top each epoch; count it as a tenth of a training image.
