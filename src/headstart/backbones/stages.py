@@ -9,6 +9,7 @@ ONNX Runtime can run it, and the top outputs the same features, in the same orde
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -59,7 +60,7 @@ class StageTop(Tapped):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         below: list[torch.Tensor] = []
         if self.activation_shape is not None:
-            size = self.activation_shape[0] * self.activation_shape[1] * self.activation_shape[2]
+            size = math.prod(self.activation_shape)
             below = [inputs[:, size:]]
             inputs = inputs[:, :size].unflatten(1, self.activation_shape)
         x, pooled = self.run(inputs.contiguous(memory_format=torch.channels_last))

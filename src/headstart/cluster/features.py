@@ -22,7 +22,7 @@ import numpy as np
 from headstart.backbones.registry import Backbone, check_installed_weights
 from headstart.cluster.session import connect, error_line
 from headstart.context import RunContext
-from headstart.data.locations import image_location
+from headstart.data.locations import image_location, object_column
 from headstart.errors import HeadstartError, SettingError
 from headstart.features.engines import create_engine
 from headstart.features.extract import Computed, FeatureExtractor, decode_file, forward_rows
@@ -50,17 +50,10 @@ class BackboneWorker:
         )
         return {
             "position": np.array([row[0] for row in rows], np.int64),
-            "digest": _objects(row[1] or b"" for row in rows),
-            "vector": _objects(b"" if row[2] is None else row[2].tobytes() for row in rows),
-            "reason": _objects(row[3] or "" for row in rows),
+            "digest": object_column(row[1] or b"" for row in rows),
+            "vector": object_column(b"" if row[2] is None else row[2].tobytes() for row in rows),
+            "reason": object_column(row[3] or "" for row in rows),
         }
-
-
-def _objects(values: Iterator[Any]) -> np.ndarray:
-    items = list(values)
-    array = np.empty(len(items), object)
-    array[:] = items
-    return array
 
 
 class RayCluster:

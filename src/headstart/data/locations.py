@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -116,10 +117,18 @@ def read_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     and why it could not be read (`reason`). Here, not beside Ray: the processes that run it
     then import no more than this module."""
     read = [read_file(str(p)) if p else b"" for p in batch["path"]]
-    data, reasons = np.empty(len(read), object), np.empty(len(read), object)
-    data[:] = [r if isinstance(r, bytes) else b"" for r in read]
-    reasons[:] = [r if isinstance(r, str) else "" for r in read]
+    data = object_column(r if isinstance(r, bytes) else b"" for r in read)
+    reasons = object_column(r if isinstance(r, str) else "" for r in read)
     return {**batch, "data": data, "reason": reasons}
+
+
+def object_column(values: Iterable[Any]) -> np.ndarray:
+    """A 1-D object array of the values (bytes or strings kept whole, as Ray Data carries
+    them; np.array would pad them to one width or make a 2-D array)."""
+    items = list(values)
+    column = np.empty(len(items), object)
+    column[:] = items
+    return column
 
 
 def _bounded(handle: Any) -> bytes:
