@@ -7,7 +7,7 @@ and every ants/bees photo (far). Scored on the known classes' test split against
 AUROC (higher is better) and the share of unknowns passed as known when 95% of known test images
 pass (FPR at 95% TPR, lower is better); and how many of each the model's own threshold flags.
 
-    python bench/openset.py [--cache-dir DIR]
+    python bench/openset.py [--cache-dir DIR] [--strategy linear]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from headstart import load_dataset, train
+from headstart import FitSettings, load_dataset, train
 from headstart.context import RunContext
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -33,6 +33,7 @@ def fpr_at_95_tpr(known: np.ndarray, unknown: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--strategy", default=FitSettings.strategy, help="default: %(default)s")
     args = parser.parse_args()
     flowers = load_dataset(DATASETS / "flowers5")
     known = replace(
@@ -40,7 +41,12 @@ def main() -> None:
         classes=list(KNOWN),
         samples=[s for s in flowers.samples if s.label in KNOWN],
     )
-    classifier = train(known, context=RunContext(cache_dir=args.cache_dir, progress=True))
+    classifier = train(
+        known,
+        settings=FitSettings(strategy=args.strategy),
+        context=RunContext(cache_dir=args.cache_dir, progress=False),
+    )
+    print(f"strategy {classifier.info['summary']['strategy']}, fine-tuned {classifier.fine_tuned}")
     extractor = classifier.extractor()
     test = [s.path for s in known.split("test")]
     sets = {

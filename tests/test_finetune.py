@@ -10,12 +10,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import headstart, real_photos, usage_check
+from conftest import HYMENOPTERA, headstart, real_photos, usage_check
 from safetensors.torch import load_file
 
 from headstart import Classifier, FitSettings, HeadstartError, train
 from headstart.backbones import resolve_backbone
 from headstart.context import RunContext
+from headstart.data.samples import write_digits
 from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 from headstart.storage import CHECKPOINT_FILE
@@ -66,6 +67,20 @@ def test_only_the_unfrozen_units_change(finetuned, cache_dir):
     # Trainable weights moved; BatchNorm statistics stayed frozen (a small dataset).
     assert "conv_head.weight" in changed and "blocks.6.0.conv_pw.weight" in changed
     assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
+
+
+def test_a_fine_tuned_model_scores_unknown_images_on_its_own_features(finetuned, train_only):
+    """The unknown-image score keeps the tuned backbone's features of the training photos: each
+    training photo, seen through the saved model, is its own nearest neighbour."""
+    classifier, folder = finetuned
+    assert classifier.unknown is not None
+    photos = sorted(train_only.rglob("*.jpg"))
+    features = classifier.extractor().extract_files(photos).features
+    assert classifier.unknown.distances(features).max() < 1e-3
+    reloaded = Classifier.load(folder)
+    assert reloaded.unknown is not None
+    scores = reloaded.unknown_scores(features)
+    np.testing.assert_allclose(scores, classifier.unknown_scores(features), atol=1e-5)
 
 
 @pytest.mark.slow
@@ -131,6 +146,8 @@ def test_finetuned_model_reloads_predicts_and_exports_identically(
     for ours, theirs in zip(after, exported, strict=True):
         assert ours.labels[0] == theirs.labels[0]
         assert ours.probabilities[0] == pytest.approx(theirs.probabilities[0], abs=1e-3)
+        # The unknown-image score travels too, computed in the graph from the tuned features.
+        assert ours.unknown_score == pytest.approx(theirs.unknown_score, abs=1e-2)
 
 
 def test_tampered_tuned_weights_are_refused(finetuned, cache_dir, tmp_path):
@@ -230,6 +247,7 @@ def test_augmented_cache_stores_k_views_and_reuses_them(presplit, cache_dir, tmp
     settings = FitSettings(aug_views=2)
     first = train(presplit, settings=settings, context=RunContext(cache_dir=cache))
     assert first.info["summary"]["computed"] == 16 + 24 * 3  # val, then train plain + 2 views
+    assert "--aug-views 2 trains the head" in first.info["summary"]["reason"]  # auto: linear
     second = train(presplit, settings=settings, context=RunContext(cache_dir=cache))
     assert second.info["summary"]["computed"] == 0
     assert second.info["summary"]["augmented_views"] == 2
@@ -286,8 +304,56 @@ def test_auto_strategy_follows_the_time_budget(monkeypatch):
     assert choose_strategy(50_000, 5_000, FitSettings(time_budget="5m"), False)[0] == "linear"
     # Fewer pixels, less time: 224 px costs (224/288)^2 of 288 px a training image.
     settings = FitSettings(strategy="auto", time_budget="5m")
-    assert choose_strategy(700, 100, settings, False, 288)[0] == "linear"
-    assert choose_strategy(700, 100, settings, False, 224)[0] == "finetune"
+    assert choose_strategy(3000, 300, settings, False, 288)[0] == "linear"
+    assert choose_strategy(3000, 300, settings, False, 224)[0] == "finetune"
+
+
+def test_auto_needs_enough_validation_and_photos_unlike_imagenet(monkeypatch):
+    from headstart.training.strategy import MIN_VAL_IMAGES, auto_strategy
+
+    monkeypatch.setattr("headstart.training.strategy.cpu_threads", lambda: 2)
+    settings = FitSettings(time_budget="5m")
+
+    def no_gpu_question() -> bool:
+        raise AssertionError("asked whether there is a GPU (which imports torch) for nothing")
+
+    def auto(val_images, last_layer_suffices, cuda=no_gpu_question, train_images=1000):
+        return auto_strategy(train_images, val_images, settings, cuda, 224, last_layer_suffices)
+
+    few = auto(MIN_VAL_IMAGES - 1, last_layer_suffices=False)
+    assert few[0] == "linear" and "too few to tell" in few[1]
+    near = auto(MIN_VAL_IMAGES, last_layer_suffices=True)
+    assert near[0] == "linear" and "last layer alone" in near[1]
+    far = auto(MIN_VAL_IMAGES, last_layer_suffices=False, cuda=lambda: False)
+    assert far[0] == "finetune" and "earlier stages helped" in far[1] and "5m budget" in far[1]
+    unmeasured = auto(MIN_VAL_IMAGES, last_layer_suffices=None, cuda=lambda: False)
+    assert unmeasured[0] == "finetune" and "earlier stages" not in unmeasured[1]
+    too_many = auto(MIN_VAL_IMAGES, False, cuda=lambda: False, train_images=50_000)
+    assert too_many[0] == "linear" and "over the 5m budget" in too_many[1]
+
+
+def test_preset_fast_never_fine_tunes(presplit, cache_dir, monkeypatch):
+    monkeypatch.setattr("headstart.training.strategy.MIN_VAL_IMAGES", 1)
+    settings = FitSettings(time_budget="1h")  # auto, the default
+    context = RunContext(cache_dir=cache_dir, progress=False)
+    summary = train(presplit, preset="fast", settings=settings, context=context).info["summary"]
+    assert summary["strategy"] == "linear" and "--preset fast uses" in summary["reason"]
+
+
+@pytest.mark.slow
+def test_auto_fine_tunes_digits_and_not_ants_and_bees(cache_dir, tmp_path):
+    """ "Far from ImageNet" is what the linear head just measured on validation: the backbone's
+    earlier stages help it on handwritten digits, not on ants and bees (ImageNet's own kind)."""
+    write_digits(tmp_path / "digits")
+    settings = FitSettings(finetune_epochs=1, time_budget="1h")  # auto, the default
+    context = RunContext(cache_dir=cache_dir, progress=False)
+    digits = train(tmp_path / "digits", settings=settings, context=context)
+    ants_and_bees = train(HYMENOPTERA, settings=settings, context=context).info["summary"]
+    assert digits.info["summary"]["strategy"] == "finetune"
+    assert "earlier stages helped" in digits.info["summary"]["reason"]
+    assert "finetune" in digits.info
+    assert ants_and_bees["strategy"] == "linear"
+    assert "last layer alone" in ants_and_bees["reason"]
 
 
 def test_epochs_are_chosen_by_the_loss_at_the_best_temperature():
@@ -360,13 +426,13 @@ def test_killed_command_resumes_to_the_same_weights(finetuned, train_only, cache
 def test_auto_strategy_says_what_it_chose_and_why(presplit, cache_dir, tmp_path):
     model = tmp_path / "model"
     result = headstart(
-        *["train", str(presplit), "-o", str(model), "--strategy", "auto"],
-        *["--time-budget", "1s", "--json"],
+        *["train", str(presplit), "-o", str(model), "--strategy", "auto", "--json"],
         cache_dir=cache_dir,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["strategy"] == "linear" and "over the 1s budget" in summary["reason"]
+    assert summary["strategy"] == "linear"
+    assert "only 16 validation images, fewer than 100" in summary["reason"]
     info = json.loads(headstart("info", str(model), "--json").stdout)
     assert info["training"]["strategy"] == "linear" and info["head"]["kind"] == "linear"
 

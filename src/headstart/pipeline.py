@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones.registry import (
+    PRESETS,
     Backbone,
     can_finetune,
     check_input_size,
@@ -34,7 +35,7 @@ from headstart.storage import CHECKPOINT_FILE
 from headstart.training.fit import fit_head
 from headstart.training.heads import Head
 from headstart.training.settings import FitSettings
-from headstart.training.strategy import choose_strategy
+from headstart.training.strategy import auto_strategy
 
 
 @dataclass
@@ -115,7 +116,7 @@ def train(
             f"--strategy finetune supports timm's EfficientNet family (efficientnet_lite0/1/2, "
             f"tf_efficientnet_*, mixnet_*, ...), not {backbone}; use --strategy linear or mlp"
         )
-    strategy, reason = _strategy(settings, dataset, resolved, context)
+    strategy, reason = _strategy(settings, resolved, preset)
     extractor = FeatureExtractor(resolved, cache, engine, runner=context.cluster)
     splits = {
         # float16: exactly the cached values, in half the memory (a large set's features
@@ -152,6 +153,9 @@ def train(
         fit.best_epoch,
     )
     val_logits = head.logits(_or_empty(splits["val"], splits["train"]))
+    if strategy == "auto":
+        last_layer_suffices = "features" in fit.details if resolved.leading_candidates else None
+        strategy, reason = _auto_strategy(settings, splits, resolved, context, last_layer_suffices)
     info: dict[str, Any] = {}
     if strategy == "finetune":
         from headstart.training.finetune import finetune  # torchvision: only when fine-tuning
@@ -198,23 +202,19 @@ def train(
     if info.get("finetune", {}).get("workers"):
         notes.append(f"fine-tuned on {info['finetune']['workers']} Ray Train worker(s)")
     summary.notes = notes
+    calibration = _calibrate(val_logits, splits["val"].y)
+    tuned_extractor = None
+    if backbone_used is not extractor.backbone:  # a fine-tuned backbone sees other features
+        tuned_extractor = FeatureExtractor(backbone_used, cache, engine, runner=context.cluster)
+    width = extractor.backbone.distance_features  # the pooled head: what an image shows
+    unknown = _unknown_detector(
+        head, dataset, splits, tuned_extractor, calibration, width, progress
+    )
     summary.seconds = {
         "features": extracted - started,
         "training": time.perf_counter() - extracted,
         "total": time.perf_counter() - started,
     }
-    calibration = _calibrate(val_logits, splits["val"].y)
-    unknown = None
-    if backbone_used is extractor.backbone:  # a fine-tuned backbone sees other features
-        temperature = calibration["temperature"] if calibration else 1.0
-        width = extractor.backbone.distance_features  # the pooled head: what an image shows
-        train, val = splits["train"].x, _or_empty(splits["val"], splits["train"])
-        unknown = UnknownDetector.fit(
-            train[:, :width],
-            val[:, :width],
-            head.logits(train) / temperature,
-            val_logits / temperature,
-        )
     classifier = Classifier(
         dataset.classes,
         _describe(extractor.backbone, backbone_used),
@@ -247,6 +247,40 @@ def train(
     return classifier
 
 
+def _unknown_detector(
+    head: Head,
+    dataset: Dataset,
+    splits: dict[str, LabelledFeatures],
+    tuned: FeatureExtractor | None,
+    calibration: dict[str, float] | None,
+    width: int | None,
+    progress: bool,
+) -> UnknownDetector:
+    """The unknown-image score, fitted on the leading `width` features of the training and
+    validation images: the cached ones, or the fine-tuned backbone's (`tuned`) computed anew."""
+    train, val = splits["train"], splits["val"]
+    if tuned is not None:
+        train, val = (
+            labelled_features(
+                tuned,
+                dataset.split(name),
+                dataset.classes,
+                progress,
+                f"Fine-tuned features ({name})",
+                np.float16,
+            )
+            for name in ("train", "val")
+        )
+    train_x, val_x = train.x, _or_empty(val, train)
+    temperature = calibration["temperature"] if calibration else 1.0
+    return UnknownDetector.fit(
+        train_x[:, :width],
+        val_x[:, :width],
+        head.logits(train_x) / temperature,
+        head.logits(val_x) / temperature,
+    )
+
+
 def _describe(pretrained: Backbone, used: Backbone) -> dict[str, Any]:
     """The pretrained backbone's identity, and the tuned weights' when fine-tuned."""
     described = pretrained.describe()
@@ -256,19 +290,39 @@ def _describe(pretrained: Backbone, used: Backbone) -> dict[str, Any]:
 
 
 def _strategy(
-    settings: FitSettings, dataset: Dataset, backbone: Backbone, context: RunContext
+    settings: FitSettings, backbone: Backbone, preset: str | None
 ) -> tuple[str, str | None]:
-    """The strategy to run, chosen before any feature is computed (auto counts the images)."""
+    """The strategy to run, as far as it can be chosen before any feature is computed: "auto"
+    when that waits for the linear head (`_auto_strategy`)."""
     if settings.strategy != "auto":
         return settings.strategy, None
+    if preset is not None and PRESETS[preset].strategy != "auto":
+        chosen = PRESETS[preset].strategy
+        return chosen, f"--preset {preset} uses --strategy {chosen} (seconds, not minutes)"
+    if settings.aug_views:
+        return "linear", f"--aug-views {settings.aug_views} trains the head on augmented views"
     if not can_finetune(backbone):
         return "linear", f"{backbone.name} cannot be fine-tuned here (EfficientNets only)"
-    from headstart.training.finetune import resolve_device
+    return "auto", None
 
-    cuda = resolve_device(context.device).type == "cuda"
-    images = {name: len(dataset.split(name)) for name in ("train", "val")}
+
+def _auto_strategy(
+    settings: FitSettings,
+    splits: dict[str, LabelledFeatures],
+    backbone: Backbone,
+    context: RunContext,
+    last_layer_suffices: bool | None,
+) -> tuple[str, str]:
+    """What `auto` does with the linear head fitted (see training/strategy.py)."""
+
+    def cuda() -> bool:
+        from headstart.training.finetune import resolve_device  # torch
+
+        return resolve_device(context.device).type == "cuda"
+
+    images = {name: len(splits[name].y) for name in ("train", "val")}
     side = max(backbone.preprocessing.input_size)
-    return choose_strategy(images["train"], images["val"], settings, cuda, side)
+    return auto_strategy(images["train"], images["val"], settings, cuda, side, last_layer_suffices)
 
 
 def _training_features(

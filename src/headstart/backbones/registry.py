@@ -43,16 +43,20 @@ DEFAULT_POOLED_STAGES = (3, 4, 5, 6)
 
 @dataclass(frozen=True)
 class Preset:
-    """A measured backbone and input size (bench/accuracy.py; 2-core CPU, cold cache)."""
+    """A measured backbone, input size and strategy (bench/accuracy.py; 2-core CPU, cold
+    cache)."""
 
     backbone: str
     input_size: int | None  # None: the backbone's default (1.29x its pretrained size)
+    # What `--strategy auto` (the default) becomes: fast means seconds, never fine-tuning;
+    # three joined backbones cannot be fine-tuned.
+    strategy: str = "auto"
 
 
 PRESETS = {
-    "fast": Preset("efficientnet_lite0", 224),
+    "fast": Preset("efficientnet_lite0", 224, "linear"),
     "balanced": Preset("efficientnet_lite0", None),
-    "best": Preset("efficientnet_lite0+efficientnet_lite1+efficientnet_lite2", None),
+    "best": Preset("efficientnet_lite0+efficientnet_lite1+efficientnet_lite2", None, "linear"),
 }
 DEFAULT_PRESET = "balanced"
 

@@ -36,7 +36,10 @@ class FitSettings:
     """
 
     strategy: str = setting(
-        "linear", choice(Strategy), "linear, mlp, finetune, or auto (by data and time budget)"
+        "auto",
+        choice(Strategy),
+        "auto (fine-tune photos unlike ImageNet's within --time-budget, else linear), linear, "
+        "mlp or finetune",
     )
     # Heads on cached features (linear, mlp, and the warm start of finetune).
     hidden: int = setting(512, HIDDEN_UNITS, "MLP hidden units")
@@ -55,7 +58,7 @@ class FitSettings:
     )
     # Fine-tuning the top of the backbone.
     unfreeze: str = setting("3", _unfreeze, "Fine-tune the top N units (head conv, stages) or all")
-    finetune_epochs: int = setting(15, number(1, 10_000), "Most fine-tuning epochs")
+    finetune_epochs: int = setting(6, number(1, 10_000), "Most fine-tuning epochs")
     finetune_batch_size: int = setting(32, number(1, 100_000), "Fine-tuning batch size")
     finetune_learning_rate: float = setting(
         1e-4,
@@ -64,7 +67,7 @@ class FitSettings:
         "--finetune-lr",
     )
     backbone_lr_scale: float = setting(
-        0.1, number(0.0, 1.0, kind=float), "Backbone learning rate as a fraction of the head's"
+        1.0, number(0.0, 1.0, kind=float), "Backbone learning rate as a fraction of the head's"
     )
     warmup_epochs: float = setting(
         1.0, number(0.0, 1000.0, kind=float), "Fine-tuning warm-up epochs"
