@@ -46,7 +46,8 @@ def main() -> None:
         settings=FitSettings(strategy=args.strategy),
         context=RunContext(cache_dir=args.cache_dir, progress=False),
     )
-    print(f"strategy {classifier.info['summary']['strategy']}, fine-tuned {classifier.fine_tuned}")
+    summary = classifier.info["summary"]
+    print(f"strategy {summary['strategy']}: {summary['reason'] or 'as asked'}")
     extractor = classifier.extractor()
     test = [s.path for s in known.split("test")]
     sets = {
