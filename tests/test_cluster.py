@@ -231,6 +231,9 @@ def test_fine_tuning_on_one_ray_worker_gives_the_local_weights(
     difference = max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine)
     print(f"max abs weight difference, 1 Ray worker vs local: {difference:.2e}")
     assert difference < 1e-5
+    # The unknown-image score too: fitted on the tuned features, computed on Ray.
+    assert remote.unknown is not None and local.unknown is not None
+    np.testing.assert_allclose(remote.unknown.bank, local.unknown.bank, atol=2e-3)
     assert not (tmp_path / "m" / CHECKPOINT_FILE).exists()  # the run finished
 
 

@@ -121,9 +121,9 @@ def train(
     preset: Annotated[
         PresetName | None,
         typer.Option(
-            help="fast (Lite0 at 224 px), balanced (Lite0 at 288, 224 for small photos: the "
-            "default) or best (Lite0, Lite1 and Lite2 side by side, about 3x the time; better "
-            "on some data, worse on other: see the README)"
+            help="fast (Lite0 at 224 px, linear head), balanced (Lite0 at 288, 224 for small "
+            "photos, auto: the default) or best (Lite0, Lite1 and Lite2 side by side, linear "
+            "head, about 3x the time; better on some data, worse on other: see the README)"
         ),
     ] = None,
     strategy: Annotated[Strategy, _fit_option("strategy")] = DEFAULTS.strategy,
