@@ -138,8 +138,8 @@ class Classifier:
 
     def unknown_scores(self, features: np.ndarray) -> np.ndarray | None:
         """How unlike the training data each image is (above `unknown.stats["threshold"]`:
-        none of the classes); None for a model without a detector (fine-tuned on several
-        processes, or older)."""
+        none of the classes); None for a model saved without a detector (by an older
+        headstart)."""
         if self.unknown is None:
             return None
         return self.unknown.scores(features, self.logits(features) / self.temperature)
