@@ -35,13 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from data_paths import DATASETS, require
 from sklearn.metrics import balanced_accuracy_score
 
 from headstart import FitSettings, RunContext, diagnose, load_dataset, train
 from headstart.data.exclude import read_exclusions
 from headstart.data.samples import write_digits
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 LEAKS = ("exact-leak", "near-leak")
 VARIANTS = (
     "before",
@@ -90,6 +90,7 @@ def run(data: Path, variant: str, leaks: Path, scratch: Path, seed: int) -> dict
         seconds = time.perf_counter() - started
     finally:
         registry.DEFAULT_POOLED_STAGES = stages
+    summary = classifier.info["summary"]
     dataset = load_dataset(data).without(read_exclusions(leaks))[0]
     evaluation = classifier.evaluate(dataset)
     scored = classifier.evaluation_set(dataset).labelled
@@ -101,6 +102,7 @@ def run(data: Path, variant: str, leaks: Path, scratch: Path, seed: int) -> dict
         "split": evaluation.split,
         "seconds": seconds,
         "size": classifier.preprocessing.input_size[0],
+        "chosen": f"{summary['strategy']}: {summary.get('reason') or 'as asked'}",
     }
 
 
@@ -114,8 +116,14 @@ def main() -> None:
         write_digits(scratch / "digits")
         datasets = [DATASETS / "flowers5", DATASETS / "chest_xray", scratch / "digits"]
         datasets.append(DATASETS / "hymenoptera")
-        print("| dataset | variant | px | test top-1 | balanced accuracy | images | cold train s |")
-        print("|---|---|---|---|---|---|---|")
+        for data in datasets:
+            if not args.only or data.name in args.only:
+                require(data)
+        print(
+            "| dataset | variant | px | test top-1 | balanced accuracy | images | cold train s "
+            "| what ran, and why |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for data in datasets:
             if args.only and data.name not in args.only:
                 continue
@@ -133,7 +141,7 @@ def _row(name: str, variant: str, rows: list[dict]) -> str:
     return (
         f"| {name} ({rows[0]['split']}) | {variant} | {rows[0]['size']} | "
         f"{statistics.mean(top1):.2%}{spread} | "
-        f"{balanced:.2%} | {rows[0]['images']} | {rows[0]['seconds']:.0f} |"
+        f"{balanced:.2%} | {rows[0]['images']} | {rows[0]['seconds']:.0f} | {rows[0]['chosen']} |"
     )
 
 

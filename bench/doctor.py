@@ -28,11 +28,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from data_paths import DATASETS, require
 from PIL import Image
 
 from headstart.data.sources import load_dataset
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FLOWERS = DATASETS / "flowers5"
 HEADSTART = Path(sys.executable).parent / "headstart"
 
@@ -99,6 +99,7 @@ def found_copies(output: Path, planted: dict[str, str]) -> int:
 
 
 def main() -> None:
+    require(FLOWERS)
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         cache = work / "cache"

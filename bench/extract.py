@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from data_paths import DATASETS, require
 
 from headstart.backbones import resolve_backbone
 from headstart.features import FeatureCache, FeatureExtractor
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+DEFAULT_DATA = DATASETS / "hymenoptera"
 
 
 def image_folders(root: Path) -> list[Path]:
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each")
     args = parser.parse_args()
+    require(args.data)
     with tempfile.TemporaryDirectory() as onnx_cache:
         backbone = resolve_backbone("efficientnet_lite0", Path(onnx_cache))
         _ = FeatureExtractor(backbone, FeatureCache(onnx_cache), "onnx").engine  # export once

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from data_paths import DATASETS, require
 
 from headstart import FitSettings, load_dataset
 from headstart.backbones.registry import resolve_backbone
@@ -26,7 +27,6 @@ from headstart.training.fit import fit_by_gradient
 from headstart.training.heads import HeadConfig
 from headstart.training.solver import fit_linear, scores
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DEFAULT_DATA = [DATASETS / name for name in ("hymenoptera", "flowers5", "chest_xray")]
 
 
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, nargs="*", default=DEFAULT_DATA)
     parser.add_argument("--cache-dir", type=Path)
     args = parser.parse_args()
+    for data in args.data:
+        require(data)
     print("| dataset | head | val top-1 | test top-1 | val loss | seconds |")
     print("|---|---|---|---|---|---|")
     for data in args.data:

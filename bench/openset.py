@@ -17,12 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from data_paths import DATASETS, require
 from sklearn.metrics import roc_auc_score
 
 from headstart import FitSettings, load_dataset, train
 from headstart.context import RunContext
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 KNOWN = ("daisy", "dandelion", "rose")
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--strategy", default=FitSettings.strategy, help="default: %(default)s")
     args = parser.parse_args()
-    flowers = load_dataset(DATASETS / "flowers5")
+    flowers = load_dataset(require(DATASETS / "flowers5"))
     known = replace(
         flowers,
         classes=list(KNOWN),
@@ -53,7 +53,9 @@ def main() -> None:
     sets = {
         "known (test split)": test,
         "near (other flowers)": [s.path for s in flowers.samples if s.label not in KNOWN],
-        "far (ants, bees)": [s.path for s in load_dataset(DATASETS / "hymenoptera").samples],
+        "far (ants, bees)": [
+            s.path for s in load_dataset(require(DATASETS / "hymenoptera")).samples
+        ],
     }
     features = {name: extractor.extract_files(paths).features for name, paths in sets.items()}
     scores = {

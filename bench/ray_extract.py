@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from data_paths import DATASETS, require
+
 from headstart.backbones import resolve_backbone
 from headstart.cluster import RayCluster
 from headstart.cluster.session import connect
@@ -27,7 +29,7 @@ from headstart.features import FeatureCache, FeatureExtractor
 from headstart.features.store import ParquetFeatureStore
 from headstart.threads import cpu_threads
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+DEFAULT_DATA = DATASETS / "hymenoptera"
 
 
 def timed(photos, backbone, cache_dir: Path, store: Path, runner=None) -> tuple[float, int]:
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    require(args.data)
     photos = visible_images(args.data)
     cores = cpu_threads()
     scratch = Path(tempfile.mkdtemp(prefix="headstart-ray-bench-"))

@@ -15,10 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from data_paths import DATASETS, require
+
 from headstart import FitSettings, RunContext, on_ray, train
 from headstart.cluster.session import connect
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+DEFAULT_DATA = DATASETS / "hymenoptera"
 
 
 def main() -> None:
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
+    require(args.data)
     settings = FitSettings(
         strategy="finetune", finetune_epochs=args.epochs, unfreeze="2", augment="none"
     )

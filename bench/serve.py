@@ -21,12 +21,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from data_paths import DATASETS, require
 
 from headstart.export.onnx import export_classifier
 from headstart.export.runtime import OnnxClassifier
 from headstart.pipeline import train
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+DATA = DATASETS / "hymenoptera"
 
 
 def free_port() -> int:
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args()
+    require(DATA)
     photos_paths = sorted((DATA / "val").rglob("*.jpg"))[:64]
     photos = [p.read_bytes() for p in photos_paths]
     with tempfile.TemporaryDirectory() as scratch:

@@ -16,10 +16,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from data_paths import DATASETS, require
+
 from headstart import FitSettings, train
 from headstart.context import RunContext
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+DEFAULT_DATA = DATASETS / "hymenoptera"
 
 
 def main() -> None:
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="run only these rows (by name)")
     args = parser.parse_args()
+    require(args.data)
     base = FitSettings(seed=args.seed, augment=args.augment)
     rows = {
         "linear": base,

@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from data_paths import DATASETS, require
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+DEFAULT_DATA = DATASETS / "hymenoptera"
 HEADSTART = [sys.executable, "-m", "headstart.cli"]
 
 
@@ -112,7 +113,9 @@ def arguments(doc: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=3)
-    return parser.parse_args()
+    args = parser.parse_args()
+    require(args.data)
+    return args
 
 
 def main() -> None:

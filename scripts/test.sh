@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs headstart into .venv (and Debian's Chromium for the browser test), then runs the
-# linters and the test suite.
+# Installs headstart into .venv (and Debian's Chromium for the browser tests), then runs the
+# linters, the type check, the documentation build, the test suite and the wheel check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -11,4 +11,8 @@ fi
 bash scripts/install.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
+site="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site" && rm -rf "$site"
 .venv/bin/python -m pytest
+bash scripts/wheel_check.sh

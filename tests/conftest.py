@@ -1,4 +1,5 @@
-"""Shared fixtures: real photos from ../shared/datasets, copied into temporary folders."""
+"""Shared fixtures: the real photos of tests/data (its README says whose), copied into temporary
+folders."""
 
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-DATASETS = Path(os.environ.get("HEADSTART_DATASETS", REPO.parent / "shared" / "datasets"))
-HYMENOPTERA = DATASETS / "hymenoptera"
-FLOWERS = DATASETS / "flowers5"
+DATA = Path(__file__).resolve().parent / "data"
+# Two flower species of 36 photos each. The session's model trains on photos 0-11 of each and
+# validates on 12-19; 20-35 are never part of it (held out).
+FLOWERS = DATA / "flowers"
+XRAYS = sorted((DATA / "xray").rglob("*.jpg"))  # far from every flower: unknown images
+IMAGENET_ANT = DATA / "imagenet" / "ants" / "1124525276_816a07c17f.jpg"
+IMAGENET_BEE = DATA / "imagenet" / "bees" / "144098310_a4176fd54d.jpg"
 
 
-def real_photos(split: str, label: str, count: int, skip: int = 0) -> list[Path]:
-    folder = HYMENOPTERA / split / label
-    if not folder.is_dir():
-        pytest.fail(f"real photos not found at {folder}; set HEADSTART_DATASETS")
-    photos = sorted(p for p in folder.glob("*.jpg"))
+def real_photos(label: str, count: int, skip: int = 0) -> list[Path]:
+    """Photos `skip` to `skip + count` of one flower species, in a fixed order."""
+    photos = sorted((FLOWERS / label).glob("*.jpg"))
+    if skip + count > len(photos):
+        raise ValueError(f"tests/data has {len(photos)} {label} photos, not {skip + count}")
     return photos[skip : skip + count]
 
 
@@ -73,11 +77,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def presplit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small pre-split dataset of real photos: train/{ants,bees} and val/{ants,bees}."""
-    root = tmp_path_factory.mktemp("hymenoptera")
-    for label in ("ants", "bees"):
-        copy_photos(real_photos("train", label, 12), root / "train" / label)
-        copy_photos(real_photos("val", label, 8), root / "val" / label)
+    """A small pre-split dataset of real photos: {train,val}/{daisy,sunflower}."""
+    root = tmp_path_factory.mktemp("flowers")
+    for label in ("daisy", "sunflower"):
+        copy_photos(real_photos(label, 12), root / "train" / label)
+        copy_photos(real_photos(label, 8, skip=12), root / "val" / label)
     return root
 
 
@@ -98,7 +102,7 @@ def exported(trained, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     from headstart.export.onnx import export_classifier
 
     classifier, _ = trained
-    path = tmp_path_factory.mktemp("export") / "ants_bees.onnx"
+    path = tmp_path_factory.mktemp("export") / "daisy_sunflower.onnx"
     export_classifier(classifier, path)
     return classifier, path
 
@@ -133,7 +137,7 @@ class ObjectStore:
 
 @pytest.fixture(scope="session")
 def object_store(tmp_path_factory: pytest.TempPathFactory):
-    """Real photos of ants and bees in a bucket of moto's S3 server, and as local files."""
+    """Real photos of daisies and sunflowers in a bucket of moto's S3 server, and as local files."""
     import logging
 
     import pyarrow.fs
@@ -142,8 +146,8 @@ def object_store(tmp_path_factory: pytest.TempPathFactory):
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
 
     folder = tmp_path_factory.mktemp("bucket")
-    for label in ("ants", "bees"):
-        copy_photos(real_photos("train", label, 10, skip=40), folder / label)
+    for label in ("daisy", "sunflower"):
+        copy_photos(real_photos(label, 10, skip=20), folder / label)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

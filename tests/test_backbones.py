@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import HYMENOPTERA, real_photos
+from conftest import IMAGENET_ANT, IMAGENET_BEE, real_photos
 from PIL import Image
 
 from headstart.backbones import resolve_backbone
@@ -36,8 +36,8 @@ def test_features_are_computed_at_the_test_resolution_by_default(backbone):
 def test_packaged_weights_name_real_photos_correctly(backbone):
     network = PixelsToFeatures(backbone.build_module(with_classifier=True), backbone.preprocessing)
     photos = [
-        HYMENOPTERA / "val" / "ants" / "1124525276_816a07c17f.jpg",
-        HYMENOPTERA / "val" / "bees" / "144098310_a4176fd54d.jpg",
+        IMAGENET_ANT,
+        IMAGENET_BEE,
     ]
     pixels = np.stack([backbone.preprocessing.pixels(p.read_bytes()) for p in photos])
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_preprocessing_comes_from_timm_and_matches_its_transform(backbone):
     assert backbone.preprocessing.input_size == tuple(config["input_size"][1:])
     assert backbone.preprocessing.crop_pct == config["crop_pct"]
     assert backbone.preprocessing.mean == tuple(config["mean"])
-    image = Image.open(real_photos("train", "ants", 1)[0]).convert("RGB")
+    image = Image.open(real_photos("daisy", 1)[0]).convert("RGB")
     reference = create_transform(**config)(image)  # normalised CHW float tensor
     ours = np.array(backbone.preprocessing.pixels_from_image(image))
     normalised = PixelsToFeatures(torch.nn.Identity(), backbone.preprocessing)[0]
@@ -120,9 +120,9 @@ def test_timm_download_offline_fails_with_a_clear_message(tmp_path):
         and "could not download the pretrained weights of 'resnet18'" in result.stderr
     )
     photos = tmp_path / "photos"
-    for label in ("ants", "bees"):
+    for label in ("daisy", "sunflower"):
         (photos / label).mkdir(parents=True)
-        for photo in real_photos("train", label, 2):
+        for photo in real_photos(label, 2):
             (photos / label / photo.name).write_bytes(photo.read_bytes())
     cli = subprocess.run(
         [
@@ -168,7 +168,7 @@ def test_features_pool_stages_3_to_6_beside_the_head(backbone):
     assert backbone.pooled_stages == (3, 4, 5, 6) and head_only.pooled_stages == ()
     assert backbone.fingerprint != head_only.fingerprint
     assert "pooled_stages" not in head_only.describe()  # as models were written before
-    photo = HYMENOPTERA / "val" / "bees" / "144098310_a4176fd54d.jpg"
+    photo = real_photos("sunflower", 1)[0]
     pixels = torch.from_numpy(np.array(backbone.preprocessing.pixels(photo.read_bytes())[None]))
     with torch.inference_mode():
         pooled = PixelsToFeatures(backbone.build_module(), backbone.preprocessing)(pixels)
@@ -185,7 +185,7 @@ def test_a_split_backbone_makes_the_same_features(backbone, unfreeze):
     from headstart.backbones.network import PixelNormalize
     from headstart.backbones.stages import split_backbone
 
-    photo = HYMENOPTERA / "val" / "bees" / "144098310_a4176fd54d.jpg"
+    photo = real_photos("sunflower", 1)[0]
     pixels = torch.from_numpy(np.array(backbone.preprocessing.pixels(photo.read_bytes())[None]))
     network = backbone.build_module().eval()
     split = split_backbone(network, unfreeze, backbone.preprocessing.input_size)
@@ -218,7 +218,7 @@ def test_backbones_joined_by_plus_see_one_input_and_concatenate_their_features(t
     assert joined.preprocessing == lite1.preprocessing  # the larger input: 320 px
     alone = resolve_backbone("efficientnet_lite0", tmp_path, input_size=320)
     assert joined.fingerprint not in (alone.fingerprint, lite1.fingerprint)
-    photo = HYMENOPTERA / "val" / "ants" / "1124525276_816a07c17f.jpg"
+    photo = real_photos("daisy", 1)[0]
     pixels = torch.from_numpy(np.array(joined.preprocessing.pixels(photo.read_bytes())[None]))
     with torch.inference_mode():
         both = PixelsToFeatures(joined.build_module(), joined.preprocessing)(pixels)

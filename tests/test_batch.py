@@ -17,7 +17,7 @@ from headstart.model.batch import predict_to_file
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("batch")
     files = copy_photos(
-        real_photos("val", "ants", 6, skip=64) + real_photos("val", "bees", 6, skip=64), folder
+        real_photos("daisy", 6, skip=20) + real_photos("sunflower", 6, skip=20), folder
     )
     (folder / "broken.jpg").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     return sorted([*files, folder / "broken.jpg"])

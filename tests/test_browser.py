@@ -13,6 +13,7 @@ from conftest import real_photos
 from headstart.export.runtime import OnnxClassifier
 from headstart.serving.app import create_app
 
+pytestmark = pytest.mark.slow  # a browser's start and a page load: seconds each
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
     pytest.skip("Debian's chromium and chromium-driver are not installed", allow_module_level=True)
@@ -67,8 +68,8 @@ def test_picking_photos_shows_their_labels_as_bars(server_url, browser, exported
 
     browser.get(server_url)
     wait = WebDriverWait(browser, 60)
-    wait.until(lambda d: "ants, bees" in d.find_element(By.ID, "labels").text)
-    photos = real_photos("val", "ants", 1, skip=7) + real_photos("val", "bees", 1, skip=7)
+    wait.until(lambda d: "daisy, sunflower" in d.find_element(By.ID, "labels").text)
+    photos = real_photos("daisy", 1, skip=19) + real_photos("sunflower", 1, skip=19)
     browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in photos))
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result")) == 2)
     rows = browser.find_elements(By.CSS_SELECTOR, ".result")
@@ -92,8 +93,11 @@ def test_report_renders_offline_with_its_figures(trained, presplit, cache_dir, b
     images = browser.find_elements(By.TAG_NAME, "img")
     assert len(images) >= 5
     assert all(image.get_property("naturalWidth") > 0 for image in images)
-    table = browser.find_element(By.CSS_SELECTOR, "table.sortable:last-of-type")
+    tables = browser.find_elements(By.CSS_SELECTOR, "table.sortable")
+    assert len(tables) == 2  # the most-confused pairs, then per class: columns count per table
+    table = tables[1]
     recall = table.find_elements(By.TAG_NAME, "th")[2]
+    assert recall.text == "recall"
     recall.click()
     values = [
         float(r.find_elements(By.TAG_NAME, "td")[2].text)

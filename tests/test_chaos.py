@@ -123,7 +123,7 @@ def hostile_uploads() -> list[tuple[str, bytes]]:
     big = hostile.encode(
         hostile.Image.fromarray(np.zeros((6300, 6300), np.uint16)), "PNG"
     )  # 39.7 MP of 16-bit grey in a small file
-    photo = real_photos("val", "ants", 1, skip=4)[0].read_bytes()
+    photo = real_photos("daisy", 1, skip=16)[0].read_bytes()
     return [
         ("strip.png", hostile.strip(1_000_000, 1)),
         ("strip2.png", hostile.strip(20_000, 1)),
@@ -160,7 +160,7 @@ def test_server_under_a_memory_cap_survives_hostile_uploads(exported):
                         assert response.status_code == 200, response.text
                     else:
                         assert 400 <= response.status_code < 500, (name, response.text)
-            photo = real_photos("val", "bees", 1, skip=6)[0]
+            photo = real_photos("sunflower", 1, skip=18)[0]
             from headstart.export.runtime import OnnxClassifier
 
             expected = OnnxClassifier(onnx_file).predict([photo], top_k=1)[0]

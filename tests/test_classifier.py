@@ -10,7 +10,7 @@ from headstart.context import RunContext
 from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 
 
-def test_trained_model_separates_ants_from_bees(trained):
+def test_trained_model_separates_daisies_from_sunflowers(trained):
     classifier, _ = trained
     summary = classifier.info["summary"]
     assert summary["used"] == {"train": 24, "val": 16, "test": 0}
@@ -24,17 +24,17 @@ def test_model_folder_is_safetensors_and_json_only(trained):
     assert weights.name.startswith("model-") and weights.suffix == ".safetensors"
     metadata = json.loads((folder / METADATA_FILE).read_text())
     assert metadata["format_version"] == 2
-    assert metadata["labels"] == ["ants", "bees"]
+    assert metadata["labels"] == ["daisy", "sunflower"]
     assert metadata["backbone"]["name"] == "efficientnet_lite0"
     assert metadata["backbone"]["weights"].startswith("sha256:")
-    assert metadata["preprocessing"]["input_size"] == [288, 288]
+    assert metadata["preprocessing"]["input_size"] == [224, 224]  # 227 px photos: not enlarged
     assert {"torch", "timm"} <= set(metadata["versions"])
     assert metadata["training"]["settings"]["seed"] == 0
 
 
 def test_save_load_round_trip_predicts_identically(trained, cache_dir, tmp_path):
     classifier, folder = trained
-    photos = real_photos("val", "ants", 3, skip=20) + real_photos("val", "bees", 3, skip=20)
+    photos = real_photos("daisy", 3, skip=20) + real_photos("sunflower", 3, skip=20)
     before = classifier.predict(photos, top_k=2)
     loaded = Classifier.load(folder, RunContext(cache_dir=cache_dir))
     after = loaded.predict(photos, top_k=2)
@@ -46,7 +46,7 @@ def test_save_load_round_trip_predicts_identically(trained, cache_dir, tmp_path)
 
 def test_predict_reports_unreadable_files_and_goes_on(trained, cache_dir, tmp_path):
     classifier, _ = trained
-    copy_photos(real_photos("val", "bees", 2, skip=30), tmp_path)
+    copy_photos(real_photos("sunflower", 2, skip=30), tmp_path)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
     predictions = classifier.predict(tmp_path, top_k=1)
     assert len(predictions) == 3
@@ -92,7 +92,7 @@ def test_input_size_travels_with_the_model(presplit, cache_dir, tmp_path):
     assert classifier.preprocessing.input_size == (256, 256)
     loaded = Classifier.load(folder, RunContext(cache_dir=cache_dir))
     assert loaded.preprocessing.input_size == (256, 256)
-    photos = real_photos("val", "bees", 2, skip=30)
+    photos = real_photos("sunflower", 2, skip=30)
     ours = [p.probabilities for p in classifier.predict(photos)]
     assert ours == [p.probabilities for p in loaded.predict(photos)]
     data = photos[0].read_bytes()
@@ -117,7 +117,7 @@ def test_a_format_1_folder_still_loads(trained, cache_dir, tmp_path):
     metadata = json.loads((folder / METADATA_FILE).read_text())
     metadata.pop("weights")
     (old / METADATA_FILE).write_text(json.dumps({**metadata, "format_version": 1}))
-    photos = real_photos("val", "bees", 3, skip=12)
+    photos = real_photos("sunflower", 3, skip=23)
     loaded = Classifier.load(old, RunContext(cache_dir=cache_dir))
     assert [p.probabilities for p in loaded.predict(photos)] == [
         p.probabilities for p in classifier.predict(photos)
@@ -138,7 +138,7 @@ def test_a_model_from_before_stage_pooling_predicts_as_it_did(
     monkeypatch.undo()
     folder = old.save(tmp_path / "pre-stages-model")
     loaded = Classifier.load(folder, context)
-    photos = real_photos("val", "ants", 3, skip=5)
+    photos = real_photos("daisy", 3, skip=17)
     assert [p.probabilities for p in loaded.predict(photos)] == [
         p.probabilities for p in old.predict(photos)
     ]
@@ -153,12 +153,12 @@ def test_small_photos_are_not_enlarged_past_the_pretrained_size(cache_dir, tmp_p
 
     from headstart.data.images import typical_short_side
 
-    for label in ("ants", "bees"):
-        for photo in real_photos("train", label, 8):
+    for label in ("daisy", "sunflower"):
+        for photo in real_photos(label, 8):
             small = tmp_path / "small" / label / photo.name
             small.parent.mkdir(parents=True, exist_ok=True)
             Image.open(photo).convert("RGB").resize((200, 150)).save(small)
-    (tmp_path / "small" / "ants" / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "small" / "daisy" / "broken.jpg").write_bytes(b"not an image")
     assert typical_short_side(sorted((tmp_path / "small").rglob("*.jpg"))) == 150
     context = RunContext(cache_dir=cache_dir)
     chosen = train(tmp_path / "small", context=context, val_percent=25, test_percent=0)

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import headstart, jpeg_bytes, real_photos
+from conftest import headstart, jpeg_bytes, real_photos, usage_check
 from PIL import Image
 
 
@@ -16,23 +16,24 @@ def messy(presplit, tmp_path_factory):
     """The real-photo set plus the files users really have: broken, odd modes, rotated."""
     root = tmp_path_factory.mktemp("messy")
     shutil.copytree(presplit, root, dirs_exist_ok=True)
-    ants, bees = root / "train" / "ants", root / "train" / "bees"
-    photo = Image.open(real_photos("train", "ants", 1, skip=40)[0]).convert("RGB")
-    (ants / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x17" * 300)
-    (ants / "notes.jpg").write_text("a text file named .jpg")
+    daisy, sunflower = root / "train" / "daisy", root / "train" / "sunflower"
+    photo = Image.open(real_photos("daisy", 1, skip=20)[0]).convert("RGB")
+    (daisy / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x17" * 300)
+    (daisy / "notes.jpg").write_text("a text file named .jpg")
     png = io.BytesIO()
     photo.save(png, "PNG")
-    (bees / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 3])
-    (ants / "cmyk.jpg").write_bytes(jpeg_bytes(photo.convert("CMYK")))
+    (sunflower / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 3])
+    (daisy / "cmyk.jpg").write_bytes(jpeg_bytes(photo.convert("CMYK")))
     sixteen = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
-    Image.fromarray(sixteen).save(ants / "sixteen_bit.png")
+    Image.fromarray(sixteen).save(daisy / "sixteen_bit.png")
     exif = Image.Exif()
     exif[0x0112] = 8
-    (ants / "rotated.jpg").write_bytes(jpeg_bytes(photo, exif=exif.tobytes()))
-    (ants / "readme.txt").write_text("ignored: not an image suffix")
+    (daisy / "rotated.jpg").write_bytes(jpeg_bytes(photo, exif=exif.tobytes()))
+    (daisy / "readme.txt").write_text("ignored: not an image suffix")
     return root
 
 
+@pytest.mark.slow  # four whole commands
 def test_train_evaluate_predict_info(messy, cache_dir, tmp_path):
     model = tmp_path / "model"
     trained = headstart("train", str(messy), "-o", str(model), "--json", cache_dir=cache_dir)
@@ -59,7 +60,7 @@ def test_train_evaluate_predict_info(messy, cache_dir, tmp_path):
     assert evaluation["accuracy"] >= 0.75
     assert np.array(evaluation["confusion"]).sum() == 16
 
-    photos = [str(p) for p in real_photos("val", "bees", 2, skip=40)]
+    photos = [str(p) for p in real_photos("sunflower", 2, skip=20)]
     predicted = headstart(
         "predict", str(model), *photos, "--top-k", "2", "--json", cache_dir=cache_dir
     )
@@ -77,7 +78,7 @@ def test_train_evaluate_predict_info(messy, cache_dir, tmp_path):
     as_csv = headstart(
         "predict",
         str(model),
-        str(messy / "train" / "bees"),
+        str(messy / "train" / "sunflower"),
         "--csv",
         "-k",
         "1",
@@ -88,7 +89,7 @@ def test_train_evaluate_predict_info(messy, cache_dir, tmp_path):
     assert [r["path"].endswith("truncated.png") for r in rows if r["error"]] == [True]
 
     info = headstart("info", str(model), "--json")
-    assert json.loads(info.stdout)["labels"] == ["ants", "bees"]
+    assert json.loads(info.stdout)["labels"] == ["daisy", "sunflower"]
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path, cache_dir):
@@ -122,10 +123,18 @@ def test_preset_best_trains_exports_and_predicts_alike(presplit, cache_dir, tmp_
     assert record["head"]["in_features"] == 1984 + 1984 + 2048  # Lite2's stages are wider
     exported = headstart("export", str(model), "-o", str(onnx_file), cache_dir=cache_dir)
     assert exported.returncode == 0, exported.stderr
-    photos = real_photos("val", "bees", 3, skip=20)
+    photos = real_photos("sunflower", 3, skip=20)
     ours = Classifier.load(model, RunContext(cache_dir=cache_dir)).predict(photos, top_k=2)
     theirs = OnnxClassifier(onnx_file).predict(photos, top_k=2)
     for mine, other in zip(ours, theirs, strict=True):
         assert mine.labels == other.labels
         assert np.allclose(mine.probabilities, other.probabilities, atol=2e-3)
         assert abs(mine.unknown_score - other.unknown_score) < 0.05
+
+
+def test_version_is_the_package_version(capsys):
+    import headstart
+
+    result = usage_check("--version", capsys=capsys)
+    assert (result.returncode, result.stdout) == (0, f"headstart {headstart.__version__}\n")
+    assert usage_check("train", "--version", capsys=capsys).returncode == 2  # not a train option

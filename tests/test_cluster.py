@@ -43,7 +43,7 @@ def photos(tmp_path_factory) -> list[Path]:
     """Real photos, one corrupt file and one path that does not exist."""
     folder = tmp_path_factory.mktemp("photos")
     files = copy_photos(
-        real_photos("train", "ants", 10, skip=104) + real_photos("train", "bees", 10, skip=104),
+        real_photos("daisy", 10, skip=20) + real_photos("sunflower", 10, skip=20),
         folder,
     )
     corrupt = folder / "corrupt.jpg"
@@ -57,6 +57,7 @@ def extract(photos, store_dir: Path, cache_dir: Path, runner=None):
     return FeatureExtractor(backbone, store, runner=runner).extract_files(photos)
 
 
+@pytest.mark.slow
 def test_ray_features_equal_the_local_ones(cluster, photos, cache_dir, tmp_path):
     local = extract(photos, tmp_path / "local", cache_dir)
     remote = extract(photos, tmp_path / "ray", cache_dir, RayCluster(actors=2))
@@ -86,6 +87,7 @@ def crashing_worker(marker: Path) -> type:
     return CrashingWorker
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_is_replaced_and_the_run_finishes(
     cluster, photos, cache_dir, tmp_path
 ):
@@ -102,9 +104,9 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_finishes(
 @pytest.mark.slow
 def test_training_on_ray_gives_the_same_model_as_on_one_machine(photos, cache_dir, tmp_path):
     data = tmp_path / "data"
-    for label in ("ants", "bees"):
-        copy_photos(real_photos("train", label, 14, skip=90), data / label)
-    (data / "ants" / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    for label in ("daisy", "sunflower"):
+        copy_photos(real_photos(label, 14, skip=20), data / label)
+    (data / "daisy" / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
     args = ["--json", "--cache-dir", str(cache_dir)]
     local = headstart("train", str(data), "-o", str(tmp_path / "local"), *args)
     store = tmp_path / "store"
@@ -127,6 +129,7 @@ def test_training_on_ray_gives_the_same_model_as_on_one_machine(photos, cache_di
     assert json.loads(again.stdout)["computed"] == 0  # all from the shared store
 
 
+@pytest.mark.slow
 def test_batch_prediction_on_ray_equals_predict(cluster, trained, photos, cache_dir, tmp_path):
     from headstart import Classifier
     from headstart.model.batch import predict_to_file
@@ -159,6 +162,7 @@ def test_batch_prediction_on_ray_equals_predict(cluster, trained, photos, cache_
     assert np.allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ray_actors_read_images_from_an_object_store(
     cluster, trained, object_store, cache_dir, tmp_path
 ):
@@ -169,7 +173,7 @@ def test_ray_actors_read_images_from_an_object_store(
 
     classifier, folder = trained
     files = sorted(object_store.folder.rglob("*.jpg"))[::3]
-    keys = [f.relative_to(object_store.folder).as_posix() for f in files] + ["bees/gone.jpg"]
+    keys = [f.relative_to(object_store.folder).as_posix() for f in files] + ["sunflower/gone.jpg"]
     manifest = tmp_path / "manifest.csv"  # the actors get the endpoint from the URI itself
     uris = [object_store.uri(k, in_query=True) for k in keys]
     manifest.write_text("path\n" + "\n".join(uris) + "\n", encoding="utf-8")
@@ -196,8 +200,8 @@ def test_ray_missing_is_one_clear_line(monkeypatch):
 
 def test_an_unreachable_cluster_is_one_clear_line(tmp_path, cache_dir):
     data = tmp_path / "data"
-    for label in ("ants", "bees"):
-        copy_photos(real_photos("train", label, 3), data / label)
+    for label in ("daisy", "sunflower"):
+        copy_photos(real_photos(label, 3), data / label)
     away = ["--ray", "127.0.0.1:1", "--feature-store", str(tmp_path / "empty")]
     result = headstart("train", str(data), "-o", str(tmp_path / "m"), *away, cache_dir=cache_dir)
     assert result.returncode == 1
@@ -206,6 +210,7 @@ def test_an_unreachable_cluster_is_one_clear_line(tmp_path, cache_dir):
 
 
 FINETUNE = FitSettings(strategy="finetune", finetune_epochs=2, unfreeze="2", augment="none")
+NO_VAL = {"val_percent": 0, "test_percent": 0}  # every epoch kept: nothing to judge them on
 
 
 def tuned_weights(classifier) -> dict[str, np.ndarray]:
@@ -218,9 +223,9 @@ def test_fine_tuning_on_one_ray_worker_gives_the_local_weights(
 ):
     data = tmp_path / "data"  # training photos alone: with no validation every epoch is kept
     shutil.copytree(presplit / "train", data / "train")
-    local = train(data, settings=FINETUNE, context=RunContext(cache_dir=cache_dir))
+    local = train(data, settings=FINETUNE, context=RunContext(cache_dir=cache_dir), **NO_VAL)
     context = on_ray(context=RunContext(cache_dir=cache_dir), train_workers=1)
-    remote = train(data, tmp_path / "m", settings=FINETUNE, context=context)
+    remote = train(data, tmp_path / "m", settings=FINETUNE, context=context, **NO_VAL)
     assert remote.info["finetune"]["workers"] == 1
     assert "fine-tuned on 1 Ray Train worker(s)" in remote.info["summary"]["notes"]
     assert [h["train_loss"] for h in remote.info["history"]] == pytest.approx(
@@ -249,12 +254,13 @@ def test_fine_tuning_on_two_ray_workers_learns_as_well(cluster, presplit, cache_
     assert abs(accuracy[0] - accuracy[1]) <= 2 / 16  # two of the 16 validation photos
 
 
+@pytest.mark.slow
 def test_each_fine_tuning_worker_reads_its_shard_through_ray_data(cluster, photos):
     from headstart.cluster.training import SHARD, _shard_datasets
     from headstart.data.sources import Sample
     from headstart.features.labelled import LabelledFeatures
 
-    samples = [Sample(path, "ants", "train") for path in photos]
+    samples = [Sample(path, "daisy", "train") for path in photos]
     n = len(samples)
     train_set = LabelledFeatures(np.zeros((n, 1)), np.zeros(n, np.int64), samples, [], 0)
     datasets = _shard_datasets(ray, train_set, 2)
@@ -304,7 +310,7 @@ def test_a_run_stopped_here_resumes_on_ray_workers(
     data = tmp_path / "data"
     shutil.copytree(presplit / "train", data / "train")
     local = RunContext(cache_dir=cache_dir)
-    uninterrupted = train(data, settings=FINETUNE, context=local)
+    uninterrupted = train(data, settings=FINETUNE, context=local, **NO_VAL)
     real_save = Checkpoint.save
 
     saved = []
@@ -316,11 +322,11 @@ def test_a_run_stopped_here_resumes_on_ray_workers(
 
     monkeypatch.setattr(Checkpoint, "save", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        train(data, tmp_path / "m", settings=FINETUNE, context=local)
+        train(data, tmp_path / "m", settings=FINETUNE, context=local, **NO_VAL)
     monkeypatch.undo()
     assert (tmp_path / "m" / CHECKPOINT_FILE).exists()
     context = on_ray(context=local, train_workers=1)
-    resumed = train(data, tmp_path / "m", settings=FINETUNE, context=context, resume=True)
+    resumed = train(data, tmp_path / "m", settings=FINETUNE, context=context, resume=True, **NO_VAL)
     assert [h["epoch"] for h in resumed.info["history"]] == [1, 2]
     assert resumed.info["history"][0] == saved[0]  # epoch 1 came from the checkpoint, timing too
     mine, theirs = tuned_weights(resumed), tuned_weights(uninterrupted)
@@ -361,6 +367,7 @@ def test_torchrun_runs_the_loop_ray_train_runs(cluster, presplit, cache_dir, tmp
     assert difference < 1e-5
 
 
+@pytest.mark.slow
 def test_a_node_with_other_weights_refuses_to_compute(cluster, photos, cache_dir, tmp_path):
     from dataclasses import replace as replaced
 
@@ -385,19 +392,21 @@ def test_a_ray_run_whose_worker_died_resumes_from_the_run_storage(
     data = tmp_path / "data"
     shutil.copytree(presplit / "train", data / "train")
     settings = FitSettings(strategy="finetune", finetune_epochs=4, unfreeze="2", augment="none")
-    uninterrupted = train(data, settings=settings, context=RunContext(cache_dir=cache_dir))
+    uninterrupted = train(
+        data, settings=settings, context=RunContext(cache_dir=cache_dir), **NO_VAL
+    )
     storage = tmp_path / "runs"
     context = on_ray(context=RunContext(cache_dir=cache_dir), train_workers=1, storage=storage)
     monkeypatch.chdir(tmp_path)
     killer = threading.Thread(target=kill_the_worker_after_a_checkpoint, args=(storage,))
     killer.start()
     with pytest.raises(HeadstartError, match="fine-tuning failed on the Ray workers"):
-        train(data, "m", settings=settings, context=context)
+        train(data, "m", settings=settings, context=context, **NO_VAL)
     killer.join()
     assert not Path("m", CHECKPOINT_FILE).exists()  # nothing written beside the model
     stored = [saved_history(p) for p in storage.glob("*/checkpoint_*/checkpoint.safetensors")]
     assert stored and all(1 <= len(history) < 4 for history in stored)
-    resumed = train(data, "m", settings=settings, context=context, resume=True)
+    resumed = train(data, "m", settings=settings, context=context, resume=True, **NO_VAL)
     history = resumed.info["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     # epochs from a stored checkpoint, timings too (Ray resumes from the last it registered)

@@ -43,7 +43,8 @@ def node_recording_worker(folder: Path) -> type:
 @pytest.mark.slow
 def test_two_nodes_compute_the_features_one_machine_does(two_nodes, cache_dir, tmp_path):
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    photos = copy_photos(real_photos("val", "ants", 24) + real_photos("val", "bees", 24), tmp_path)
+    both = real_photos("daisy", 24, skip=12) + real_photos("sunflower", 24, skip=12)
+    photos = copy_photos(both, tmp_path)
     (tmp_path / "corrupt.jpg").write_bytes(photos[0].read_bytes()[:500])
     photos.append(tmp_path / "corrupt.jpg")
     backbone = resolve_backbone("efficientnet_lite0", cache_dir)

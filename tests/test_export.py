@@ -18,19 +18,19 @@ def test_onnx_file_carries_labels_and_preprocessing(exported):
     _, path = exported
     model = onnx.load(str(path))
     metadata = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(metadata["headstart.labels"]) == ["ants", "bees"]
-    assert json.loads(metadata["headstart.input_size"]) == [288, 288]
+    assert json.loads(metadata["headstart.labels"]) == ["daisy", "sunflower"]
+    assert json.loads(metadata["headstart.input_size"]) == [224, 224]
     assert json.loads(metadata["headstart.backbone"])["name"] == "efficientnet_lite0"
-    assert path.with_suffix(".labels.txt").read_text().split() == ["ants", "bees"]
+    assert path.with_suffix(".labels.txt").read_text().split() == ["daisy", "sunflower"]
     pixels = model.graph.input[0].type.tensor_type
     assert pixels.elem_type == onnx.TensorProto.UINT8
-    assert [d.dim_value for d in pixels.shape.dim][1:] == [288, 288, 3]
+    assert [d.dim_value for d in pixels.shape.dim][1:] == [224, 224, 3]
 
 
 def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):
     classifier, path = exported
     runtime = OnnxClassifier(path)
-    photos = real_photos("val", "ants", 4, skip=50) + real_photos("val", "bees", 4, skip=50)
+    photos = real_photos("daisy", 4, skip=20) + real_photos("sunflower", 4, skip=20)
     pixels = np.stack([classifier.preprocessing.pixels(p.read_bytes()) for p in photos])
     backbone = classifier.extractor().backbone
     network = torch.nn.Sequential(
@@ -48,7 +48,7 @@ def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):
 
 def test_prediction_runs_with_pytorch_blocked(exported, tmp_path):
     _, path = exported
-    photos = [str(p) for p in real_photos("val", "bees", 2, skip=60)]
+    photos = [str(p) for p in real_photos("sunflower", 2, skip=24)]
     (tmp_path / "broken.jpg").write_text("not a photo")
     script = (
         "import sys, runpy\n"
@@ -62,7 +62,7 @@ def test_prediction_runs_with_pytorch_blocked(exported, tmp_path):
     predictions = json.loads(result.stdout)
     assert [len(p.get("top", [])) for p in predictions] == [2, 2, 0]
     assert "not a readable image" in predictions[2]["error"]
-    assert predictions[0]["top"][0]["label"] in ("ants", "bees")
+    assert predictions[0]["top"][0]["label"] in ("daisy", "sunflower")
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ def test_int8_quantization_keeps_predictions_and_metadata(exported, presplit, tm
     calibration = np.stack([classifier.preprocessing.pixels(p.read_bytes()) for p in train])
     int8 = quantize_int8(path, tmp_path / "model.int8.onnx", calibration)
     runtime = OnnxClassifier(int8)
-    assert runtime.labels == ["ants", "bees"]
+    assert runtime.labels == ["daisy", "sunflower"]
     assert runtime.metadata["headstart.quantization"].startswith("int8")
     pixels = np.stack([classifier.preprocessing.pixels(p.read_bytes()) for p in val])
     truth = np.array([classifier.labels.index(p.parent.name) for p in val])
@@ -100,7 +100,7 @@ def test_export_quantize_from_the_command_line(trained, presplit, cache_dir, tmp
     command += ["--quantize", "int8", "--calibration", str(presplit), "--cache-dir", str(cache_dir)]
     result = subprocess.run([*command, "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert OnnxClassifier(tmp_path / "cli.int8.onnx").labels == ["ants", "bees"]
+    assert OnnxClassifier(tmp_path / "cli.int8.onnx").labels == ["daisy", "sunflower"]
     report = json.loads(result.stdout)
     assert report["split"] == "val" and report["images"] == 16, "checked on the held-out split"
     assert report["top1_agreement"] >= 0.875

@@ -25,7 +25,7 @@ def extractor(backbone, cache_dir):
 
 
 def test_onnx_features_match_pytorch_on_real_photos(extractor, backbone):
-    photos = real_photos("val", "ants", 3) + real_photos("val", "bees", 3)
+    photos = real_photos("daisy", 3, skip=12) + real_photos("sunflower", 3, skip=12)
     pixels = np.stack([backbone.preprocessing.pixels(p.read_bytes()) for p in photos])
     fast = extractor.engine(pixels)
     module = PixelsToFeatures(backbone.build_module(), backbone.preprocessing)
@@ -35,7 +35,7 @@ def test_onnx_features_match_pytorch_on_real_photos(extractor, backbone):
 
 
 def test_extract_batch_takes_bytes_and_reports_bad_ones(extractor):
-    good = [p.read_bytes() for p in real_photos("train", "bees", 2)]
+    good = [p.read_bytes() for p in real_photos("sunflower", 2)]
     batch = extractor.extract_batch([good[0], b"not an image", good[1]])
     assert batch.indices == [0, 2]
     assert batch.features.shape == (2, 1984)
@@ -43,7 +43,7 @@ def test_extract_batch_takes_bytes_and_reports_bad_ones(extractor):
 
 
 def test_second_run_reads_the_cache_and_runs_no_backbone(tmp_path, backbone, cache_dir):
-    photos = copy_photos(real_photos("train", "ants", 6), tmp_path)
+    photos = copy_photos(real_photos("daisy", 6), tmp_path)
     cache = FeatureCache(tmp_path / "cache")
     first = FeatureExtractor(backbone, cache, engine="onnx")
     first.engine = FeatureExtractor(
@@ -63,42 +63,43 @@ def test_a_file_saved_anew_during_a_run_cannot_poison_the_cache(tmp_path, extrac
     content's features for good."""
     import headstart.features.extract as extract
 
-    ant, bee = copy_photos(real_photos("val", "ants", 1, skip=11), tmp_path / "a") + copy_photos(
-        real_photos("val", "bees", 1, skip=11), tmp_path / "b"
+    daisy, sunflower = copy_photos(real_photos("daisy", 1, skip=23), tmp_path / "a") + copy_photos(
+        real_photos("sunflower", 1, skip=23), tmp_path / "b"
     )
-    original = ant.read_bytes()
+    original = daisy.read_bytes()
     hashed = extract._digest_file
 
     def digest_then_overwrite(path):
         digest = hashed(path)
-        if Path(path) == ant:
-            ant.write_bytes(bee.read_bytes())  # an editor saves the file between the two reads
+        if Path(path) == daisy:
+            # an editor saves the file between the two reads
+            daisy.write_bytes(sunflower.read_bytes())
         return digest
 
     cache = FeatureCache(tmp_path / "cache")
     racing = FeatureExtractor(extractor.backbone, cache, "onnx")
     racing.engine = extractor.engine
     monkeypatch.setattr(extract, "_digest_file", digest_then_overwrite)
-    raced = racing.extract_files([ant])
+    raced = racing.extract_files([daisy])
     monkeypatch.undo()
-    bee_features = extractor.extract_files([bee]).features
-    np.testing.assert_array_equal(raced.features, bee_features)  # what the file now holds
-    ant.write_bytes(original)
-    again = racing.extract_files([ant])
-    fresh = extractor.extract_files([ant])
+    sunflower_features = extractor.extract_files([sunflower]).features
+    np.testing.assert_array_equal(raced.features, sunflower_features)  # what the file now holds
+    daisy.write_bytes(original)
+    again = racing.extract_files([daisy])
+    fresh = extractor.extract_files([daisy])
     assert again.computed == 1  # the old content's key was never written
     np.testing.assert_array_equal(again.features, fresh.features)
 
 
 def test_adding_images_computes_only_the_new_ones(tmp_path, extractor):
-    photos = copy_photos(real_photos("train", "bees", 8, skip=20), tmp_path)
+    photos = copy_photos(real_photos("sunflower", 8, skip=20), tmp_path)
     extractor.extract_files(photos[:5])
     result = extractor.extract_files(photos)
     assert (result.computed, result.from_cache) == (3, 5)
 
 
 def test_bad_files_are_skipped_with_their_reason(tmp_path, extractor):
-    photos = copy_photos(real_photos("train", "ants", 2, skip=30), tmp_path)
+    photos = copy_photos(real_photos("daisy", 2, skip=30), tmp_path)
     text = tmp_path / "notes.jpg"
     text.write_text("a text file named .jpg")
     truncated = tmp_path / "truncated.jpg"
@@ -185,7 +186,7 @@ def test_a_float16_feature_matrix_trains_the_head_a_float32_one_does(extractor, 
     from headstart.features import blocks
     from headstart.training.solver import fit_linear
 
-    photos = real_photos("train", "ants", 12) + real_photos("train", "bees", 12)
+    photos = real_photos("daisy", 12) + real_photos("sunflower", 12)
     wide = extractor.extract_files(photos).features
     half = extractor.extract_files(photos, dtype=np.float16).features
     assert half.dtype == np.float16 and np.array_equal(half.astype(np.float32), wide)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import HYMENOPTERA, headstart, real_photos, usage_check
+from conftest import headstart, real_photos, usage_check
 from safetensors.torch import load_file
 
 from headstart import Classifier, FitSettings, HeadstartError, train
@@ -92,7 +92,7 @@ def test_pytorch_trunk_matches_onnx_and_fine_tunes(presplit, train_only, cache_d
 
     backbone = resolve_backbone("efficientnet_lite0", cache_dir).head_only()
     split = split_backbone(backbone.build_module(), "2")
-    photos = sorted((presplit / "val" / "ants").glob("*.jpg"))[:2]
+    photos = sorted((presplit / "val" / "daisy").glob("*.jpg"))[:2]
     pixels = torch.from_numpy(
         np.stack([pixels_or_reason(backbone.preprocessing, p)[0] for p in photos])
     )
@@ -135,7 +135,7 @@ def test_finetuned_model_reloads_predicts_and_exports_identically(
     from headstart.export.runtime import OnnxClassifier
 
     classifier, folder = finetuned
-    photos = sorted((presplit / "val" / "bees").glob("*.jpg"))[:4]
+    photos = sorted((presplit / "val" / "sunflower").glob("*.jpg"))[:4]
     before = classifier.predict(photos)
     loaded = Classifier.load(folder, RunContext(cache_dir=cache_dir))
     assert loaded.fine_tuned
@@ -229,7 +229,7 @@ def test_checkpoint_has_no_pickle_and_refuses_other_settings(
 def test_corrupt_training_image_is_skipped_when_fine_tuning(presplit, cache_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(presplit, data)
-    (data / "train" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200)
+    (data / "train" / "daisy" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200)
     settings = FitSettings(strategy="finetune", finetune_epochs=1, unfreeze="2", augment="none")
     classifier = train(data, settings=settings, context=RunContext(cache_dir=cache_dir))
     summary = classifier.info["summary"]
@@ -252,7 +252,7 @@ def test_augmented_cache_stores_k_views_and_reuses_them(presplit, cache_dir, tmp
     assert second.info["summary"]["computed"] == 0
     assert second.info["summary"]["augmented_views"] == 2
 
-    backbone = resolve_backbone("efficientnet_lite0", cache)
+    backbone = resolve_backbone("efficientnet_lite0", cache, first.preprocessing.input_size[0])
     store = FeatureCache(cache)
     fingerprints = [v.fingerprint(backbone.fingerprint) for v in augmented_views("light", 2)]
     assert [store.count(f) for f in fingerprints] == [24, 24]
@@ -263,7 +263,7 @@ def test_augmented_views_are_reproducible_and_differ(presplit):
     from headstart.features.views import PLAIN, augmented_views
 
     preprocessing = resolve_backbone("efficientnet_lite0").preprocessing
-    data = next((presplit / "train" / "bees").glob("*.jpg")).read_bytes()
+    data = next((presplit / "train" / "sunflower").glob("*.jpg")).read_bytes()
     one, two = augmented_views("strong", 2)
     assert np.array_equal(one.pixels(preprocessing, data), one.pixels(preprocessing, data))
     assert not np.array_equal(one.pixels(preprocessing, data), two.pixels(preprocessing, data))
@@ -273,7 +273,7 @@ def test_augmented_views_are_reproducible_and_differ(presplit):
 
 def test_test_time_augmentation_averages_four_views(trained, presplit, cache_dir):
     classifier, _ = trained
-    photos = sorted((presplit / "val" / "ants").glob("*.jpg"))[:3]
+    photos = sorted((presplit / "val" / "daisy").glob("*.jpg"))[:3]
     plain = classifier.predict(photos, top_k=2)
     averaged = classifier.predict(photos, top_k=2, tta=True)
     assert [p.probabilities for p in plain] != [p.probabilities for p in averaged]
@@ -285,9 +285,9 @@ def test_test_time_augmentation_averages_four_views(trained, presplit, cache_dir
     assert len(views) == 4
     expected = np.mean(views, axis=0)
     for prediction, row in zip(averaged, expected, strict=True):
-        ants = classifier.labels.index("ants")
-        got = dict(zip(prediction.labels, prediction.probabilities, strict=True))["ants"]
-        assert got == pytest.approx(float(row[ants]), abs=1e-6)
+        daisy = classifier.labels.index("daisy")
+        got = dict(zip(prediction.labels, prediction.probabilities, strict=True))["daisy"]
+        assert got == pytest.approx(float(row[daisy]), abs=1e-6)
     evaluation = classifier.evaluate(presplit, tta=True)
     assert evaluation.accuracy >= 0.8
 
@@ -341,19 +341,17 @@ def test_preset_fast_never_fine_tunes(presplit, cache_dir, monkeypatch):
 
 
 @pytest.mark.slow
-def test_auto_fine_tunes_digits_and_not_ants_and_bees(cache_dir, tmp_path):
+def test_auto_fine_tunes_digits(cache_dir, tmp_path):
     """ "Far from ImageNet" is what the linear head just measured on validation: the backbone's
-    earlier stages help it on handwritten digits, not on ants and bees (ImageNet's own kind)."""
+    earlier stages help it on handwritten digits. (That they do not on ants and bees, ImageNet's
+    own kind, needs the whole dataset: bench/accuracy.py prints auto's choice and reason.)"""
     write_digits(tmp_path / "digits")
     settings = FitSettings(finetune_epochs=1, time_budget="1h")  # auto, the default
     context = RunContext(cache_dir=cache_dir, progress=False)
     digits = train(tmp_path / "digits", settings=settings, context=context)
-    ants_and_bees = train(HYMENOPTERA, settings=settings, context=context).info["summary"]
     assert digits.info["summary"]["strategy"] == "finetune"
     assert "earlier stages helped" in digits.info["summary"]["reason"]
     assert "finetune" in digits.info
-    assert ants_and_bees["strategy"] == "linear"
-    assert "last layer alone" in ants_and_bees["reason"]
 
 
 def test_epochs_are_chosen_by_the_loss_at_the_best_temperature():
@@ -440,7 +438,7 @@ def test_auto_strategy_says_what_it_chose_and_why(presplit, cache_dir, tmp_path)
 def test_tta_from_the_command_line(trained, exported, cache_dir):
     _, folder = trained
     _, onnx_file = exported
-    photos = [str(p) for p in real_photos("val", "bees", 2)]
+    photos = [str(p) for p in real_photos("sunflower", 2, skip=12)]
     result = headstart("predict", str(folder), *photos, "--tta", "--json", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
     assert [p["path"] for p in json.loads(result.stdout)] == photos

@@ -22,7 +22,7 @@ def test_mutated_images_never_escape_and_never_blow_up_memory(trained, exported,
         sys.executable,
         str(Path(__file__).with_name("fuzzing.py")),
         *["--seconds", seconds, "--seed", os.environ.get("HEADSTART_FUZZ_SEED", "0")],
-        *["--photo", str(real_photos("val", "bees", 1, skip=9)[0])],
+        *["--photo", str(real_photos("sunflower", 1, skip=21)[0])],
         *["--model", str(model), "--onnx", str(onnx_file), "--cache", str(cache_dir)],
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=float(seconds) + 600)

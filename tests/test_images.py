@@ -19,7 +19,7 @@ def encode(image: Image.Image, format: str, **options) -> bytes:
 
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
-    return Image.open(real_photos("train", "bees", 1)[0]).convert("RGB")
+    return Image.open(real_photos("sunflower", 1)[0]).convert("RGB")
 
 
 def test_cmyk_jpeg_becomes_rgb_with_the_same_colours(photo):
@@ -75,7 +75,7 @@ def test_truncated_png_raises_value_error(photo):
 def test_draft_decoding_gives_nearly_the_same_network_input():
     """Reduced-scale JPEG decoding is a speed-up, not a different picture."""
     preprocessing = Preprocessing((224, 224), "bicubic", 0.875, "center", (0.5,) * 3, (0.5,) * 3)
-    big = Image.open(real_photos("train", "ants", 1, skip=3)[0]).convert("RGB")
+    big = Image.open(real_photos("daisy", 1, skip=3)[0]).convert("RGB")
     big = big.resize((big.width * 4, big.height * 4), Image.Resampling.BICUBIC)
     data = jpeg_bytes(big, quality=95)
     fast = preprocessing.pixels(data).astype(float)

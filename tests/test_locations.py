@@ -53,6 +53,7 @@ def test_a_dataset_listed_by_uri_splits_as_its_local_copy(object_store, tmp_path
     assert remote.counts() == local.counts() and remote.counts()["val"] > 0
 
 
+@pytest.mark.slow  # two whole train commands against a local S3 server
 def test_train_and_predict_from_an_object_store(object_store, cache_dir, tmp_path):
     by_uri, by_path = listings(object_store, tmp_path)
     env = object_store.env
@@ -71,9 +72,9 @@ def test_train_and_predict_from_an_object_store(object_store, cache_dir, tmp_pat
     assert info[0]["summary"]["used"] == info[1]["summary"]["used"]
     assert info[0]["summary"]["val_accuracy"] == info[1]["summary"]["val_accuracy"]
 
-    keys = ["ants/" + p.name for p in sorted((object_store.folder / "ants").glob("*.jpg"))[:3]]
+    keys = ["daisy/" + p.name for p in sorted((object_store.folder / "daisy").glob("*.jpg"))[:3]]
     manifest = tmp_path / "manifest.csv"  # URIs, one of an object that is not there
-    uris = [object_store.uri(k) for k in [*keys, "ants/gone.jpg"]]
+    uris = [object_store.uri(k) for k in [*keys, "daisy/gone.jpg"]]
     manifest.write_text("path\n" + "\n".join(uris) + "\n")
     remote = headstart(
         "predict", str(tmp_path / "remote"), str(manifest), "--csv", cache_dir=cache_dir, env=env
@@ -97,5 +98,22 @@ def test_uris_without_pyarrow_are_one_clear_error(monkeypatch):
     locations._filesystem.cache_clear()
     monkeypatch.setitem(sys.modules, "pyarrow.fs", None)  # as if not installed
     with pytest.raises(HeadstartError, match=r"need pyarrow: pip install 'headstart\[ray\]'"):
-        read_file(ObjectURI("s3://photos/ants/a.jpg"))
+        read_file(ObjectURI("s3://photos/daisy/a.jpg"))
     locations._filesystem.cache_clear()
+
+
+@pytest.mark.slow
+def test_the_doctor_examines_a_dataset_listed_by_uri(object_store, cache_dir, tmp_path):
+    """Findings name objects by their URIs (a URI is never made into a local path)."""
+    by_uri, _ = listings(object_store, tmp_path)
+    first = by_uri.read_text().splitlines()[0]
+    with by_uri.open("a") as listing:  # the same object under the other label: a conflict
+        listing.write(first.rsplit(",", 1)[0] + ",sunflower\n" if "daisy" in first else "")
+    result = headstart(
+        "doctor", str(by_uri), "-o", str(tmp_path / "doctor"), "--json",
+        cache_dir=cache_dir, env=object_store.env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    findings = json.loads(result.stdout)["findings"]
+    conflicts = [f["path"] for f in findings if f["issue"] == "exact-conflict"]
+    assert conflicts and all(path.startswith("s3://photos/") for path in conflicts)

@@ -30,7 +30,7 @@ BLOCKER = textwrap.dedent(
 )
 def test_warm_commands_never_import_torch(trained, presplit, cache_dir, tmp_path, command):
     _, model = trained  # trained on `presplit` with this cache: every feature is cached
-    photo = str(next((presplit / "val" / "bees").iterdir()))
+    photo = str(next((presplit / "val" / "sunflower").iterdir()))
     args = {
         "train": ["train", str(presplit), "-o", str(tmp_path / "m"), "--json"],
         "evaluate": ["evaluate", str(model), str(presplit), "--json"],

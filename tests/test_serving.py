@@ -27,14 +27,14 @@ def client(model) -> TestClient:
 
 @pytest.fixture(scope="module")
 def photos() -> list[tuple[str, bytes]]:
-    files = real_photos("val", "ants", 1, skip=5) + real_photos("val", "bees", 1, skip=5)
+    files = real_photos("daisy", 1, skip=17) + real_photos("sunflower", 1, skip=17)
     return [(p.name, p.read_bytes()) for p in files]
 
 
 def test_health_metadata_and_schema(client):
     assert client.get("/health").json() == {"status": "ok"}
     metadata = client.get("/metadata").json()
-    assert metadata["labels"] == ["ants", "bees"] and metadata["input_size"] == [288, 288]
+    assert metadata["labels"] == ["daisy", "sunflower"] and metadata["input_size"] == [224, 224]
     assert metadata["backbone"]["name"] == "efficientnet_lite0"
     assert "/predict" in client.get("/openapi.json").json()["paths"]
     # Swagger and ReDoc load their scripts from a CDN: not served

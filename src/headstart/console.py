@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -16,11 +17,15 @@ def warn(message: str) -> None:
     stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def _ignore(advance: int = 1) -> None:
+    pass
+
+
 @contextmanager
 def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
     """Yield `advance(n)`; draws a rich progress bar on stderr when enabled."""
     if not enabled or total <= 0:
-        yield lambda n=1: None
+        yield _ignore
         return
     from rich.progress import (
         BarColumn,
@@ -40,4 +45,4 @@ def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callab
     )
     with Progress(*columns, console=stderr, transient=False) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+        yield functools.partial(progress.advance, task)

@@ -12,7 +12,7 @@ import enum
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from headstart.errors import SettingError
 
@@ -128,12 +128,14 @@ def number(
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (kind, int)):
             return f"must be {'a whole number' if kind is int else 'a number'}"
-        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-            return f"must be in {check.allowed}"
+        amount = cast(float, value)  # an int or a `kind`, checked above
+        if not math.isfinite(amount) or not low <= amount <= high or (low_open and amount == low):
+            return f"must be in {allowed}"
         return None
 
     opening = "(" if low_open else "["
-    check.allowed = f"{opening}{low}, {'inf' if high == math.inf else high}]"
+    allowed = f"{opening}{low}, {'inf' if high == math.inf else high}]"
+    check.allowed = allowed  # type: ignore[attr-defined]  # read by help_text
     return check
 
 

@@ -23,8 +23,8 @@ def cpu_threads() -> int:
 def _cgroup_cpu_quota() -> float | None:
     """CPUs allowed by the cgroup (v2 cpu.max, or v1 cfs quota), None when unlimited."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
+        limit, window = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if limit == "max" else int(limit) / int(window)
     except (OSError, ValueError):
         pass
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -10,6 +12,9 @@ from headstart.backbones.preprocessing import Preprocessing
 
 class PixelNormalize(nn.Module):
     """uint8 (N, H, W, 3) pixels to the float NCHW tensor a pretrained network expects."""
+
+    mean: torch.Tensor
+    inv_std: torch.Tensor
 
     def __init__(self, preprocessing: Preprocessing) -> None:
         super().__init__()
@@ -34,6 +39,9 @@ class StagePooled(nn.Module):
     """An EfficientNet whose features are the pooled outputs of its last stages, beside the
     usual pooled head: mid-level patterns (edges, textures, strokes) that the last layer, tuned
     to ImageNet's objects, keeps little of. The same forward pass, so the same cost."""
+
+    network: Any  # timm's EfficientNet: its parts are read by name
+    stages: tuple[int, ...]
 
     def __init__(self, network: nn.Module, stages: tuple[int, ...]) -> None:
         super().__init__()

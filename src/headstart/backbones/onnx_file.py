@@ -8,6 +8,7 @@ import io
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 from headstart.storage import atomic_write_bytes
 
@@ -40,6 +41,7 @@ def _export(module, example, path: Path, output: str | tuple[str, ...], dynamo: 
     import torch
 
     outputs = [output] if isinstance(output, str) else list(output)
+    batch: dict[str, Any]
     if dynamo:
         batch = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=4096)},)}
     else:

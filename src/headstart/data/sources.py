@@ -22,6 +22,7 @@ SPLIT_FOLDER_NAMES = {
     "test": "test",
     "testing": "test",
 }
+Row = tuple[ImagePath, str, str | None]  # an image, its label and its given split, if any
 _CSV_HEADER_WORDS = {"path", "file", "filename", "image", "label", "class", "split"}
 
 
@@ -65,7 +66,11 @@ class Dataset:
 
     def without(self, paths: set[Path]) -> tuple[Dataset, int]:
         """This dataset less the images at `paths` (resolved), and how many were left out."""
-        kept = [s for s in self.samples if s.path.resolve() not in paths]
+        kept = [
+            s
+            for s in self.samples
+            if not (isinstance(s.path, Path) and s.path.resolve() in paths)  # URIs stay
+        ]
         smaller = Dataset(self.root, self.classes, kept, self.layout, self.given_splits)
         _check_enough_images(smaller)
         return smaller, len(self.samples) - len(kept)
@@ -113,18 +118,18 @@ def _split_folders(root: Path) -> dict[str, Path]:
     return found
 
 
-def _read_split_folders(root: Path, split_dirs: dict[str, Path]) -> list[tuple[Path, str, str]]:
-    rows: list[tuple[Path, str, str]] = []
+def _read_split_folders(root: Path, split_dirs: dict[str, Path]) -> list[Row]:
+    rows: list[Row] = []
     for split, folder in split_dirs.items():
         rows.extend(_read_class_folders(folder, split))
     return rows
 
 
-def _read_class_folders(root: Path, split: str | None) -> list[tuple[Path, str, str | None]]:
+def _read_class_folders(root: Path, split: str | None) -> list[Row]:
     class_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     if not class_dirs:
         raise HeadstartError(f"{root}: no class folders (expected {root}/CLASS/image.jpg)")
-    rows = []
+    rows: list[Row] = []
     for class_dir in class_dirs:
         images = visible_images(class_dir)
         if not images:
@@ -133,7 +138,7 @@ def _read_class_folders(root: Path, split: str | None) -> list[tuple[Path, str, 
     return rows
 
 
-def _read_listing(path: Path) -> tuple[list[tuple[ImagePath, str, str | None]], str]:
+def _read_listing(path: Path) -> tuple[list[Row], str]:
     """A CSV (path,label[,split]) or a CNTK-style mapping file (path<TAB>label)."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise HeadstartError(
@@ -145,7 +150,7 @@ def _read_listing(path: Path) -> tuple[list[tuple[ImagePath, str, str | None]], 
         lines, layout = list(csv.reader(text.splitlines())), "csv"
     else:
         lines, layout = [line.split("\t") for line in text.splitlines()], "mapping file"
-    rows = []
+    rows: list[Row] = []
     for number, cells in enumerate(lines, start=1):
         cells = [cell.strip() for cell in cells]
         if not any(cells) or cells[0].startswith("#"):
@@ -172,7 +177,7 @@ def read_utf8(path: Path) -> str:
         raise HeadstartError(f"{path}: cannot be read ({error.strerror or error})") from error
 
 
-def _listing_row(listing: Path, number: int, cells: list[str]) -> tuple[ImagePath, str, str | None]:
+def _listing_row(listing: Path, number: int, cells: list[str]) -> Row:
     where = f"{listing} line {number}"
     if len(cells) < 2 or not cells[0] or not cells[1]:
         raise HeadstartError(f"{where}: expected 'path, label', got {cells!r}")
@@ -189,7 +194,7 @@ def _listing_row(listing: Path, number: int, cells: list[str]) -> tuple[ImagePat
 
 
 def _assign_splits(
-    rows: list[tuple[ImagePath, str, str | None]],
+    rows: list[Row],
     root: Path,
     given: frozenset[str],
     val_percent: float,

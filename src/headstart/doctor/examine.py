@@ -6,10 +6,12 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from headstart.data.locations import ImagePath
 from headstart.data.sources import Dataset
 from headstart.doctor.duplicates import (
     FEATURE_RATIO,
@@ -59,13 +61,11 @@ def examine(dataset: Dataset, extractor: FeatureExtractor, progress: bool = Fals
     extracted = extractor.extract_files([s.path for s in dataset.samples], progress)
     clock.lap("features")
     samples = [dataset.samples[i] for i in extracted.kept]
-    items = [Item(os.path.abspath(s.path), s.label, s.split) for s in samples]
+    items = [Item(_absolute(s.path), s.label, s.split) for s in samples]
     y = np.array([dataset.index_of(s.label) for s in samples], np.int64)
     x, digests = extracted.features, extracted.digests
     unit = unit_rows(x, x.mean(axis=0))
-    findings = [
-        Finding(os.path.abspath(p), "unreadable", 0.0, reason) for p, reason in extracted.skipped
-    ]
+    findings = [Finding(_absolute(p), "unreadable", 0.0, reason) for p, reason in extracted.skipped]
     values = measurements([s.path for s in samples], digests, extractor.cache)
     clock.lap("measurements")
     descriptors = [(unit, FEATURE_RATIO), (thumbnails(values), THUMBNAIL_RATIO)]
@@ -160,12 +160,18 @@ def _label_findings(positions, probabilities, y, items, classes) -> list[Finding
     return findings
 
 
+def _absolute(image: ImagePath) -> str:
+    """A local file's absolute path; an object's URI as given."""
+    return os.path.abspath(image) if isinstance(image, Path) else str(image)
+
+
 def _item_finding(item: Item, issue: str, score: float, details: str) -> Finding:
     return Finding(item.path, issue, score, details, item.label, item.split)
 
 
 def _imbalance(per_class: dict[str, int]) -> list[Finding]:
-    largest, smallest = max(per_class, key=per_class.get), min(per_class, key=per_class.get)
+    largest = max(per_class, key=lambda label: per_class[label])
+    smallest = min(per_class, key=lambda label: per_class[label])
     ratio = per_class[largest] / max(per_class[smallest], 1)
     if ratio < IMBALANCE:
         return []

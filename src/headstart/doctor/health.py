@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -16,8 +15,8 @@ from PIL import Image
 from headstart.data.images import decode_rgb
 from headstart.data.locations import ImagePath, read_image
 from headstart.doctor.findings import Finding, Item
-from headstart.features.cache import FeatureCache
 from headstart.features.extract import content_digest
+from headstart.features.store import FeatureSource
 from headstart.threads import cpu_threads
 
 FINGERPRINT = "image-health-2"  # change it when the measurements change
@@ -78,7 +77,7 @@ def thumbnails(values: np.ndarray) -> np.ndarray:
 
 
 def measurements(
-    paths: Sequence[Path], digests: Sequence[bytes], cache: FeatureCache
+    paths: Sequence[ImagePath], digests: Sequence[bytes], cache: FeatureSource
 ) -> np.ndarray:
     """(n, COLUMNS) measurements of images that decoded before; NaN rows if they no longer do."""
     found = cache.get_many(FINGERPRINT, list(digests))
@@ -117,7 +116,7 @@ def health_findings(values: np.ndarray, items: list[Item], input_size: int) -> l
         if np.isnan(row[:6]).any():
             continue
         width, height = int(row[WIDTH]), int(row[HEIGHT])
-        found = []
+        found: list[tuple[str, float, str]] = []
         if min(width, height) < input_size / 4:
             found.append(("tiny", min(width, height), f"{width}x{height} px"))
         if max(width, height) > MAX_ASPECT * min(width, height):

@@ -23,8 +23,9 @@ th { cursor: pointer; text-align: left; background: #f6f8fa; } td.n { text-align
 """
 
 _SORT = """
-document.querySelectorAll("table.sortable th").forEach((th, column) => {
+document.querySelectorAll("table.sortable th").forEach(th => {
   th.addEventListener("click", () => {
+    const column = th.cellIndex;  // within its own table, whatever tables come before
     const body = th.closest("table").tBodies[0];
     const rows = [...body.rows];
     const ascending = th.dataset.order !== "asc";

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from headstart.data.locations import ImagePath
 
 
 @dataclass
@@ -32,7 +33,7 @@ def evaluate_probabilities(
     truth: np.ndarray,
     labels: list[str],
     split: str = "test",
-    skipped: list[tuple[Path, str]] | None = None,
+    skipped: list[tuple[ImagePath, str]] | None = None,
 ) -> Evaluation:
     from sklearn.metrics import (
         confusion_matrix,

@@ -25,6 +25,7 @@ def export_classifier(classifier, path: Path) -> Path:
     check_export_target(path)
     features = PixelsToFeatures(classifier.backbone_network(), classifier.preprocessing)
     head = _calibrated_head(classifier.head.module(), classifier.temperature)
+    outputs: str | tuple[str, ...]
     if classifier.unknown is None:
         network, outputs = nn.Sequential(features, head, nn.Softmax(dim=1)), "probabilities"
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
+from headstart.data.locations import ImagePath
 from headstart.errors import HeadstartError
 from headstart.features.views import pixels_or_reason
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
@@ -50,6 +51,10 @@ class OnnxClassifier:
             else None
         )
 
+    def is_unknown(self, score: float) -> bool:
+        """Whether an unknown-image score is past the model's threshold (never without one)."""
+        return self.unknown_threshold is not None and score > self.unknown_threshold
+
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 pixels of shape (N, H, W, 3)."""
         return self.session.run(None, {"pixels": pixels})[0]
@@ -75,7 +80,7 @@ class OnnxClassifier:
 
     def predict(
         self,
-        images: str | Path | Iterable[str | Path],
+        images: str | ImagePath | Iterable[str | ImagePath],
         top_k: int = 5,
         batch_size: int = 32,
         reject: bool = False,
@@ -85,11 +90,12 @@ class OnnxClassifier:
             decoded = list(pool.map(partial(pixels_or_reason, self.preprocessing), paths))
         kept = [i for i, (pixels, _) in enumerate(decoded) if pixels is not None]
         skipped = [(paths[i], error) for i, (_, error) in enumerate(decoded) if error]
-        probabilities, scores = self._batched([decoded[i][0] for i in kept], batch_size)
+        pixels = [image for image, _ in decoded if image is not None]
+        probabilities, scores = self._batched(pixels, batch_size)
         predictions = top_k_predictions(paths, kept, probabilities, skipped, self.labels, top_k)
         if scores is not None:
             for index, score in zip(kept, scores, strict=True):
-                unknown = bool(score > self.unknown_threshold)
+                unknown = self.is_unknown(float(score))
                 predictions[index].mark_unknown(float(score), unknown, reject)
         return predictions
 

@@ -65,4 +65,4 @@ def available_memory() -> int:
 
 def column_mean(x: np.ndarray) -> np.ndarray:
     """The mean row, summed in float32 whatever the matrix's type, without a float32 copy."""
-    return np.mean(x, axis=0, dtype=np.float32)
+    return np.asarray(np.mean(x, axis=0, dtype=np.float32))

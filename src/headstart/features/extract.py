@@ -125,7 +125,7 @@ class FeatureExtractor:
         errors = {i: error for i, (pixels, error) in enumerate(decoded) if error is not None}
         if not indices:
             return BatchFeatures([], np.zeros((0, 0), np.float32), errors)
-        features = self._forward([decoded[i][0] for i in indices])
+        features = self._forward([pixels for pixels, _ in decoded if pixels is not None])
         return BatchFeatures(indices, features, errors)
 
     def extract_files(
@@ -158,12 +158,12 @@ class FeatureExtractor:
                     fresh = {}
                     for i, digest, vector, reason in batch:
                         if digest is None:  # unreadable on the second read
-                            failed[i] = reason
+                            failed[i] = reason or "unreadable"
                             digests.pop(i, None)
                             continue
                         digests[i] = digest
                         if vector is None:
-                            bad_content[digest] = reason
+                            bad_content[digest] = reason or "not a readable image"
                         else:
                             fresh[digest] = vector
                     if fresh:
@@ -240,8 +240,9 @@ def forward(engine: Engine, pixels: list[np.ndarray]) -> np.ndarray:
 def forward_rows(engine: Engine, batch: list[tuple]) -> list[Computed]:
     """(position, digest, pixels, reason) rows to (position, digest, features, reason)."""
     good = [k for k, row in enumerate(batch) if row[2] is not None]
-    features = forward(engine, [batch[k][2] for k in good]) if good else []
-    vectors = dict(zip(good, features, strict=True))
+    vectors = (
+        dict(zip(good, forward(engine, [batch[k][2] for k in good]), strict=True)) if good else {}
+    )
     return [(i, digest, vectors.get(k), reason) for k, (i, digest, _, reason) in enumerate(batch)]
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import DTypeLike
 
+from headstart.data.locations import ImagePath
 from headstart.data.sources import Sample
 from headstart.features.extract import FeatureExtractor
 
@@ -17,7 +17,7 @@ class LabelledFeatures:
     x: np.ndarray  # (n, dim) float32, or float16 for training (features/blocks.py)
     y: np.ndarray  # (n,) int64 class indices
     samples: list[Sample]  # the samples that have features, in the order of x
-    skipped: list[tuple[Path, str]]
+    skipped: list[tuple[ImagePath, str]]
     computed: int
     digests: list[bytes] = field(default_factory=list)  # content digest of each sample
 

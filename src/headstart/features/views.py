@@ -48,13 +48,13 @@ class View:
     def pixels(self, preprocessing: Preprocessing, data: bytes, max_pixels: int | None = None):
         """The uint8 HWC network input for this view of the encoded image."""
         if self.augment is not None:
-            return self._augmented(preprocessing, data)
+            return self._augmented(preprocessing, data, self.augment)
         if self.crop_pct is not None:
             preprocessing = dataclasses.replace(preprocessing, crop_pct=self.crop_pct)
         pixels = preprocessing.pixels(data, max_pixels)
         return np.ascontiguousarray(pixels[:, ::-1]) if self.mirror else pixels
 
-    def _augmented(self, preprocessing: Preprocessing, data: bytes) -> np.ndarray:
+    def _augmented(self, preprocessing: Preprocessing, data: bytes, level: str) -> np.ndarray:
         from headstart.features.augment import (
             augment_seeded,
             augmentation,
@@ -63,7 +63,9 @@ class View:
             to_pixels,
         )
 
-        transform = augmentation(self.augment, preprocessing.input_size)
+        transform = augmentation(level, preprocessing.input_size)
+        if transform is None:  # level "none"
+            return preprocessing.pixels(data)
         seed = derived_seed(hashlib.blake2b(data, digest_size=20).digest(), self.index)
         image = image_for_augmentation(preprocessing, data)
         return to_pixels(augment_seeded(transform, image, seed)).numpy()

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from headstart.data.locations import ImagePath
 from headstart.errors import HeadstartError
 from headstart.model.classifier import Classifier
 from headstart.model.prediction import csv_header, csv_row, image_list
@@ -43,7 +44,7 @@ class BatchResult:
 
 def predict_to_file(
     classifier: Classifier,
-    images: str | Path | Iterable[str | Path] | Any,
+    images: str | ImagePath | Iterable[str | ImagePath] | Any,
     output: str | Path,
     top_k: int = 5,
     *,

@@ -11,6 +11,7 @@ import numpy as np
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone, resolve_backbone
 from headstart.context import RunContext
+from headstart.data.locations import ImagePath
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
 from headstart.evaluation.calibration import softmax
@@ -150,7 +151,7 @@ class Classifier:
 
     def predict(
         self,
-        images: str | Path | Iterable[str | Path],
+        images: str | ImagePath | Iterable[str | ImagePath],
         top_k: int = 5,
         *,
         tta: bool = False,
@@ -165,7 +166,7 @@ class Classifier:
         return self.predict_files(expand_image_paths(images), top_k, tta=tta, reject=reject)
 
     def predict_files(
-        self, paths: list[Path], top_k: int = 5, *, tta: bool = False, reject: bool = False
+        self, paths: list[ImagePath], top_k: int = 5, *, tta: bool = False, reject: bool = False
     ) -> list[Prediction]:
         """`predict` for exactly these files, in order; one that is missing or unreadable gets
         a prediction with the reason as its error."""
@@ -182,7 +183,7 @@ class Classifier:
             paths, result.kept, probabilities, result.skipped, self.labels, top_k
         )
         scores = self.unknown_scores(result.features) if result.kept else None
-        if scores is not None:
+        if scores is not None and self.unknown is not None:
             flags = self.unknown.flags(scores)
             for index, score, flag in zip(result.kept, scores, flags, strict=True):
                 predictions[index].mark_unknown(float(score), bool(flag), reject)

@@ -96,7 +96,7 @@ def top_k_predictions(
     paths: list[ImagePath],
     kept: list[int],
     probabilities: np.ndarray,
-    skipped: list[tuple[Path, str]],
+    skipped: list[tuple[ImagePath, str]],
     labels: list[str],
     top_k: int,
 ) -> list[Prediction]:
@@ -112,10 +112,10 @@ def top_k_predictions(
     return [predictions[str(path)] for path in paths]
 
 
-def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[ImagePath]:
+def expand_image_paths(images: str | ImagePath | Iterable[str | ImagePath]) -> list[ImagePath]:
     """Files as given, folders expanded to the images inside them; a missing path is an
     error. Objects named by URI are taken as given (one missing is skipped and named)."""
-    items = [images] if isinstance(images, (str, Path)) else list(images)
+    items = [images] if isinstance(images, (str, Path, ObjectURI)) else list(images)
     paths: list[ImagePath] = []
     for item in items:
         path = image_location(item, expand_user=True)
@@ -135,15 +135,16 @@ def expand_image_paths(images: str | Path | Iterable[str | Path]) -> list[ImageP
 MANIFEST_FORMATS = (".csv", ".parquet")
 
 
-def image_list(images: str | Path | Iterable[str | Path] | Any) -> list[ImagePath]:
+def image_list(images: str | ImagePath | Iterable[str | ImagePath] | Any) -> list[ImagePath]:
     """The images: files and folders as `predict` takes them, one manifest file, or a
     dataset with a `path` column (a Ray Dataset, say: read here, as a manifest is)."""
     if hasattr(images, "select_columns") and hasattr(images, "iter_rows"):
         rows = images.select_columns(["path"]).iter_rows()
         return [image_location(str(row["path"])) for row in rows if row["path"]]
-    items = [images] if isinstance(images, (str, Path)) else list(images)
-    if len(items) == 1 and Path(items[0]).suffix.lower() in MANIFEST_FORMATS:
-        return read_manifest(Path(items[0]))
+    items = [images] if isinstance(images, (str, Path, ObjectURI)) else list(images)
+    first = items[0] if len(items) == 1 else None
+    if isinstance(first, (str, Path)) and Path(first).suffix.lower() in MANIFEST_FORMATS:
+        return read_manifest(Path(first))
     return expand_image_paths(items)
 
 

@@ -47,9 +47,9 @@ def _first_problem(m: dict[str, Any]) -> str | None:
     for optional in ("training", "summary", "finetune"):
         if optional in m and not isinstance(m[optional], dict):
             checks.append((optional, "not an object"))
-    for field, problem in checks:
-        if problem:
-            return f"{field}: {problem}"
+    for field, wrong in checks:
+        if wrong:
+            return f"{field}: {wrong}"
     return None
 
 

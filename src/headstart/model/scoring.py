@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headstart.data.locations import ImagePath
 from headstart.data.sources import Dataset
 from headstart.errors import HeadstartError
 from headstart.features.extract import DIGEST_SIZE
@@ -25,7 +26,7 @@ class EvaluationSet:
     split: str  # the split scored, or "all"
     scope: str  # what was scored, in words
     labelled: LabelledFeatures
-    duplicates: list[Path] = field(default_factory=list)  # identical to a training image
+    duplicates: list[ImagePath] = field(default_factory=list)  # identical to a training image
     duplicates_kept: bool = False
 
     def describe(self) -> str:
@@ -55,7 +56,7 @@ def choose_samples(dataset: Dataset, split: str | None, trained_on: str | None):
 
 def leave_out_training_copies(
     labelled: LabelledFeatures, training_digests: set[bytes], keep: bool
-) -> tuple[LabelledFeatures, list[Path]]:
+) -> tuple[LabelledFeatures, list[ImagePath]]:
     positions = {i for i, digest in enumerate(labelled.digests) if digest in training_digests}
     copies = [labelled.samples[i].path for i in sorted(positions)]
     return (labelled if keep else labelled.without(positions)), copies

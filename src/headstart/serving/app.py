@@ -139,16 +139,16 @@ def create_app(
             uploads = await _read_uploads(request, limits)
             decoded = await run_in_threadpool(_decode_all, model, uploads, limits.max_pixels)
             ranked, scores = await run_in_threadpool(model.rank_pixels, decoded, top_k)
-        scores = [None] * len(ranked) if scores is None else [float(s) for s in scores]
+        numbers = [None] * len(ranked) if scores is None else [float(s) for s in scores]
         return Predictions(
             predictions=[
                 ImagePrediction(
                     filename=filename,
                     top=[Label(label=k, probability=p) for k, p in top],
-                    unknown=None if score is None else score > model.unknown_threshold,
+                    unknown=None if score is None else model.is_unknown(score),
                     unknown_score=score,
                 )
-                for (filename, _), top, score in zip(uploads, ranked, scores, strict=True)
+                for (filename, _), top, score in zip(uploads, ranked, numbers, strict=True)
             ]
         )
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ def finetune(
     split.top.requires_grad_(True)
     trunk = Trunk(backbone, split, device, model_dir, context.engine)
     model = nn.Sequential(split.top, head.requires_grad_(True))
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)
     rank, world = process_group()
     # Several processes (torchrun, Ray Train): gradients averaged over them at each step.
     trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -93,7 +93,8 @@ def finetune(
     )
     val_inputs = trunk.run_all(_eval_pixels(backbone, val)) if len(val.y) else None
     val_labels = torch.from_numpy(val.y)
-    weights = class_weights(train.y, head[-1].out_features)
+    classes = cast(nn.Linear, head[-1]).out_features
+    weights = class_weights(train.y, classes)
     # Each process reads and runs only its own shard, in its share of each batch; all take
     # the same number of steps (a shard one image larger leaves one out of each epoch).
     others = {i for i in range(len(train.y)) if i % world != rank}
@@ -136,8 +137,8 @@ def finetune(
             total += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
-        total, correct, seen = summed(device, total, correct, seen)
-        return total / seen, correct / seen
+        loss_sum, right, count = summed(device, total, correct, seen)
+        return loss_sum / count, right / count
 
     def validate() -> dict[str, float] | None:
         if val_inputs is None:
@@ -173,13 +174,13 @@ def finetune(
         progress=context.progress and rank == 0,
         description="Fine-tuning",
     )
-    model.to("cpu", memory_format=torch.contiguous_format).eval()
+    model.to("cpu").to(memory_format=torch.contiguous_format).eval()
     improved = state.best_epoch > 0
     tensors = split.tuned_tensors() if improved else {}
     val_logits = (
         _logits(model, val_inputs, torch.device("cpu")).numpy()
         if val_inputs is not None
-        else np.zeros((0, head[-1].out_features), np.float32)
+        else np.zeros((0, classes), np.float32)
     )
     return FinetuneResult(
         backbone=backbone.tuned(tensors) if improved else backbone,
@@ -262,7 +263,7 @@ class Trunk:
             input_size = backbone.preprocessing.input_size
             self._engine = pixels_engine(lambda: module, input_size, "onnx", onnx_file)
         else:
-            self.module = module.eval().to(device, memory_format=torch.channels_last)
+            self.module = module.eval().to(device).to(memory_format=torch.channels_last)
 
     def __call__(self, pixels: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """Activations for training (bf16 on a GPU), or in full fp32 when `exact`."""
