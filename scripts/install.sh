@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev,ray,docs]"
+# pip names every local index folder this machine lacks: not news
+.venv/bin/python -m pip install --quiet -e ".[dev,ray,docs]" 2> >(grep -v "^WARNING: Location" >&2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -137,3 +138,14 @@ def test_predict_command_writes_a_file(trained, images, cache_dir, tmp_path):
     assert wrong.returncode == 1 and ".parquet or .csv" in wrong.stderr
     mixed = headstart("predict", str(model), str(images[0]), "-o", str(output), "--json")
     assert mixed.returncode == 2 and "--output" in mixed.stderr
+
+
+def test_a_file_name_that_is_not_utf8_is_written_not_a_traceback(trained, tmp_path):
+    classifier, _ = trained
+    photo = copy_photos(real_photos("daisy", 1, skip=20), tmp_path / "photos")[0]
+    os.rename(os.fsencode(photo), os.fsencode(photo.parent) + b"/caf\xe9.jpg")  # Latin-1 name
+    predict_to_file(classifier, tmp_path / "photos", tmp_path / "p.parquet")
+    [row] = pq.read_table(tmp_path / "p.parquet").to_pylist()
+    assert row["path"].endswith("caf\\xe9.jpg") and row["label"] == "daisy"
+    predict_to_file(classifier, tmp_path / "photos", tmp_path / "p.csv")
+    assert b"caf\xe9.jpg,," in (tmp_path / "p.csv").read_bytes()  # its own bytes, as --csv

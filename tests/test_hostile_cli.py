@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -308,7 +309,8 @@ def test_output_paths_are_checked_before_the_work(presplit, trained, tmp_path, c
         command = ["train", str(presplit), "-o", str(output), "--cache-dir", str(cache_dir)]
         one_line_error(usage_check(*command, capsys=capsys), 1, message)
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
-    result = usage_check("export", str(folder), "-o", str(tmp_path / "notes"), capsys=capsys)
+    (tmp_path / "folder.onnx").mkdir()
+    result = usage_check("export", str(folder), "-o", str(tmp_path / "folder.onnx"), capsys=capsys)
     one_line_error(result, 1, "is a folder; give a file name")
     (tmp_path / "m.labels.txt").write_text("someone else's labels")
     result = usage_check("export", str(folder), "-o", str(tmp_path / "m.onnx"), capsys=capsys)
@@ -480,3 +482,28 @@ def test_a_model_record_that_is_not_an_object_is_one_line(trained, tmp_path, cap
     shutil.copytree(folder, copy)
     (copy / "headstart.json").write_text("[1, 2, 3]")
     one_line_error(usage_check("info", str(copy), capsys=capsys), 1, "not a headstart model file")
+
+
+def test_export_never_replaces_a_device_a_fifo_or_the_model_itself(trained, tmp_path, capsys):
+    """Before: as root, `export -o /dev/null` replaced the system's /dev/null with a regular
+    file, a FIFO was replaced, and `-o MODEL/headstart.json` destroyed the model. (The device
+    is reached through a link here, so that broken code replaces the link, not the device.)"""
+    _, folder = trained
+    model = tmp_path / "model"
+    shutil.copytree(folder, model)
+    device, fifo = tmp_path / "null.onnx", tmp_path / "pipe.onnx"
+    device.symlink_to("/dev/null")
+    os.mkfifo(fifo)
+    weights = next(model.glob("model-*.safetensors"))
+    for target, message in [
+        (tmp_path / "null", "ends in .onnx"),
+        (device, "is not a regular file"),
+        (fifo, "is not a regular file"),
+        (model / "headstart.json", "ends in .onnx"),
+        (weights, "ends in .onnx"),
+        (model / "other.onnx", "an export is written only as model.onnx"),
+    ]:
+        result = usage_check("export", str(model), "-o", str(target), capsys=capsys)
+        one_line_error(result, 1, message)
+    assert device.is_symlink() and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert Classifier.load(model).labels == ["daisy", "sunflower"]  # the model is whole

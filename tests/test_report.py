@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss
 
 from headstart.evaluation.calibration import nll, softmax
-from headstart.evaluation.figures import confusion_figure
+from headstart.evaluation.figures import accuracy_vs_images_figure, confusion_figure
 from headstart.evaluation.report import GALLERY_SIZE, write_report
 from headstart.training.temperature import fit_temperature
 
@@ -105,6 +105,17 @@ def test_confusion_figure_stays_readable_with_100_classes():
     confusion = rng.integers(0, 3, (100, 100)) + np.diag(rng.integers(5, 20, 100))
     png = Image.open(io.BytesIO(confusion_figure(confusion, labels, normalised=True)))
     assert png.size[0] >= 1500  # the figure grows with the classes instead of squeezing labels
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_text():
+    """Before: matplotlib parsed `cost_$5_to_$10` as a formula, and the report was a traceback."""
+    labels = ["cost_$5_to_$10", "$$", "a$^$b", "x_{1}$"]
+    confusion = np.diag([3, 4, 5, 6])
+    for normalised in (False, True):
+        png = Image.open(io.BytesIO(confusion_figure(confusion, labels, normalised)))
+        assert png.size[0] > 100
+    per_class = [{"label": label, "recall": 0.5, "support": 2} for label in labels]
+    Image.open(io.BytesIO(accuracy_vs_images_figure(per_class, dict.fromkeys(labels, 3))))
 
 
 @pytest.mark.slow

@@ -540,7 +540,12 @@ def export(
     as_json: AsJson = False,
 ) -> None:
     """Export a model to one ONNX file: uint8 RGB pixels in, class probabilities out."""
-    from headstart.export.onnx import check_export_target, export_classifier, labels_path
+    from headstart.export.onnx import (
+        EXPORT_NAME,
+        check_export_target,
+        export_classifier,
+        labels_path,
+    )
     from headstart.model.classifier import Classifier
     from headstart.storage import check_writable_file
 
@@ -550,7 +555,7 @@ def export(
         raise SettingError(f"unknown quantization {quantize!r}: the one available is int8")
     if quantize and calibration is None:
         raise SettingError("--quantize int8 needs --calibration DATA (a labelled dataset)")
-    target = output or model / "model.onnx"
+    target = output or model / EXPORT_NAME
     check_export_target(target)
     classifier = Classifier.load(model, _context(cache_dir, EngineName.TORCH, False))
     if quantize and calibration is not None:  # always given with --quantize (checked above)
@@ -652,14 +657,14 @@ def _exported(model: Path, cache_dir: Path | None) -> Path:
     folder instead when the model folder is read-only."""
     import os
 
-    from headstart.export.onnx import export_classifier
+    from headstart.export.onnx import EXPORT_NAME, export_classifier
     from headstart.features.cache import default_cache_dir
     from headstart.model.classifier import Classifier
     from headstart.model.folder import METADATA_FILE, read_metadata
 
     committed = model / METADATA_FILE
     metadata = read_metadata(model)
-    onnx_file = model / "model.onnx"
+    onnx_file = model / EXPORT_NAME
     if not os.access(model, os.W_OK):
         key = metadata.get("weights", {}).get("sha256") or str(committed.stat().st_mtime_ns)
         onnx_file = Path(cache_dir or default_cache_dir()) / "served" / f"{key[:16]}.onnx"

@@ -57,6 +57,8 @@ def check_writable_file(path: Path, what: str = "output") -> None:
     path = Path(path)
     if path.is_dir():
         raise HeadstartError(f"{path}: is a folder; give a file name for the {what}")
+    if path.exists() and not path.is_file():  # a device, a FIFO, a socket: never replaced
+        raise HeadstartError(f"{path}: is not a regular file; give a file name for the {what}")
     check_writable_folder(path.parent, what)
 
 

@@ -23,6 +23,7 @@ def _figure(width: float, height: float, columns: int = 1):
             "axes.grid": True,
             "grid.alpha": 0.3,
             "font.size": 9,
+            "text.parse_math": False,  # class names are text: "cost_$5_to_$10" is no formula
         }
     )
     return plt.subplots(1, columns, figsize=(width, height), dpi=110)

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from headstart.backbones.onnx_file import export_pixels_module
 from headstart.errors import HeadstartError
+from headstart.model.folder import METADATA_FILE
 from headstart.storage import atomic_write_bytes, check_writable_file
+
+EXPORT_NAME = "model.onnx"  # the export's name in a model folder, its only file of that kind
 
 
 def export_classifier(classifier, path: Path) -> Path:
@@ -46,9 +49,18 @@ def labels_path(onnx_file: Path) -> Path:
 
 
 def check_export_target(onnx_file: Path) -> None:
-    """Fail before exporting when the file cannot be written or would replace a user's file."""
-    check_writable_file(onnx_file, "ONNX file")
-    labels = labels_path(onnx_file)
+    """Fail before exporting when the file cannot be written or would replace a user's file,
+    or a model's own files."""
+    path = Path(onnx_file)
+    if path.suffix.lower() != ".onnx":
+        raise HeadstartError(f"{path}: an ONNX export's file name ends in .onnx")
+    if (path.parent / METADATA_FILE).exists() and path.name != EXPORT_NAME:
+        raise HeadstartError(
+            f"{path}: inside a model folder an export is written only as {EXPORT_NAME}"
+        )
+    check_writable_file(path, "ONNX file")
+    labels = labels_path(path)
+    check_writable_file(labels, "labels file")
     if labels.exists() and not Path(onnx_file).exists():
         raise HeadstartError(f"{labels}: exists and is not from an earlier export; move it away")
 

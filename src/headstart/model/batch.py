@@ -63,7 +63,9 @@ def predict_to_file(
     parts_dir = output.with_name(output.name + ".parts")
     run = {
         "model": model_identity(classifier),
-        "images": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest(),
+        "images": hashlib.sha256(
+            "\n".join(map(str, paths)).encode("utf-8", "surrogateescape")
+        ).hexdigest(),
         "top_k": top_k,
         "reject": reject,
         "part_size": part_size,
@@ -147,14 +149,20 @@ def _write_parquet(file: BinaryIO, parts: list[Path], top_k: int) -> int:
     unreadable = 0
     with pq.ParquetWriter(file, schema) as writer:
         for part in parts:
-            records = _records(part)
+            records = [{**r, "path": _utf8(r["path"])} for r in _records(part)]
             unreadable += sum(bool(r["error"]) for r in records)
             writer.write_table(pa.Table.from_pylist(records, schema))
     return unreadable
 
 
+def _utf8(path: str) -> str:
+    """Parquet holds UTF-8 text: a name's bytes that are not are written as \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _write_csv(file: BinaryIO, parts: list[Path], top_k: int) -> int:
-    text = io.TextIOWrapper(file, encoding="utf-8", newline="")
+    # A file name that is not UTF-8 keeps its own bytes, as `predict --csv` prints it.
+    text = io.TextIOWrapper(file, encoding="utf-8", errors="surrogateescape", newline="")
     writer = csv.writer(text)
     writer.writerow(csv_header(top_k))
     unreadable = 0
