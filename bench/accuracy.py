@@ -90,7 +90,7 @@ def run(data: Path, variant: str, leaks: Path, scratch: Path, seed: int) -> dict
         seconds = time.perf_counter() - started
     finally:
         registry.DEFAULT_POOLED_STAGES = stages
-    summary = classifier.info["summary"]
+    summary = classifier.summary
     dataset = load_dataset(data).without(read_exclusions(leaks))[0]
     evaluation = classifier.evaluate(dataset)
     scored = classifier.evaluation_set(dataset).labelled
@@ -102,7 +102,7 @@ def run(data: Path, variant: str, leaks: Path, scratch: Path, seed: int) -> dict
         "split": evaluation.split,
         "seconds": seconds,
         "size": classifier.preprocessing.input_size[0],
-        "chosen": f"{summary['strategy']}: {summary.get('reason') or 'as asked'}",
+        "chosen": f"{summary.strategy}: {summary.reason or 'as asked'}",
     }
 
 

@@ -46,8 +46,8 @@ def main() -> None:
         settings=FitSettings(strategy=args.strategy),
         context=RunContext(cache_dir=args.cache_dir, progress=False),
     )
-    summary = classifier.info["summary"]
-    print(f"strategy {summary['strategy']}: {summary['reason'] or 'as asked'}")
+    summary = classifier.summary
+    print(f"strategy {summary.strategy}: {summary.reason or 'as asked'}")
     extractor = classifier.extractor()
     test = [s.path for s in known.split("test")]
     sets = {

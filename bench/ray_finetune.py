@@ -48,7 +48,7 @@ def main() -> None:
         classifier = train(args.data, settings=settings, context=context)
         seconds = time.perf_counter() - started
         baseline = baseline or seconds
-        accuracy = classifier.info["summary"]["val_accuracy"]
+        accuracy = classifier.summary.val_accuracy
         print(f"{name:24} {seconds:8.1f} {baseline / seconds:8.2f}x {accuracy:13.2%}")
 
 

@@ -54,11 +54,11 @@ def main() -> None:
             started = time.perf_counter()
             classifier = train(args.data, settings=settings, context=RunContext(cache_dir=cache))
             seconds = time.perf_counter() - started
-            summary = classifier.info["summary"]
+            summary = classifier.summary
             tta = classifier.evaluate(args.data, "val", tta=True)
             print(
-                f"{name:34} {summary['val_accuracy']:8.2%} {tta.accuracy:9.2%} "
-                f"{summary['val_loss']:9.4f} {seconds:8.1f}s",
+                f"{name:34} {summary.val_accuracy:8.2%} {tta.accuracy:9.2%} "
+                f"{summary.val_loss:9.4f} {seconds:8.1f}s",
                 flush=True,
             )
 

@@ -134,9 +134,11 @@ def test_a_model_from_before_stage_pooling_predicts_as_it_did(
     monkeypatch.setattr(registry, "DEFAULT_POOLED_STAGES", ())
     context = RunContext(cache_dir=cache_dir)
     old = train(presplit, settings=FitSettings(seed=0), context=context)
-    assert "pooled_stages" not in old.backbone and old.head_config.in_features == 1280
+    assert old.backbone.pooled_stages == () and old.head_config.in_features == 1280
     monkeypatch.undo()
     folder = old.save(tmp_path / "pre-stages-model")
+    written = json.loads((folder / "headstart.json").read_text())
+    assert "pooled_stages" not in written["backbone"]  # as models were written before
     loaded = Classifier.load(folder, context)
     photos = real_photos("daisy", 3, skip=17)
     assert [p.probabilities for p in loaded.predict(photos)] == [
@@ -169,3 +171,19 @@ def test_small_photos_are_not_enlarged_past_the_pretrained_size(cache_dir, tmp_p
     )
     assert given.preprocessing.input_size == (288, 288)
     assert not any("shorter side" in n for n in given.info["summary"]["notes"])
+
+
+def test_the_record_reads_back_exactly_what_was_written(trained):
+    """Every part of headstart.json is a typed field: reading and writing it loses nothing."""
+    from headstart.model.record import ModelRecord
+
+    classifier, folder = trained
+    written = json.loads((folder / "headstart.json").read_text())
+    record = ModelRecord.from_dict(written, folder)
+    folder_keys = {"format", "format_version", "weights", "versions"}
+    assert record.to_dict() == {k: v for k, v in written.items() if k not in folder_keys}
+    assert record.summary.used["train"] == 24 and record.training.split.val_percent == 10.0
+    assert classifier.temperature == record.calibration.temperature > 0
+    assert classifier.unknown.stats == record.unknown  # one copy of the statistics
+    with pytest.raises(TypeError):
+        classifier.info["summary"] = {}  # the old dict view is read-only

@@ -47,7 +47,7 @@ def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):
 
 
 def test_prediction_runs_with_pytorch_blocked(exported, tmp_path):
-    _, path = exported
+    classifier, path = exported
     photos = [str(p) for p in real_photos("sunflower", 2, skip=24)]
     (tmp_path / "broken.jpg").write_text("not a photo")
     script = (
@@ -62,7 +62,10 @@ def test_prediction_runs_with_pytorch_blocked(exported, tmp_path):
     predictions = json.loads(result.stdout)
     assert [len(p.get("top", [])) for p in predictions] == [2, 2, 0]
     assert "not a readable image" in predictions[2]["error"]
-    assert predictions[0]["top"][0]["label"] in ("daisy", "sunflower")
+    # The model folder's own ranking and probabilities, without PyTorch.
+    for printed, ours in zip(predictions, classifier.predict(photos, top_k=2), strict=False):
+        assert [entry["label"] for entry in printed["top"]] == ours.labels
+        assert [e["probability"] for e in printed["top"]] == pytest.approx(ours.probabilities, 1e-3)
 
 
 @pytest.mark.slow

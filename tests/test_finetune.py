@@ -1,11 +1,13 @@
 """Fine-tuning on a small set of real photos: what changes, resume, checkpoints, bad files."""
 
 import json
+import math
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,8 +120,14 @@ def test_history_checkpoint_and_summary(finetuned):
     history = classifier.info["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert all({"train_loss", "train_accuracy", "lr", "seconds"} <= set(h) for h in history)
-    # Warm-up, then cosine decay of the head's learning rate.
-    assert history[0]["lr"] > history[1]["lr"] > history[2]["lr"]
+    # The head's learning rate after each epoch follows the warm-up and cosine schedule,
+    # stepped once a batch (24 photos: one batch an epoch).
+    from headstart.training.finetune import warmup_cosine
+
+    per_epoch = math.ceil(24 / SETTINGS.finetune_batch_size)
+    factor = warmup_cosine(round(SETTINGS.warmup_epochs * per_epoch), 3 * per_epoch)
+    expected = [SETTINGS.finetune_learning_rate * factor(e * per_epoch) for e in (1, 2, 3)]
+    assert [h["lr"] for h in history] == pytest.approx(expected)
     assert classifier.info["head_history"], "fine-tuning starts from a trained linear head"
     summary = classifier.info["summary"]
     assert summary["strategy"] == "finetune" and summary["epochs_run"] == 3
@@ -138,7 +146,9 @@ def test_finetuned_model_reloads_predicts_and_exports_identically(
     photos = sorted((presplit / "val" / "sunflower").glob("*.jpg"))[:4]
     before = classifier.predict(photos)
     loaded = Classifier.load(folder, RunContext(cache_dir=cache_dir))
-    assert loaded.fine_tuned
+    assert loaded.fine_tuned and loaded.record.versions  # the libraries that wrote it
+    assert replace(loaded.record, versions={}) == classifier.record  # every typed part
+    assert loaded.record.finetune.improved and loaded.backbone.tuned_weights
     after = loaded.predict(photos)
     assert [p.probabilities for p in before] == [p.probabilities for p in after]
     onnx = OnnxClassifier(export_classifier(loaded, tmp_path / "tuned.onnx"))
@@ -436,12 +446,18 @@ def test_auto_strategy_says_what_it_chose_and_why(presplit, cache_dir, tmp_path)
 
 
 def test_tta_from_the_command_line(trained, exported, cache_dir):
-    _, folder = trained
     _, onnx_file = exported
+    classifier, folder = trained
     photos = [str(p) for p in real_photos("sunflower", 2, skip=12)]
     result = headstart("predict", str(folder), *photos, "--tta", "--json", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
-    assert [p["path"] for p in json.loads(result.stdout)] == photos
+    printed = json.loads(result.stdout)
+    assert [p["path"] for p in printed] == photos
+    averaged = [p.probabilities for p in classifier.predict(photos, tta=True)]
+    plain = [p.probabilities for p in classifier.predict(photos)]
+    for row, tta, once in zip(printed, averaged, plain, strict=True):
+        top = [entry["probability"] for entry in row["top"]]
+        assert top == pytest.approx(tta, abs=1e-6) and top != pytest.approx(once, abs=1e-4)
     refused = headstart("predict", str(onnx_file), *photos, "--tta")
     assert refused.returncode == 1 and "--tta needs a model folder" in refused.stderr
 

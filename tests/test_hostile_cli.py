@@ -392,8 +392,9 @@ def test_a_run_killed_while_saving_leaves_the_old_model(trained, tmp_path):
 import os
 from headstart import Classifier
 import headstart.model.folder as folder_module
+from dataclasses import replace
 classifier = Classifier.load({str(copy)!r})
-classifier.labels = ["sunflower", "daisy"]  # a different model, same shapes
+classifier.record = replace(classifier.record, labels=("sunflower", "daisy"))  # same shapes
 folder_module.atomic_write_text = lambda *args: os._exit(9)  # killed between the two writes
 classifier.save({str(copy)!r})
 """
@@ -443,7 +444,7 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         (lambda m: m["head"].update(dropout=5), "head.dropout: must be in [0.0, 0.95], not 5"),
         (
             lambda m: m["backbone"].update(pooled_stages=5),
-            "backbone: pooled_stages must be a list of stage numbers",
+            "backbone.pooled_stages: must be a list of stage numbers, not 5",
         ),
         (lambda m: m.pop("head"), "head: missing"),
         (lambda m: m.pop("backbone"), "backbone: missing"),

@@ -83,11 +83,19 @@ def test_temperature_scaling_lowers_validation_nll(trained):
 
 
 def test_predict_uses_the_fitted_temperature(trained, cache_dir):
+    """predict's probabilities are the softmax of the logits over the fitted temperature,
+    computed here independently (scipy), and not the uncalibrated ones."""
+    from scipy.special import softmax as reference
+
     classifier, _ = trained
-    photos = real_photos("daisy", 2, skip=12)
+    photos = real_photos("daisy", 2, skip=12) + real_photos("sunflower", 2, skip=12)
     features = classifier.extractor().extract_files(photos).features
-    expected = softmax(classifier.logits(features).astype(np.float64), classifier.temperature)
-    np.testing.assert_allclose(classifier.probabilities(features), expected, rtol=1e-5, atol=1e-12)
+    logits = classifier.logits(features).astype(np.float64)
+    temperature = classifier.temperature
+    assert abs(temperature - 1) > 0.05  # fitted; at 1.0 this test could not tell
+    predicted = [p.probabilities[0] for p in classifier.predict(photos)]  # the top label's
+    np.testing.assert_allclose(predicted, reference(logits / temperature, axis=1).max(1), 1e-5)
+    assert not np.allclose(predicted, reference(logits, axis=1).max(1), rtol=1e-3)
 
 
 def test_html_is_self_contained(report):

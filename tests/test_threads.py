@@ -5,22 +5,73 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from headstart import threads
 
 
-def test_a_cgroup_quota_caps_the_threads(monkeypatch):
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000", "cpu/cpu.cfs_period_us": "100000"}, 0.5),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),
+        ({"cpu.max": "garbage"}, None),
+        ({}, None),
+    ],
+)
+def test_a_cgroup_quota_is_read_from_its_files(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert threads._cgroup_cpu_quota(tmp_path) == quota
+
+
+def test_a_cgroup_quota_caps_the_threads(monkeypatch, tmp_path):
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(threads, "_cgroup_cpu_quota", lambda: 0.5)
-    assert threads.cpu_threads() == 1
-    monkeypatch.setattr(threads, "_cgroup_cpu_quota", lambda: None)
+    (tmp_path / "cpu.max").write_text("50000 100000")
+    reads = threads._cgroup_cpu_quota
+    monkeypatch.setattr(threads, "_cgroup_cpu_quota", lambda: reads(tmp_path))
+    assert threads.cpu_threads() == 1  # half a core is still one thread
+    (tmp_path / "cpu.max").write_text("max 100000")
     assert threads.cpu_threads() == cores
 
 
-def test_onnx_runtime_never_spin_waits():
-    options = threads.onnx_session_options(2)
-    assert options.intra_op_num_threads == 2
+def test_onnx_runtime_never_spin_waits(monkeypatch, tmp_path):
+    """The sessions that feature extraction and the ONNX runtime open are the no-spin ones."""
+    import onnxruntime as ort
+
+    from headstart.features.engines import OnnxEngine
+
+    opened = []
+    real = ort.InferenceSession
+
+    def recording(path, sess_options=None, **kwargs):
+        opened.append(sess_options)
+        return real(path, sess_options=sess_options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    OnnxEngine(tiny_onnx(tmp_path), threads=2)
+    assert len(opened) == 1 and opened[0].intra_op_num_threads == 2
     for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
-        assert options.get_session_config_entry(key) == "0"
+        assert opened[0].get_session_config_entry(key) == "0"
+
+
+def tiny_onnx(folder) -> str:
+    """A one-node ONNX model (Identity), enough to open a session on."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["pixels"], ["features"])],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1])],
+    )
+    path = str(folder / "tiny.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
 
 
 def test_openmp_waits_passively_unless_the_user_chose():
@@ -43,8 +94,11 @@ def test_the_linear_solver_puts_scipys_blas_on_one_thread():
         return [c.num_threads for c in controllers if "scipy" in Path(c.filepath).parent.name]
 
     import scipy.optimize  # noqa: F401  (loads SciPy's BLAS)
+    from threadpoolctl import threadpool_limits
 
-    before = scipy_threads()
-    with scipy_blas_single_threaded():
-        assert set(scipy_threads()) <= {1}
-    assert scipy_threads() == before
+    with threadpool_limits(2, user_api="blas"):
+        before = scipy_threads()
+        assert before and set(before) == {2}, "SciPy's BLAS was not found"
+        with scipy_blas_single_threaded():
+            assert scipy_threads() == [1] * len(before)
+        assert scipy_threads() == before

@@ -40,11 +40,13 @@ def test_digits_are_unknown_to_a_daisy_and_sunflower_model(trained, cache_dir, d
         assert marked.labels == plain.labels  # the ranking is still there
 
 
-def test_the_threshold_passes_95_percent_of_validation(trained, presplit, cache_dir):
+def test_photos_of_the_known_classes_that_it_never_saw_are_mostly_known(trained):
+    """The threshold passes 95% of validation by construction; what matters is that it holds
+    on photos it never saw (32 here): few flagged, as validation promised."""
     classifier, _ = trained
-    val = sorted((presplit / "val").rglob("*.jpg"))
-    flags = [p.unknown for p in classifier.predict(val)]
-    assert sum(flags) <= max(1, round(0.05 * len(val)))
+    unseen = real_photos("daisy", 16, skip=20) + real_photos("sunflower", 16, skip=20)
+    flagged = sum(p.unknown for p in classifier.predict(unseen))
+    assert flagged <= 3  # about 5%, with room for a sample of 32
 
 
 def test_the_score_survives_saving_and_export(trained, exported, cache_dir, digits, tmp_path):

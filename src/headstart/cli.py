@@ -11,7 +11,7 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,6 +32,9 @@ from headstart.settings import (
     help_text,
 )
 from headstart.training.settings import FitSettings
+
+if TYPE_CHECKING:
+    from headstart.model.record import Summary
 
 DEFAULTS = FitSettings()
 # The closed choices' defaults as the options' types.
@@ -248,43 +251,44 @@ def train(
         resume=resume,
         exclude=exclude,
     )
-    summary = classifier.info["summary"]
+    summary = classifier.summary
+    if summary is None:  # a trained model always has one
+        raise HeadstartError("training ended without a summary")
     if as_json:
-        print(json.dumps({"model": str(output), **summary}, indent=2))
+        print(json.dumps({"model": str(output), **summary.to_dict()}, indent=2))
     elif not quiet:
         stdout.print(_summary_table(summary, output))
 
 
-def _summary_table(summary: dict, output: Path) -> Table:
+def _summary_table(summary: Summary, output: Path | None) -> Table:
     table = Table(title="Training summary", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("dataset", escape(f"{summary['dataset']} ({summary['layout']})"))
-    table.add_row("classes", str(summary["classes"]))
-    table.add_row("strategy", summary["strategy"])
-    if summary.get("reason"):
-        table.add_row("", f"chosen by auto: {summary['reason']}")
-    for note in summary.get("notes", []):
+    table.add_row("dataset", escape(f"{summary.dataset} ({summary.layout})"))
+    table.add_row("classes", str(summary.classes))
+    table.add_row("strategy", escape(summary.strategy))
+    if summary.reason:
+        table.add_row("", f"chosen by auto: {escape(summary.reason)}")
+    for note in summary.notes:
         table.add_row("note", f"[yellow]{escape(note)}[/]")
-    if summary.get("augmented_views"):
-        table.add_row("augmented views", f"{summary['augmented_views']} per training image")
-    used = summary["used"]
-    table.add_row("images used", " / ".join(f"{k} {v}" for k, v in used.items()))
-    table.add_row("images skipped", str(len(summary["skipped"])))
-    for path, reason in summary["skipped"][:20]:
+    if summary.augmented_views:
+        table.add_row("augmented views", f"{summary.augmented_views} per training image")
+    table.add_row("images used", " / ".join(f"{k} {v}" for k, v in summary.used.items()))
+    table.add_row("images skipped", str(len(summary.skipped)))
+    for path, reason in summary.skipped[:20]:
         table.add_row("", f"[yellow]{escape(path)}[/]: {escape(reason)}")
-    table.add_row("features computed", f"{summary['computed']} (the rest from the cache)")
-    if summary["val_accuracy"] is not None:
-        table.add_row("validation accuracy", f"{summary['val_accuracy']:.2%}")
-        table.add_row("validation loss", f"{summary['val_loss']:.4f}")
-    if summary.get("l2") is not None and summary["strategy"] == "linear":
+    table.add_row("features computed", f"{summary.computed} (the rest from the cache)")
+    if summary.val_accuracy is not None and summary.val_loss is not None:
+        table.add_row("validation accuracy", f"{summary.val_accuracy:.2%}")
+        table.add_row("validation loss", f"{summary.val_loss:.4f}")
+    if summary.l2 is not None and summary.strategy == "linear":
         table.add_row(
             "L2 strength",
-            f"{summary['l2']:.0e} (best of {summary['epochs_run']} tried, by validation loss)",
+            f"{summary.l2:.0e} (best of {summary.epochs_run} tried, by validation loss)",
         )
     else:
-        table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']}")
-    seconds = summary["seconds"]
+        table.add_row("best epoch", f"{summary.best_epoch} of {summary.epochs_run}")
+    seconds = summary.seconds
     table.add_row(
         "time",
         f"{seconds['total']:.1f} s (features {seconds['features']:.1f} s, "
@@ -680,28 +684,27 @@ def info(
 ) -> None:
     """Show what a model folder holds: labels, backbone, training settings and metrics."""
     from headstart.model.folder import METADATA_FILE, read_model_folder
-    from headstart.model.record import check_record
+    from headstart.model.record import ModelRecord
 
     _, metadata = read_model_folder(model)
-    check_record(metadata, model / METADATA_FILE)
+    record = ModelRecord.from_dict(metadata, model / METADATA_FILE)
     if as_json:
         print(json.dumps(metadata, indent=2))
         return
+    backbone = record.backbone
     table = Table(title=escape(str(model)), show_header=False)
-    table.add_row("labels", escape(", ".join(metadata["labels"])))
-    table.add_row("backbone", f"{metadata['backbone']['name']} ({metadata['backbone']['weights']})")
-    if metadata["backbone"].get("tuned_weights"):
-        details = metadata.get("finetune", {})
-        tuned = ", ".join(p.rstrip(".") for p in details.get("tuned", []))
-        table.add_row("fine-tuned", f"{tuned} ({metadata['backbone']['tuned_weights']})")
-    table.add_row("head", json.dumps(metadata["head"]))
-    table.add_row("preprocessing", json.dumps(metadata["preprocessing"]))
-    summary = metadata.get("summary", {})
-    table.add_row("strategy", metadata.get("training", {}).get("strategy", "linear"))
-    if summary.get("val_accuracy") is not None:
-        table.add_row("validation accuracy", f"{summary['val_accuracy']:.2%}")
-    table.add_row("format version", str(metadata["format_version"]))
-    table.add_row("versions", json.dumps(metadata.get("versions", {})))
+    table.add_row("labels", escape(", ".join(record.labels)))
+    table.add_row("backbone", escape(f"{backbone.name} ({backbone.weights})"))
+    if backbone.tuned_weights:
+        tuned = ", ".join(p.rstrip(".") for p in record.finetune.tuned) if record.finetune else ""
+        table.add_row("fine-tuned", escape(f"{tuned} ({backbone.tuned_weights})"))
+    table.add_row("head", escape(json.dumps(record.head.to_dict())))
+    table.add_row("preprocessing", escape(json.dumps(record.preprocessing.to_dict())))
+    table.add_row("strategy", escape(record.training.strategy if record.training else "linear"))
+    if record.summary is not None and record.summary.val_accuracy is not None:
+        table.add_row("validation accuracy", f"{record.summary.val_accuracy:.2%}")
+    table.add_row("format version", escape(str(metadata.get("format_version"))))
+    table.add_row("versions", escape(json.dumps(record.versions)))
     stdout.print(table)
 
 

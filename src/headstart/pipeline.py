@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,15 @@ from headstart.features.store import open_feature_cache
 from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
 from headstart.model.folder import check_model_output
+from headstart.model.record import (
+    BackboneRecord,
+    Calibration,
+    FinetuneRecord,
+    ModelRecord,
+    SplitPercents,
+    Summary,
+    TrainingRecord,
+)
 from headstart.model.scoring import digest_array
 from headstart.model.unknown import UnknownDetector
 from headstart.storage import CHECKPOINT_FILE
@@ -36,30 +45,6 @@ from headstart.training.fit import fit_head
 from headstart.training.heads import Head
 from headstart.training.settings import FitSettings
 from headstart.training.strategy import auto_strategy
-
-
-@dataclass
-class TrainSummary:
-    dataset: str
-    layout: str
-    classes: int
-    used: dict[str, int]  # images with features, per split
-    skipped: list[tuple[str, str]]  # (path, reason)
-    computed: int  # images that went through the backbone (the rest came from the cache)
-    train_per_class: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    best_epoch: int = 0
-    epochs_run: int = 0
-    l2: float | None = None  # the linear head's L2 strength, chosen on validation
-    val_accuracy: float | None = None
-    val_loss: float | None = None
-    strategy: str = "linear"
-    reason: str | None = None  # why auto chose the strategy
-    augmented_views: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "skipped": [list(item) for item in self.skipped]}
 
 
 def train(
@@ -86,7 +71,7 @@ def train(
     `exclude` names a list of images to leave out (the doctor's issues.csv, or one path a
     line). `context` binds the feature cache folder, the engine, the fine-tuning device and
     progress bars for the run (and the Classifier). The returned Classifier's
-    `info["summary"]` says what was used, skipped, chosen and measured. Any setting outside
+    `summary` says what was used, skipped, chosen and measured. Any setting outside
     its allowed values raises SettingError before work starts.
     """
     settings = settings or FitSettings()
@@ -156,7 +141,8 @@ def train(
     if strategy == "auto":
         last_layer_suffices = "features" in fit.details if resolved.leading_candidates else None
         strategy, reason = _auto_strategy(settings, splits, resolved, context, last_layer_suffices)
-    info: dict[str, Any] = {}
+    finetuned: FinetuneRecord | None = None
+    head_history: list[dict[str, Any]] = []
     if strategy == "finetune":
         from headstart.training.finetune import finetune  # torchvision: only when fine-tuning
 
@@ -175,9 +161,9 @@ def train(
         head = Head.from_module(head.config, tuned.head)
         backbone_used, val_logits = tuned.backbone, tuned.val_logits
         history, best_epoch = tuned.history, tuned.best_epoch
-        info["finetune"] = tuned.details
-        info["head_history"] = fit.history
-        if not tuned.details["improved"]:
+        finetuned = FinetuneRecord.from_dict(tuned.details, "finetune")
+        head_history = fit.history
+        if not finetuned.improved:
             notes.append(
                 "no fine-tuning epoch lowered the validation loss (at its best temperature) of "
                 "the linear head it started from, so that head on the pretrained backbone is kept"
@@ -199,8 +185,8 @@ def train(
         )
     if context.cluster is not None and summary.computed:
         notes.append(f"the {summary.computed} features the cache lacked were computed on Ray")
-    if info.get("finetune", {}).get("workers"):
-        notes.append(f"fine-tuned on {info['finetune']['workers']} Ray Train worker(s)")
+    if finetuned is not None and finetuned.workers:
+        notes.append(f"fine-tuned on {finetuned.workers} Ray Train worker(s)")
     summary.notes = notes
     calibration = _calibrate(val_logits, splits["val"].y)
     tuned_extractor = None
@@ -215,31 +201,34 @@ def train(
         "training": time.perf_counter() - extracted,
         "total": time.perf_counter() - started,
     }
+    record = ModelRecord(
+        labels=tuple(dataset.classes),
+        backbone=_describe(extractor.backbone, backbone_used),
+        preprocessing=extractor.backbone.preprocessing,
+        head=head.config,
+        training=TrainingRecord(
+            strategy=strategy,
+            settings=settings.to_dict(),
+            split=SplitPercents(val_percent, test_percent),
+            dataset=str(dataset.root),
+        ),
+        summary=summary,
+        calibration=calibration,
+        finetune=finetuned,
+        history=history,
+        head_history=head_history,
+    )
     classifier = Classifier(
-        dataset.classes,
-        _describe(extractor.backbone, backbone_used),
-        extractor.backbone.preprocessing,
+        record,
         head,
-        {
-            "training": {
-                "strategy": strategy,
-                "settings": settings.to_dict(),
-                "split": {"val_percent": val_percent, "test_percent": test_percent},
-                "dataset": str(dataset.root),
-            },
-            "summary": summary.to_dict(),
-            **({"calibration": calibration} if calibration else {}),
-            "history": history,
-            **info,
-        },
-        training_digests={name: digest_array(splits[name].digests) for name in ("train", "val")},
-        unknown=unknown,
-        context=context,
         backbone_tensors=(
             {name: t.numpy() for name, t in tuned.tensors.items()}
             if strategy == "finetune"
             else None
         ),
+        training_digests={name: digest_array(splits[name].digests) for name in ("train", "val")},
+        unknown=unknown,
+        context=context,
     )
     if output is not None:
         classifier.save(output)
@@ -252,7 +241,7 @@ def _unknown_detector(
     dataset: Dataset,
     splits: dict[str, LabelledFeatures],
     tuned: FeatureExtractor | None,
-    calibration: dict[str, float] | None,
+    calibration: Calibration | None,
     width: int | None,
     progress: bool,
 ) -> UnknownDetector:
@@ -272,7 +261,7 @@ def _unknown_detector(
             for name in ("train", "val")
         )
     train_x, val_x = train.x, _or_empty(val, train)
-    temperature = calibration["temperature"] if calibration else 1.0
+    temperature = calibration.temperature if calibration else 1.0
     return UnknownDetector.fit(
         train_x[:, :width],
         val_x[:, :width],
@@ -281,12 +270,12 @@ def _unknown_detector(
     )
 
 
-def _describe(pretrained: Backbone, used: Backbone) -> dict[str, Any]:
+def _describe(pretrained: Backbone, used: Backbone) -> BackboneRecord:
     """The pretrained backbone's identity, and the tuned weights' when fine-tuned."""
     described = pretrained.describe()
     if used is not pretrained:
         described |= {"tuned_weights": used.weights_id, "tuned_fingerprint": used.fingerprint}
-    return described
+    return BackboneRecord.from_dict(described, "backbone")
 
 
 def _strategy(
@@ -362,7 +351,7 @@ def _checkpoint(output, settings: FitSettings, extractor, splits):
     return Checkpoint(Path(output) / CHECKPOINT_FILE, identity)
 
 
-def _calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, float] | None:
+def _calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration | None:
     """Temperature scaling fitted on the validation split, with its effect on NLL and ECE."""
     from headstart.evaluation.calibration import expected_calibration_error, nll, softmax
     from headstart.training.temperature import fit_temperature
@@ -372,13 +361,13 @@ def _calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, float] | Non
     logits = logits.astype(np.float64)
     temperature = fit_temperature(logits, labels)
     before, after = softmax(logits), softmax(logits, temperature)
-    return {
-        "temperature": temperature,
-        "val_nll_before": nll(before, labels),
-        "val_nll_after": nll(after, labels),
-        "val_ece_before": expected_calibration_error(before, labels),
-        "val_ece_after": expected_calibration_error(after, labels),
-    }
+    return Calibration(
+        temperature=temperature,
+        val_nll_before=nll(before, labels),
+        val_nll_after=nll(after, labels),
+        val_ece_before=expected_calibration_error(before, labels),
+        val_ece_after=expected_calibration_error(after, labels),
+    )
 
 
 def _or_empty(split: LabelledFeatures, like: LabelledFeatures) -> np.ndarray:
@@ -396,12 +385,12 @@ def _check_trainable(dataset: Dataset, train: LabelledFeatures) -> None:
         )
 
 
-def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> TrainSummary:
+def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> Summary:
     """The run in numbers; validation scores are those of the model as saved (uncalibrated)."""
     from headstart.evaluation.calibration import nll, softmax
 
     val_y = splits["val"].y
-    return TrainSummary(
+    return Summary(
         dataset=str(dataset.root),
         layout=dataset.layout,
         classes=len(dataset.classes),

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import math
 import re
+import reprlib
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -91,7 +92,7 @@ def first_problem(settings: Any) -> tuple[dataclasses.Field, str] | None:
         value = getattr(settings, field.name)
         problem = check(value) if check else None
         if problem:
-            return field, f"{problem}, not {value!r}"
+            return field, f"{problem}, not {reprlib.repr(value)}"  # a long value, shortened
     return None
 
 

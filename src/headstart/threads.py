@@ -20,17 +20,16 @@ def cpu_threads() -> int:
     return max(1, min(cores, math.ceil(quota)) if quota else cores)
 
 
-def _cgroup_cpu_quota() -> float | None:
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """CPUs allowed by the cgroup (v2 cpu.max, or v1 cfs quota), None when unlimited."""
     try:
-        limit, window = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        limit, window = (root / "cpu.max").read_text().split()[:2]
         return None if limit == "max" else int(limit) / int(window)
     except (OSError, ValueError):
         pass
     try:
-        root = Path("/sys/fs/cgroup/cpu")
-        quota = int((root / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu.cfs_period_us").read_text())
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
         return quota / period if quota > 0 and period > 0 else None
     except (OSError, ValueError):
         return None

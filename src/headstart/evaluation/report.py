@@ -66,7 +66,7 @@ def write_report(
 def _numbers(classifier, dataset, evaluation, raw, calibrated, truth) -> dict[str, Any]:
     from sklearn.metrics import balanced_accuracy_score
 
-    summary = classifier.info.get("summary", {})
+    summary, training = classifier.summary, classifier.training
     confusion = np.array(evaluation.confusion)
     off_diagonal = [
         (int(confusion[i, j]), classifier.labels[i], classifier.labels[j])
@@ -77,11 +77,11 @@ def _numbers(classifier, dataset, evaluation, raw, calibrated, truth) -> dict[st
         **evaluation.to_dict(),
         "balanced_accuracy": float(balanced_accuracy_score(truth, calibrated.argmax(1))),
         # what the model trained on, not the evaluated folder's own hashed split
-        "images_per_split": summary.get("used") or dataset.counts(),
-        "backbone": classifier.backbone,
-        "strategy": classifier.info.get("training", {}).get("strategy"),
-        "training_seconds": summary.get("seconds", {}).get("total"),
-        "train_per_class": summary.get("train_per_class")
+        "images_per_split": (summary and summary.used) or dataset.counts(),
+        "backbone": classifier.backbone.to_dict(),
+        "strategy": training.strategy if training else None,
+        "training_seconds": summary.seconds.get("total") if summary else None,
+        "train_per_class": (summary and summary.train_per_class)
         or dict(Counter(s.label for s in dataset.split("train"))),
         "most_confused": [
             {"true": t, "predicted": p, "count": n}
@@ -93,7 +93,9 @@ def _numbers(classifier, dataset, evaluation, raw, calibrated, truth) -> dict[st
             "ece_after": expected_calibration_error(calibrated, truth),
             "reliability_before": reliability_bins(raw, truth),
             "reliability_after": reliability_bins(calibrated, truth),
-            "fitted_on_validation": classifier.info.get("calibration"),
+            "fitted_on_validation": (
+                classifier.calibration.to_dict() if classifier.calibration else None
+            ),
         },
     }
 
@@ -113,7 +115,7 @@ def _figures(classifier, evaluation, numbers, raw, calibrated, truth) -> dict[st
             classifier.temperature,
         ),
     }
-    history = classifier.info.get("history")
+    history = classifier.history
     if history:
         pngs["training_curves"] = figures.training_curves_figure(history)
     return pngs

@@ -8,6 +8,7 @@ from pathlib import Path
 from headstart.backbones.onnx_file import export_pixels_module
 from headstart.errors import HeadstartError
 from headstart.model.folder import METADATA_FILE
+from headstart.model.unknown import combine
 from headstart.storage import atomic_write_bytes, check_writable_file
 
 EXPORT_NAME = "model.onnx"  # the export's name in a model folder, its only file of that kind
@@ -76,7 +77,6 @@ def _with_unknown_score(features, head, unknown):
             super().__init__()
             self.features, self.head = features, head
             self.register_buffer("bank", torch.from_numpy(unknown.bank.astype("float32")))
-            self.stats = {k: float(v) for k, v in unknown.stats.items()}
 
         def forward(self, pixels):
             vectors = self.features(pixels)
@@ -85,11 +85,7 @@ def _with_unknown_score(features, head, unknown):
             unit = kept / kept.norm(dim=1, keepdim=True).clamp_min(1e-12)
             distance = 1.0 - (unit @ self.bank.T).max(dim=1).values
             energy = -torch.logsumexp(logits, dim=1)
-            s = self.stats
-            score = (distance - s["distance_mean"]) / s["distance_std"] + (
-                energy - s["energy_mean"]
-            ) / s["energy_std"]
-            return torch.softmax(logits, dim=1), score
+            return torch.softmax(logits, dim=1), combine(unknown.stats, distance, energy)
 
     return WithUnknownScore().eval()
 
@@ -112,11 +108,11 @@ def onnx_metadata(classifier) -> dict[str, str]:
         "headstart.format_version": "1",
         "headstart.version": __version__,
         "headstart.labels": json.dumps(classifier.labels),
-        "headstart.backbone": json.dumps(classifier.backbone),
+        "headstart.backbone": json.dumps(classifier.record.backbone.to_dict()),
         "headstart.preprocessing": json.dumps(classifier.preprocessing.to_dict()),
         "headstart.input_size": json.dumps(list(classifier.preprocessing.input_size)),
         **(
-            {"headstart.unknown_threshold": json.dumps(classifier.unknown.stats["threshold"])}
+            {"headstart.unknown_threshold": json.dumps(classifier.unknown.stats.threshold)}
             if classifier.unknown is not None
             else {}
         ),

@@ -88,7 +88,8 @@ def predict_to_file(
 
 def model_identity(classifier: Classifier) -> str:
     """A digest of what decides the predictions: labels, backbone, head and temperature."""
-    digest = hashlib.sha256(json.dumps([classifier.labels, classifier.backbone]).encode())
+    identity = [classifier.labels, classifier.backbone.to_dict()]
+    digest = hashlib.sha256(json.dumps(identity).encode())
     for name, tensor in sorted(classifier.head.parameters.items()):
         digest.update(name.encode() + np.ascontiguousarray(tensor).tobytes())
     digest.update(repr(classifier.temperature).encode())

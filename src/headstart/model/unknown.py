@@ -11,10 +11,11 @@ NumPy only; the ONNX export computes the same score in its graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from headstart.model.record import UnknownStats
 
 MAX_BANK = 4096  # training images kept for the neighbour search (evenly spaced beyond this)
 PASS_RATE = 0.95  # of validation images, which are in distribution by definition
@@ -24,7 +25,7 @@ _CHUNK = 1024
 @dataclass
 class UnknownDetector:
     bank: np.ndarray  # (n, dim) float32, L2-normalised training features
-    stats: dict[str, float]  # distance_mean, distance_std, energy_mean, energy_std, threshold
+    stats: UnknownStats
 
     @classmethod
     def fit(
@@ -36,48 +37,53 @@ class UnknownDetector:
         step = max(1, -(-len(train) // MAX_BANK))
         # float16 as stored in the model file, so a saved model scores exactly the same
         bank = normalised(train[::step]).astype(np.float16).astype(np.float32)
-        detector = cls(bank, {})
         if len(val):
-            distance, energy_ = detector.distances(val), energy(val_logits)
+            distance = nearest_distances(bank, val)
+            energy_ = energy(val_logits)
         else:
-            distance, energy_ = detector.distances(train, skip_self=step == 1), energy(train_logits)
-        detector.stats = {
-            "distance_mean": float(distance.mean()),
-            "distance_std": float(max(distance.std(), 1e-6)),
-            "energy_mean": float(energy_.mean()),
-            "energy_std": float(max(energy_.std(), 1e-6)),
-        }
-        detector.stats["threshold"] = float(
-            np.quantile(detector.combine(distance, energy_), PASS_RATE)
+            distance = nearest_distances(bank, train, skip_self=step == 1)
+            energy_ = energy(train_logits)
+        unscaled = UnknownStats(
+            distance_mean=float(distance.mean()),
+            distance_std=float(max(distance.std(), 1e-6)),
+            energy_mean=float(energy_.mean()),
+            energy_std=float(max(energy_.std(), 1e-6)),
+            threshold=0.0,
+            bank_size=len(bank),
+            pass_rate=PASS_RATE,
         )
-        return detector
+        combined = combine(unscaled, distance, energy_)
+        return cls(bank, replace(unscaled, threshold=float(np.quantile(combined, PASS_RATE))))
 
-    def distances(self, features: np.ndarray, skip_self: bool = False) -> np.ndarray:
-        """Cosine distance to the nearest training image (the second nearest with skip_self)."""
-        rank = 2 if skip_self else 1
-        out = np.empty(len(features), np.float32)
-        for start in range(0, len(features), _CHUNK):
-            # The bank's width: the leading features it was fitted on (the pooled head).
-            chunk = features[start : start + _CHUNK, : self.bank.shape[1]]
-            similarity = normalised(chunk) @ self.bank.T
-            nearest = -np.partition(-similarity, rank - 1, axis=1)[:, rank - 1]
-            out[start : start + _CHUNK] = 1.0 - nearest
-        return out
-
-    def combine(self, distance: np.ndarray, energy_: np.ndarray) -> np.ndarray:
-        s = self.stats
-        return (distance - s["distance_mean"]) / s["distance_std"] + (
-            energy_ - s["energy_mean"]
-        ) / s["energy_std"]
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        return nearest_distances(self.bank, features)
 
     def scores(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return self.combine(self.distances(features), energy(logits))
+        return combine(self.stats, self.distances(features), energy(logits))
 
     def flags(self, scores: np.ndarray) -> np.ndarray:
-        return scores > self.stats["threshold"]
+        return np.asarray(self.stats.is_unknown(scores), bool)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.stats, "bank_size": len(self.bank), "pass_rate": PASS_RATE}
+
+def nearest_distances(bank: np.ndarray, features: np.ndarray, skip_self: bool = False):
+    """Cosine distance to the nearest training image (the second nearest with skip_self)."""
+    rank = 2 if skip_self else 1
+    out = np.empty(len(features), np.float32)
+    for start in range(0, len(features), _CHUNK):
+        # The bank's width: the leading features it was fitted on (the pooled head).
+        chunk = features[start : start + _CHUNK, : bank.shape[1]]
+        similarity = normalised(chunk) @ bank.T
+        nearest = -np.partition(-similarity, rank - 1, axis=1)[:, rank - 1]
+        out[start : start + _CHUNK] = 1.0 - nearest
+    return out
+
+
+def combine(stats: UnknownStats, distance, energy_):
+    """The score: the two signals z-scored on validation, added (PyTorch's tensors too: the
+    ONNX export computes it with this function)."""
+    return (distance - stats.distance_mean) / stats.distance_std + (
+        energy_ - stats.energy_mean
+    ) / stats.energy_std
 
 
 def energy(logits: np.ndarray) -> np.ndarray:
