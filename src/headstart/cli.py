@@ -662,7 +662,7 @@ def _exported(model: Path, cache_dir: Path | None) -> Path:
     import os
 
     from headstart.export.onnx import EXPORT_NAME, export_classifier
-    from headstart.features.cache import default_cache_dir
+    from headstart.features.cache import cache_folder
     from headstart.model.classifier import Classifier
     from headstart.model.folder import METADATA_FILE, read_metadata
 
@@ -671,7 +671,7 @@ def _exported(model: Path, cache_dir: Path | None) -> Path:
     onnx_file = model / EXPORT_NAME
     if not os.access(model, os.W_OK):
         key = metadata.get("weights", {}).get("sha256") or str(committed.stat().st_mtime_ns)
-        onnx_file = Path(cache_dir or default_cache_dir()) / "served" / f"{key[:16]}.onnx"
+        onnx_file = cache_folder(cache_dir) / "served" / f"{key[:16]}.onnx"
     if not onnx_file.exists() or onnx_file.stat().st_mtime < committed.stat().st_mtime:
         export_classifier(Classifier.load(model, _context(cache_dir, "torch", False)), onnx_file)
     return onnx_file

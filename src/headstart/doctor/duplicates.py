@@ -47,7 +47,6 @@ def near_groups(
     distinct = np.array(sorted(first.values()), np.int64)
     if len(distinct) < 3:
         return [], [], [0.0] * len(descriptors)
-    links = _Links(len(distinct))
     pairs: dict[tuple[int, int], float] = {}  # (i, j) in `distinct` -> best similarity
     thresholds = []
     for unit, ratio in descriptors:
@@ -56,41 +55,38 @@ def near_groups(
         threshold = ratio * float(np.median(distances[:, 0]))
         thresholds.append(threshold)
         for i, j in zip(*np.nonzero(distances <= threshold), strict=True):
-            pair = (min(i, indices[i, j]), max(i, indices[i, j]))
+            pair = (int(min(i, indices[i, j])), int(max(i, indices[i, j])))
             pairs[pair] = max(pairs.get(pair, -1.0), 1.0 - float(distances[i, j]))
-            links.join(int(i), int(indices[i, j]))
-    similarity: dict[int, float] = {}
-    for (i, _), value in pairs.items():
-        root = links.root(int(i))
-        similarity[root] = min(similarity.get(root, 1.0), value)
-    groups = sorted(links.groups(), key=lambda members: -similarity[links.root(members[0])])
+    groups, similarities = _linked_groups(len(distinct), pairs)
     return (
         [sorted(int(distinct[m]) for m in members) for members in groups],
-        [similarity[links.root(members[0])] for members in groups],
+        similarities,
         thresholds,
     )
 
 
-class _Links:
-    """Union-find: images joined by any near pair end in one group."""
+def _linked_groups(
+    size: int, pairs: dict[tuple[int, int], float]
+) -> tuple[list[list[int]], list[float]]:
+    """Images joined by any chain of near pairs, one group each (connected components), most
+    similar first; a group's similarity is that of its least similar pair."""
+    if not pairs:
+        return [], []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def __init__(self, size: int) -> None:
-        self.parent = list(range(size))
-
-    def root(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def join(self, a: int, b: int) -> None:
-        self.parent[self.root(a)] = self.root(b)
-
-    def groups(self) -> list[list[int]]:
-        grouped: dict[int, list[int]] = defaultdict(list)
-        for i in range(len(self.parent)):
-            grouped[self.root(i)].append(i)
-        return [members for members in grouped.values() if len(members) > 1]
+    first, second = (np.array(side) for side in zip(*pairs, strict=True))
+    graph = coo_matrix((np.ones(len(pairs)), (first, second)), shape=(size, size))
+    _, component = connected_components(graph, directed=False)
+    similarity: dict[int, float] = {}
+    for (i, _), value in pairs.items():
+        similarity[component[i]] = min(similarity.get(component[i], 1.0), value)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(size):  # components in the order of their first image
+        members[component[i]].append(i)
+    groups = [group for group in members.values() if len(group) > 1]
+    groups.sort(key=lambda group: -similarity[component[group[0]]])
+    return groups, [similarity[component[group[0]]] for group in groups]
 
 
 def group_issue(members: list[Item], kind: str) -> str:

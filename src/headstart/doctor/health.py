@@ -107,10 +107,12 @@ def _measure_file(path: ImagePath, digest: bytes) -> np.ndarray | None:
 def health_findings(values: np.ndarray, items: list[Item], input_size: int) -> list[Finding]:
     """Per-image health issues. Blur is judged against the dataset itself (robust z below
     -3) and an absolute floor, since X-rays are smooth and product shots sharp."""
+    from scipy.stats import median_abs_deviation  # cleanlab loads it in every doctor run
+
     findings = []
     sharp = values[:, SHARPNESS]
     median = np.nanmedian(sharp)
-    spread = 1.4826 * np.nanmedian(np.abs(sharp - median)) or 1.0
+    spread = float(median_abs_deviation(sharp, scale="normal", nan_policy="omit")) or 1.0
     colour_dataset = np.nanmedian(values[:, COLOUR]) >= COLOUR_DATASET
     for i, row in enumerate(values):
         if np.isnan(row[:6]).any():

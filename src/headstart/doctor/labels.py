@@ -56,6 +56,6 @@ def _stratifiable(labels: np.ndarray) -> np.ndarray | None:
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+    from scipy.special import softmax
+
+    return softmax(logits, axis=1)

@@ -14,8 +14,12 @@ FAR = 3.5
 
 
 def robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    median = float(np.median(reference))
-    spread = 1.4826 * float(np.median(np.abs(reference - median)))
+    """How many robust standard deviations (the normal-scaled MAD) each value lies above the
+    reference's median; NaNs in the reference are left out."""
+    from scipy.stats import median_abs_deviation  # cleanlab loads it in every doctor run
+
+    median = float(np.nanmedian(reference))
+    spread = float(median_abs_deviation(reference, scale="normal", nan_policy="omit"))
     return (values - median) / max(spread, 1e-6)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from headstart.console import warn
 from headstart.context import RunContext
 from headstart.errors import HeadstartError
-from headstart.features.cache import FeatureCache, default_cache_dir
+from headstart.features.cache import FeatureCache, cache_folder
 
 PART_ROWS = 8192
 
@@ -60,7 +60,7 @@ class ParquetFeatureStore:
                     f"{location}: cannot open the feature store ({error})"
                 ) from error
         self.root = root.rstrip("/")
-        self.directory = Path(directory) if directory else default_cache_dir()
+        self.directory = cache_folder(directory)
         self.part_rows = part_rows
         self._pending: dict[str, dict[bytes, np.ndarray]] = {}
         self._index: dict[str, dict[bytes, tuple[str, int]]] = {}  # digest -> (part, row)

@@ -18,7 +18,7 @@ from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
 from headstart.evaluation.calibration import softmax
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
-from headstart.features.cache import default_cache_dir
+from headstart.features.cache import cache_folder
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import labelled_features
 from headstart.features.store import open_feature_cache
@@ -306,7 +306,7 @@ class Classifier:
 
     def backbone_network(self):
         """The backbone as a torch module (pooled features out), fine-tuned weights included."""
-        config_dir = Path(self.context.cache_dir or default_cache_dir())
+        config_dir = cache_folder(self.context.cache_dir)
         return self._backbone(config_dir).build_module()
 
     def _backbone(self, config_dir: Path) -> Backbone:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import log_softmax
 
 from headstart.features.blocks import column_mean, float32_blocks, map_rows, working_copy
 
@@ -148,9 +149,7 @@ class _Problem:
         grad_weight, delta_sum = l2 * weight, np.zeros(self.classes, np.float32)
         for start, rows in float32_blocks(self.x):
             stop = start + len(rows)
-            logits = rows @ weight.T + shift
-            logits -= logits.max(axis=1, keepdims=True)
-            log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            log_probabilities = log_softmax(rows @ weight.T + shift, axis=1)
             weighted_targets = self._weighted_targets(start, stop)
             loss -= float((weighted_targets * log_probabilities).sum())
             # d loss / d logits = w_i * (p - t); probabilities under e^-80 are flushed to zero,
@@ -212,8 +211,6 @@ def scipy_blas_single_threaded() -> Iterator[None]:
 
 def scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Plain (unsmoothed, unweighted) cross entropy and accuracy."""
-    logits = logits.astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    log_probabilities = log_softmax(logits.astype(np.float64), axis=1)
     loss = -float(log_probabilities[np.arange(len(y)), y].mean())
     return loss, float((logits.argmax(axis=1) == y).mean())

@@ -31,6 +31,6 @@ def calibrated_nll(logits: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _nll(logits: np.ndarray, truth: np.ndarray) -> float:
-    scaled = logits - logits.max(axis=1, keepdims=True)
-    log_normaliser = np.log(np.exp(scaled).sum(axis=1))
-    return float((log_normaliser - scaled[np.arange(len(truth)), truth]).mean())
+    from scipy.special import logsumexp
+
+    return float((logsumexp(logits, axis=1) - logits[np.arange(len(truth)), truth]).mean())
