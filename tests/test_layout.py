@@ -8,6 +8,9 @@ imports inside functions count too: they are dependencies all the same.
 """
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import headstart
@@ -24,7 +27,7 @@ STAGES = [
     "serving",
     "cluster",
 ]
-FLOOR = {"errors", "storage", "console", "threads", "settings", "context"}
+FLOOR = {"errors", "storage", "console", "threads", "settings", "context", "lazy"}
 TOP = {"cli", "pipeline", "__init__"}
 PACKAGE = Path(headstart.__file__).parent
 
@@ -57,6 +60,38 @@ def test_every_import_follows_the_stage_order():
             if target not in STAGES or STAGES.index(target) > STAGES.index(own):
                 against.append(f"{path.relative_to(PACKAGE)} imports headstart.{target}")
     assert against == []
+
+
+# Beyond the order: stages that must never reach another, although it comes before them.
+NEVER = {
+    "data": {"backbones"},  # finding and decoding images knows nothing of networks
+    "features": {"export"},
+    "export": {"training"},  # an exported model runs without the code that trained it
+    "serving": {"features"},  # the server decodes and runs ONNX: no cache, no store
+}
+
+
+def test_stages_never_reach_what_they_must_not():
+    reached = []
+    for own, forbidden in NEVER.items():
+        for path in sorted((PACKAGE / own).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            reached += [f"{path.relative_to(PACKAGE)} imports headstart.{target}"
+                        for target in imported_parts(tree) if target in forbidden]  # fmt: skip
+    assert reached == []
+
+
+def test_the_server_loads_a_handful_of_modules():
+    """Importing the server loads the decoding, the ONNX runtime and itself, not the cache,
+    the store or the training code."""
+    script = (
+        "import json, sys, headstart.serving.app\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('headstart'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    loaded = json.loads(done.stdout)
+    assert not [m for m in loaded if m.startswith(("headstart.features", "headstart.training"))]
+    assert "headstart.backbones.preprocessing" in loaded and len(loaded) <= 16, loaded
 
 
 def test_the_floor_imports_no_stage():

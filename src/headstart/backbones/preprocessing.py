@@ -7,6 +7,7 @@ network (see network.py), so this stage only produces uint8 RGB pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from headstart.data.images import decode_rgb
+from headstart.data.locations import ImagePath, read_file
 
 # Augmentation crops at most 4:3 regions, so a longer side beyond 4x the short is never used.
 MAX_ASPECT = 4.0
@@ -139,3 +141,24 @@ def central_box(width: int, height: int, max_aspect: float) -> tuple[int, int, i
     keep_h = min(height, math.ceil(width * max_aspect))
     left, top = (width - keep_w) // 2, (height - keep_h) // 2
     return left, top, left + keep_w, top + keep_h
+
+
+def pixels_or_reason(
+    preprocessing: Preprocessing,
+    source: bytes | ImagePath,
+    max_pixels: int | None = None,
+    view: Callable[[bytes, int | None], np.ndarray] | None = None,
+) -> tuple[np.ndarray | None, str | None]:
+    """The network input for an image (bytes or file), or why there is none: the plain one,
+    or what `view(data, max_pixels)` makes of the bytes (a flipped or augmented view)."""
+    data = source if isinstance(source, bytes) else read_file(source)
+    if isinstance(data, str):
+        return None, data
+    try:
+        if view is not None:
+            return view(data, max_pixels), None
+        return preprocessing.pixels(data, max_pixels), None
+    except ValueError as error:
+        return None, f"not a readable image: {error}"
+    except MemoryError:
+        return None, "not a readable image: too large for the memory available"

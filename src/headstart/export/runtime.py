@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.backbones.preprocessing import Preprocessing
+from headstart.backbones.preprocessing import Preprocessing, pixels_or_reason
 from headstart.data.locations import ImagePath
 from headstart.errors import HeadstartError
-from headstart.features.views import pixels_or_reason
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.threads import onnx_session_options
 

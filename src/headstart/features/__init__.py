@@ -1,8 +1,17 @@
 """Stage 3: bottleneck features, computed once per image and kept in an on-disk cache."""
 
-from headstart.features.cache import FeatureCache, default_cache_dir
-from headstart.features.extract import BatchFeatures, ExtractionResult, FeatureExtractor
+from headstart.lazy import lazy_exports
 
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "FeatureCache": "headstart.features.cache",
+        "default_cache_dir": "headstart.features.cache",
+        "BatchFeatures": "headstart.features.extract",
+        "ExtractionResult": "headstart.features.extract",
+        "FeatureExtractor": "headstart.features.extract",
+    },
+)
 __all__ = [
     "BatchFeatures",
     "ExtractionResult",

@@ -3,20 +3,23 @@
 The plain view is the backbone's evaluation crop. Test-time augmentation averages over a
 mirror and a wider crop; augmented views (a random crop, flip and colour change drawn from a
 seed tied to the image's content) let a head train on augmented data at cache speed.
-`pixels_or_reason` decodes a file into a view's network input; the server, the torch-free
-runtime and fine-tuning share it without importing the extraction machinery.
+`pixels_or_reason` decodes a file into a view's network input; the plain view is decoded
+beside the preprocessing (backbones.preprocessing), where the server and the torch-free runtime
+take it from without importing this stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.data.locations import ImagePath, read_file
+from headstart.backbones.preprocessing import pixels_or_reason as decode_pixels
+from headstart.data.locations import ImagePath
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,9 @@ def pixels_or_reason(
     view: View = PLAIN,
 ) -> tuple[np.ndarray | None, str | None]:
     """The network input for a view of an image (bytes or file), or why there is none."""
-    data = source if isinstance(source, bytes) else read_file(source)
-    if isinstance(data, str):
-        return None, data
-    try:
-        return view.pixels(preprocessing, data, max_pixels), None
-    except ValueError as error:
-        return None, f"not a readable image: {error}"
-    except MemoryError:
-        return None, "not a readable image: too large for the memory available"
+    return decode_pixels(
+        preprocessing,
+        source,
+        max_pixels,
+        None if view == PLAIN else functools.partial(view.pixels, preprocessing),
+    )

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
+from headstart.backbones.preprocessing import pixels_or_reason
 from headstart.export.runtime import OnnxClassifier
-from headstart.features.views import pixels_or_reason
 from headstart.settings import check_settings, number, setting
 from headstart.threads import cpu_threads
 
