@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import real_photos
+from conftest import real_photos, usage_check
 from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss
 
@@ -134,3 +134,16 @@ def test_report_command(trained, presplit, cache_dir, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_evaluate_with_a_report_scores_once_and_keeps_tta(trained, presplit, tmp_path, capsys):
+    """Before: `evaluate --report` ran the report command, which scored again without --tta."""
+    classifier, folder = trained
+    command = ["evaluate", str(folder), str(presplit), "--tta", "--json"]
+    result = usage_check(*command, "--report", str(tmp_path / "r"), capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)["cross_entropy"]
+    reported = json.loads((tmp_path / "r" / "metrics.json").read_text())["cross_entropy"]
+    averaged = classifier.evaluate(presplit, tta=True).cross_entropy
+    assert printed == pytest.approx(reported) == pytest.approx(averaged)
+    assert averaged != pytest.approx(classifier.evaluate(presplit).cross_entropy, rel=1e-4)

@@ -328,12 +328,16 @@ def evaluate(
         cache_dir, engine, not (quiet or as_json), ray=ray, feature_store=feature_store
     )
     classifier = Classifier.load(model, context)
-    if report_dir is not None:
-        report(
-            model, data, report_dir, split, keep_duplicates, cache_dir, feature_store, ray, engine
-        )
     scope = str(split) if split else None
-    evaluation = classifier.evaluate(data, scope, tta=tta, keep_duplicates=keep_duplicates)
+    if report_dir is not None:  # one scoring for both, --tta included
+        from headstart.evaluation.report import report_and_evaluation
+
+        page, evaluation = report_and_evaluation(
+            classifier, data, report_dir, scope, keep_duplicates, tta
+        )
+        stderr.print(f"wrote {escape(str(page))}")
+    else:
+        evaluation = classifier.evaluate(data, scope, tta=tta, keep_duplicates=keep_duplicates)
     if as_json:
         print(json.dumps(evaluation.to_dict(), indent=2))
         return
@@ -409,6 +413,7 @@ def report(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder")],
     split: Split = None,
+    tta: Tta = False,
     keep_duplicates: KeepDuplicates = False,
     cache_dir: CacheDir = None,
     feature_store: FeatureStore = None,
@@ -427,6 +432,7 @@ def report(
         output,
         str(split) if split else None,
         keep_duplicates=keep_duplicates,
+        tta=tta,
     )
     stderr.print(f"wrote {escape(str(page))}")
 

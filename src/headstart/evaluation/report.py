@@ -16,7 +16,7 @@ from headstart.data.sources import Dataset
 from headstart.evaluation import figures
 from headstart.evaluation.calibration import expected_calibration_error, reliability_bins, softmax
 from headstart.evaluation.html import report_page
-from headstart.evaluation.metrics import evaluate_probabilities
+from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
 from headstart.storage import atomic_write_bytes, atomic_write_text
 
 GALLERY_SIZE = 24  # per gallery: keeps a 10,000-image report to a few MB
@@ -31,16 +31,30 @@ def write_report(
     split: str | None = None,
     *,
     keep_duplicates: bool = False,
+    tta: bool = False,
 ) -> Path:
     """Evaluate `classifier` on `data` (the images `Classifier.evaluate` would score) and write
     the report into `folder`; returns report.html. Features come through the classifier's
     context (cache folder, engine, progress)."""
+    return report_and_evaluation(classifier, data, folder, split, keep_duplicates, tta)[0]
+
+
+def report_and_evaluation(
+    classifier,
+    data: str | Path | Dataset,
+    folder: str | Path,
+    split: str | None = None,
+    keep_duplicates: bool = False,
+    tta: bool = False,
+) -> tuple[Path, Evaluation]:
+    """`write_report`, also handing back the evaluation it scored (so it is scored once)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scored = classifier.evaluation_set(data, split, keep_duplicates=keep_duplicates)
     dataset, labelled = scored.dataset, scored.labelled
     logits = classifier.logits(labelled.x).astype(np.float64)
-    raw, calibrated = softmax(logits), softmax(logits, classifier.temperature)
+    raw = softmax(logits)  # before the temperature, one view: the reliability figure's "before"
+    calibrated = classifier.scored_probabilities(labelled, tta)
     evaluation = evaluate_probabilities(
         calibrated, labelled.y, classifier.labels, scored.split, labelled.skipped
     )
@@ -60,7 +74,7 @@ def write_report(
     title = f"headstart report: {len(classifier.labels)} classes"
     page = report_page(title, numbers, pngs, galleries)
     atomic_write_text(folder / "report.html", page)
-    return folder / "report.html"
+    return folder / "report.html", evaluation
 
 
 def _numbers(classifier, dataset, evaluation, raw, calibrated, truth) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from headstart.evaluation.calibration import softmax
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
 from headstart.features.cache import cache_folder
 from headstart.features.extract import FeatureExtractor
-from headstart.features.labelled import labelled_features
+from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.features.store import open_feature_cache
 from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import METADATA_FILE, read_model_folder, write_model_folder
@@ -231,11 +231,7 @@ class Classifier:
         """
         scored = self.evaluation_set(data, split, keep_duplicates=keep_duplicates)
         labelled = scored.labelled
-        probabilities = (
-            self._averaged(self.extractor(), [s.path for s in labelled.samples], labelled.x)
-            if tta
-            else self.probabilities(labelled.x)
-        )
+        probabilities = self.scored_probabilities(labelled, tta)
         evaluation = evaluate_probabilities(
             probabilities, labelled.y, self.labels, scored.split, labelled.skipped
         )
@@ -272,6 +268,14 @@ class Classifier:
         if not len(labelled.y):
             raise HeadstartError(f"{dataset.root}: no readable images to score ({scope})")
         return EvaluationSet(dataset, split, scope, labelled, copies, keep_duplicates)
+
+    def scored_probabilities(self, labelled: LabelledFeatures, tta: bool = False) -> np.ndarray:
+        """Calibrated probabilities of images whose features are in hand (an evaluation
+        set's); with `tta`, averaged over the test-time views."""
+        if not tta:
+            return self.probabilities(labelled.x)
+        paths = [sample.path for sample in labelled.samples]
+        return self._averaged(self.extractor(), paths, labelled.x)
 
     def _averaged(
         self, extractor: FeatureExtractor, paths: list, features: np.ndarray
