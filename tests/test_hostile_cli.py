@@ -112,10 +112,19 @@ def test_every_training_setting_is_a_train_option_with_its_default_and_help():
         assert str(parameter.default) == str(field.default), field.name
 
 
-def test_settings_errors_are_value_errors_in_the_api():
-    with pytest.raises(ValueError, match="--epochs must be in"):
+def test_settings_errors_name_the_parameter_in_the_api_and_the_flag_on_the_command_line(
+    capsys, tmp_path
+):
+    with pytest.raises(ValueError, match=r"^epochs must be in \[1, 100000\], not 0$"):
         FitSettings(epochs=0).check()
+    with pytest.raises(SettingError, match=r"^learning_rate must be") as error:
+        FitSettings(learning_rate=-1.0).check()
+    assert error.value.for_command_line().startswith("--lr must be")
     assert issubclass(SettingError, HeadstartError)
+    output = ["-o", str(tmp_path / "m")]
+    result = usage_check("train", str(tmp_path), *output, "--lr", "-1", capsys=capsys)
+    assert result.returncode == 2 and "--lr must be in" in result.stderr
+    assert "learning_rate" not in result.stderr
 
 
 def test_predict_usage_errors_exit_2(trained, cache_dir, capsys):

@@ -791,7 +791,7 @@ def main() -> None:
     except typer.Exit as done:
         code = done.exit_code
     except SettingError as error:
-        _error_line(str(error))
+        _error_line(error.for_command_line())
         code = 2
     except _CLICK_ERROR as error:  # usage errors (exit 2) found while parsing the command line
         error.show()

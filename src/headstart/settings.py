@@ -101,7 +101,7 @@ def check_settings(settings: Any) -> None:
     found = first_problem(settings)
     if found:
         field, problem = found
-        raise SettingError(f"{option_flag(field)} {problem}")
+        raise SettingError(f"{field.name} {problem}", {field.name: option_flag(field)})
 
 
 def option_flag(field: dataclasses.Field) -> str:

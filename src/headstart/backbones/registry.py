@@ -66,9 +66,13 @@ def preset_backbone(
 ) -> tuple[str, int | None]:
     """The backbone and input size to use: the preset's, unless given; not both."""
     if preset is not None and backbone is not None:
-        raise SettingError("--preset chooses the backbone: give --preset or --backbone, not both")
+        raise SettingError(
+            "give preset or backbone, not both: a preset chooses the network",
+            {"preset": "--preset", "backbone": "--backbone"},
+        )
     if preset is not None and preset not in PRESETS:
-        raise SettingError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+        message = f"preset must be one of {', '.join(PRESETS)}, not {preset!r}"
+        raise SettingError(message, {"preset": "--preset"})
     chosen = PRESETS[preset or DEFAULT_PRESET]
     if backbone is not None:
         return backbone, input_size
@@ -211,7 +215,7 @@ def check_input_size(size: int | None) -> None:
     """Refuse an input size outside [32, 1024] pixels (None: the backbone's default)."""
     problem = None if size is None else INPUT_SIZE(size)
     if problem:
-        raise SettingError(f"--input-size {problem}, not {size!r}")
+        raise SettingError(f"input_size {problem}, not {size!r}", {"input_size": "--input-size"})
 
 
 def can_finetune(backbone: Backbone) -> bool:

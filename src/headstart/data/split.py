@@ -30,9 +30,10 @@ def hashed_split(key: str, val_percent: float, test_percent: float) -> str:
 
 def check_percents(val_percent: float, test_percent: float) -> None:
     """Refuse shares outside [0, 100) or leaving nothing to train on (a SettingError)."""
-    for name, value in (("--val-percent", val_percent), ("--test-percent", test_percent)):
+    flags = {"val_percent": "--val-percent", "test_percent": "--test-percent"}
+    for name, value in (("val_percent", val_percent), ("test_percent", test_percent)):
         problem = PERCENT(value)
         if problem:
-            raise SettingError(f"{name} {problem}, not {value!r}")
+            raise SettingError(f"{name} {problem}, not {value!r}", flags)
     if val_percent + test_percent >= 100:
-        raise SettingError("--val-percent plus --test-percent must leave images for training")
+        raise SettingError("val_percent plus test_percent must leave images for training", flags)
