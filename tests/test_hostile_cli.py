@@ -21,6 +21,7 @@ import pytest
 from conftest import copy_photos, headstart, real_photos, usage_check
 
 from headstart import Classifier, HeadstartError
+from headstart.context import RunContext
 from headstart.data.sources import load_dataset
 from headstart.errors import SettingError
 from headstart.training.settings import FitSettings
@@ -345,14 +346,14 @@ def test_calibration_data_with_unknown_classes_is_one_line(trained, tmp_path):
 
 
 def test_serving_a_read_only_model_folder_exports_into_the_cache(trained, own_cache, monkeypatch):
-    from headstart.cli import _exported
+    from headstart.export.onnx import exported_for_serving
 
     _, folder = trained
     real_access = os.access
     monkeypatch.setattr(
         os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode)
     )
-    onnx_file = _exported(folder, own_cache)
+    onnx_file = exported_for_serving(folder, RunContext(cache_dir=own_cache))
     assert onnx_file.parent == own_cache / "served" and onnx_file.is_file()
     assert not (folder / "model.onnx").exists()
 

@@ -556,6 +556,7 @@ def export(
         export_classifier,
         labels_path,
     )
+    from headstart.export.quantize import check_calibration_classes
     from headstart.model.classifier import Classifier
     from headstart.storage import check_writable_file
 
@@ -570,48 +571,17 @@ def export(
     classifier = Classifier.load(model, _context(cache_dir, EngineName.TORCH, False))
     if quantize and calibration is not None:  # always given with --quantize (checked above)
         check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
-        _check_calibration_classes(classifier, calibration)
+        check_calibration_classes(classifier, calibration)
     export_classifier(classifier, target)
     stderr.print(f"wrote {escape(str(target))} and {escape(str(labels_path(target)))}")
     if quantize and calibration is not None:
         _quantize(classifier, target, calibration, as_json)
 
 
-def _check_calibration_classes(classifier, calibration: Path) -> None:
-    from headstart.data.sources import load_dataset
-
-    unknown = sorted(set(load_dataset(calibration).classes) - set(classifier.labels))
-    if unknown:
-        raise HeadstartError(
-            f"{calibration}: classes the model does not know: {', '.join(unknown)}; calibrate "
-            "on the dataset the model was trained on"
-        )
-
-
 def _quantize(classifier, source: Path, calibration: Path, as_json: bool) -> None:
-    """Calibrate on the training split, then report speed and accuracy on the held-out one."""
-    import numpy as np
+    from headstart.export.quantize import quantize_and_compare
 
-    from headstart.data.sources import load_dataset
-    from headstart.export.quantize import compare, quantize_int8
-    from headstart.features.views import pixels_or_reason
-
-    dataset = load_dataset(calibration)
-
-    def pixels_and_truth(samples):
-        decoded = [(pixels_or_reason(classifier.preprocessing, s.path)[0], s) for s in samples]
-        kept = [(p, s) for p, s in decoded if p is not None]
-        if not kept:
-            raise HeadstartError(f"{calibration}: no readable images to calibrate or check on")
-        truth = np.array([classifier.labels.index(s.label) for _, s in kept])
-        return np.stack([p for p, _ in kept]), truth
-
-    calibration_pixels, _ = pixels_and_truth(dataset.split("train")[::4][:64])
-    target = source.with_suffix(".int8.onnx")
-    quantize_int8(source, target, calibration_pixels)
-    held_out = dataset.evaluation_split()
-    pixels, truth = pixels_and_truth(dataset.split(held_out))
-    report = compare(source, target, pixels, truth)
+    target, held_out, report = quantize_and_compare(classifier, source, calibration)
     stderr.print(f"wrote {escape(str(target))}")
     if as_json:
         print(json.dumps({"split": held_out, **report}, indent=2))
@@ -649,38 +619,22 @@ def serve(
     """Serve predictions over HTTP (ONNX Runtime underneath) with a web page at /."""
     import uvicorn
 
+    from headstart.export.onnx import exported_for_serving
     from headstart.export.runtime import OnnxClassifier
     from headstart.serving.app import LOOPBACK_HOSTS, Limits, allowed_hosts, create_app
 
     if token is not None and not token.strip():
         raise SettingError("--token (or $HEADSTART_TOKEN) is empty; give a real token or none")
     limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images)
-    onnx_file = model if model.suffix == ".onnx" else _exported(model, cache_dir)
+    onnx_file = (
+        model
+        if model.suffix == ".onnx"
+        else exported_for_serving(model, _context(cache_dir, EngineName.TORCH, False))
+    )
     if token is None and host not in LOOPBACK_HOSTS:
         warn("serving beyond loopback without --token")
     app = create_app(OnnxClassifier(onnx_file), token, limits, allowed_hosts(host, port))
     uvicorn.run(app, host=host, port=port)
-
-
-def _exported(model: Path, cache_dir: Path | None) -> Path:
-    """MODEL/model.onnx, exported again whenever the model is newer than it; in the cache
-    folder instead when the model folder is read-only."""
-    import os
-
-    from headstart.export.onnx import EXPORT_NAME, export_classifier
-    from headstart.features.cache import cache_folder
-    from headstart.model.classifier import Classifier
-    from headstart.model.folder import METADATA_FILE, read_metadata
-
-    committed = model / METADATA_FILE
-    metadata = read_metadata(model)
-    onnx_file = model / EXPORT_NAME
-    if not os.access(model, os.W_OK):
-        key = metadata.get("weights", {}).get("sha256") or str(committed.stat().st_mtime_ns)
-        onnx_file = cache_folder(cache_dir) / "served" / f"{key[:16]}.onnx"
-    if not onnx_file.exists() or onnx_file.stat().st_mtime < committed.stat().st_mtime:
-        export_classifier(Classifier.load(model, _context(cache_dir, "torch", False)), onnx_file)
-    return onnx_file
 
 
 @app.command()

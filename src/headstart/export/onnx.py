@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from headstart.backbones.onnx_file import export_pixels_module
+from headstart.context import RunContext
 from headstart.errors import HeadstartError
-from headstart.model.folder import METADATA_FILE
+from headstart.features.cache import cache_folder
+from headstart.model.folder import METADATA_FILE, model_key
 from headstart.model.unknown import combine
 from headstart.storage import atomic_write_bytes, check_writable_file
 
@@ -117,3 +120,17 @@ def onnx_metadata(classifier) -> dict[str, str]:
             else {}
         ),
     }
+
+
+def exported_for_serving(model: Path, context: RunContext) -> Path:
+    """MODEL/model.onnx, exported again whenever the model is newer than it; in the cache
+    folder instead when the model folder is read-only."""
+    committed = model / METADATA_FILE
+    onnx_file = model / EXPORT_NAME
+    if not os.access(model, os.W_OK):
+        onnx_file = cache_folder(context.cache_dir) / "served" / f"{model_key(model)}.onnx"
+    if not onnx_file.exists() or onnx_file.stat().st_mtime < committed.stat().st_mtime:
+        from headstart.model.classifier import Classifier  # torch, only to export
+
+        export_classifier(Classifier.load(model, context), onnx_file)
+    return onnx_file

@@ -9,9 +9,13 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from headstart.backbones.preprocessing import pixels_or_reason
+from headstart.data.sources import Sample, load_dataset
+from headstart.errors import HeadstartError
 from headstart.export.runtime import OnnxClassifier
 from headstart.storage import atomic_write_bytes
 
@@ -84,3 +88,37 @@ def compare(
         np.abs(predictions["fp32"] - predictions["int8"]).max()
     )
     return report
+
+
+def check_calibration_classes(classifier: Any, calibration: Path) -> None:
+    """Refuse calibration data holding classes the model does not know (before any work)."""
+    unknown = sorted(set(load_dataset(calibration).classes) - set(classifier.labels))
+    if unknown:
+        raise HeadstartError(
+            f"{calibration}: classes the model does not know: {', '.join(unknown)}; calibrate "
+            "on the dataset the model was trained on"
+        )
+
+
+def quantize_and_compare(
+    classifier: Any, source: Path, calibration: Path
+) -> tuple[Path, str, dict[str, float]]:
+    """Write SOURCE.int8.onnx, calibrated on up to 64 training images of `calibration` (every
+    fourth), and compare it with `source` on the dataset's held-out split: (the file, the
+    split, the comparison)."""
+    dataset = load_dataset(calibration)
+
+    def pixels_and_truth(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+        decoded = [(pixels_or_reason(classifier.preprocessing, s.path)[0], s) for s in samples]
+        kept = [(p, s) for p, s in decoded if p is not None]
+        if not kept:
+            raise HeadstartError(f"{calibration}: no readable images to calibrate or check on")
+        truth = np.array([classifier.labels.index(s.label) for _, s in kept])
+        return np.stack([p for p, _ in kept]), truth
+
+    calibration_pixels, _ = pixels_and_truth(dataset.split("train")[::4][:64])
+    target = source.with_suffix(".int8.onnx")
+    quantize_int8(source, target, calibration_pixels)
+    held_out = dataset.evaluation_split()
+    pixels, truth = pixels_and_truth(dataset.split(held_out))
+    return target, held_out, compare(source, target, pixels, truth)

@@ -109,6 +109,17 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     return metadata
 
 
+def model_key(folder: Path) -> str:
+    """16 hex digits that change whenever the model does: its weights' hash (or, in a format
+    1 folder, the time its record was written)."""
+    metadata = read_metadata(folder)
+    weights = metadata.get("weights")
+    digest = weights.get("sha256") if isinstance(weights, dict) else None
+    if isinstance(digest, str) and digest:
+        return digest[:16]
+    return str((Path(folder) / METADATA_FILE).stat().st_mtime_ns)[:16]
+
+
 def weights_path(folder: Path, metadata: dict[str, Any]) -> Path:
     """The weights file the metadata names (only a plain name in the folder is accepted)."""
     if metadata["format_version"] == 1:
