@@ -25,7 +25,7 @@ import numpy as np
 
 from headstart.backbones.registry import check_installed_weights
 from headstart.cluster.session import connect, error_line
-from headstart.data.locations import image_location, read_batch
+from headstart.data.locations import image_location, is_uri, open_filesystem, read_batch
 from headstart.errors import HeadstartError
 from headstart.features.cache import cache_folder
 from headstart.features.labelled import LabelledFeatures
@@ -56,7 +56,7 @@ def finetune_on_ray(
     for split in ("train", "val"):  # workers run in folders of their own
         arguments[split] = _absolute(arguments[split])
     storage = str(storage or cache_folder(context and context.cache_dir) / "ray-train")
-    if "://" not in storage:  # Ray and pyarrow take absolute paths or URIs
+    if not is_uri(storage):  # Ray and pyarrow take absolute paths or URIs
         storage = str(Path(storage).absolute())
     local = arguments.get("checkpoint")
     if local is not None:  # the workers' folder is not the driver's
@@ -103,10 +103,9 @@ def _run_name(checkpoint: Checkpoint | None) -> str:
 
 
 def _forget_run(storage: str, name: str) -> None:
-    from headstart.features.store import pyarrow_modules
+    import pyarrow.fs as pafs
 
-    _, pafs, _ = pyarrow_modules()
-    filesystem, root = pafs.FileSystem.from_uri(storage)
+    filesystem, root = open_filesystem(storage, "the Ray run storage")
     if filesystem.get_file_info(f"{root}/{name}").type != pafs.FileType.NotFound:
         filesystem.delete_dir(f"{root}/{name}")
 

@@ -146,12 +146,30 @@ def _object(uri: str) -> tuple[Any, str]:
     return filesystem, root.rstrip("/") + unquote(parts.path)
 
 
+def open_filesystem(location: str | Path, what: str) -> tuple[Any, str]:
+    """(filesystem, root path in it) for a local folder or a store's URI: the one place a
+    store is opened; HeadstartError naming the location and `what` it was to hold."""
+    text = str(location)
+    pafs = _pyarrow_fs(f"opening {what} needs")
+    if not is_uri(text):
+        return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+    try:
+        return pafs.FileSystem.from_uri(text)
+    except (OSError, ValueError, TypeError) as error:  # pyarrow's errors derive from these
+        raise HeadstartError(f"{location}: cannot open {what} ({error})") from error
+
+
 @functools.lru_cache(maxsize=64)
 def _filesystem(scheme: str, netloc: str, query: str) -> tuple[Any, str]:
+    pafs = _pyarrow_fs("images named by URI need")
+    return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/" + (f"?{query}" if query else ""))
+
+
+def _pyarrow_fs(who_needs: str) -> Any:
     try:
         import pyarrow.fs as pafs
     except ImportError as error:
         raise HeadstartError(
-            "images named by URI need pyarrow: pip install 'headstart[ray]' (or pyarrow)"
+            f"{who_needs} pyarrow: pip install 'headstart[ray]' (or pyarrow)"
         ) from error
-    return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/" + (f"?{query}" if query else ""))
+    return pafs

@@ -22,6 +22,7 @@ import numpy as np
 
 from headstart.console import warn
 from headstart.context import RunContext
+from headstart.data.locations import open_filesystem
 from headstart.errors import HeadstartError
 from headstart.features.cache import FeatureCache, cache_folder
 
@@ -47,18 +48,9 @@ class ParquetFeatureStore:
     def __init__(
         self, location: str | Path, directory: Path | None = None, part_rows: int = PART_ROWS
     ) -> None:
-        pa, pafs, _ = pyarrow_modules()
+        pa, _, _ = pyarrow_modules()
         self._pa = pa
-        text = str(location)
-        if "://" not in text:
-            self.fs, root = pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
-        else:
-            try:
-                self.fs, root = pafs.FileSystem.from_uri(text)
-            except (pa.ArrowException, OSError, ValueError) as error:
-                raise HeadstartError(
-                    f"{location}: cannot open the feature store ({error})"
-                ) from error
+        self.fs, root = open_filesystem(location, "the feature store")
         self.root = root.rstrip("/")
         self.directory = cache_folder(directory)
         self.part_rows = part_rows
