@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -149,3 +150,15 @@ def test_a_file_name_that_is_not_utf8_is_written_not_a_traceback(trained, tmp_pa
     assert row["path"].endswith("caf\\xe9.jpg") and row["label"] == "daisy"
     predict_to_file(classifier, tmp_path / "photos", tmp_path / "p.csv")
     assert b"caf\xe9.jpg,," in (tmp_path / "p.csv").read_bytes()  # its own bytes, as --csv
+
+
+def test_parquet_without_pyarrow_fails_before_any_prediction(
+    trained, images, tmp_path, monkeypatch
+):
+    """Before: the run predicted every image, then failed at writing."""
+    classifier, _ = trained
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # an install without it
+    monkeypatch.setattr(classifier, "predict_files", lambda *a, **k: pytest.fail("predicted"))
+    with pytest.raises(HeadstartError, match="Parquet files need pyarrow"):
+        predict_to_file(classifier, images, tmp_path / "p.parquet")
+    assert not (tmp_path / "p.parquet.parts").exists()

@@ -25,6 +25,7 @@ import numpy as np
 
 from headstart.data.locations import ImagePath
 from headstart.errors import HeadstartError
+from headstart.features.store import pyarrow_modules
 from headstart.model.classifier import Classifier
 from headstart.model.prediction import csv_header, csv_row, image_list
 from headstart.storage import atomic_file, atomic_write_text, check_writable_file
@@ -58,6 +59,8 @@ def predict_to_file(
     output = Path(output)
     if output.suffix.lower() not in FORMATS:
         raise HeadstartError(f"{output}: predictions are written as .parquet or .csv")
+    if output.suffix.lower() == ".parquet":
+        pyarrow_modules()  # missing, it fails now, not after predicting everything
     check_writable_file(output, "predictions")
     paths = image_list(images)
     parts_dir = output.with_name(output.name + ".parts")
@@ -133,8 +136,6 @@ def _records(part: Path) -> list[dict[str, Any]]:
 
 
 def _write_parquet(file: BinaryIO, parts: list[Path], top_k: int) -> int:
-    from headstart.features.store import pyarrow_modules
-
     pa, _, pq = pyarrow_modules()
     schema = pa.schema(
         [
