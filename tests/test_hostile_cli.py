@@ -385,6 +385,17 @@ def test_an_image_given_as_the_dataset_is_one_line(tmp_path, capsys):
     one_line_error(result, 1, "is an image, not a dataset")
 
 
+def test_a_label_with_control_characters_is_refused_before_training(tmp_path, capsys):
+    """Before: a label holding a newline was trained and exported, and NAME.labels.txt, one
+    label a line, then named every later class wrongly."""
+    for label in ("daisy", "sun\nflower"):
+        copy_photos(real_photos("daisy", 3, skip=12), tmp_path / "data" / label)
+    output = tmp_path / "m"
+    result = usage_check("train", str(tmp_path / "data"), "-o", str(output), capsys=capsys)
+    one_line_error(result, 1, "the label 'sun\\nflower' holds control characters")
+    assert not output.exists()
+
+
 def test_labels_with_superscript_digits_sort_as_text(tmp_path):
     for label in ("1", "²"):
         copy_photos(real_photos("daisy", 2, skip=12), tmp_path / label)
@@ -449,6 +460,7 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         (lambda m: m.update(labels=["daisy", "sunflower", "wasps"]), "3 labels for a head of 2"),
         (lambda m: m.update(labels="ab"), "labels: must be a list"),
         (lambda m: m.update(labels=["daisy", "daisy"]), "labels must be unique"),
+        (lambda m: m.update(labels=["daisy", "sun\x1b[8m"]), "holds control characters"),
         (lambda m: m["calibration"].update(temperature=0), "temperature: must be a finite"),
         (lambda m: m["calibration"].update(temperature=-1), "temperature: must be a finite"),
         (lambda m: m["head"].update(dropout=5), "head.dropout: must be in [0.0, 0.95], not 5"),
@@ -464,6 +476,7 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         "labels-vs-head",
         "labels-string",
         "labels-twice",
+        "labels-escape",
         "temperature-0",
         "temperature-minus",
         "dropout",

@@ -37,6 +37,7 @@ from headstart.model.record import (
     SplitPercents,
     Summary,
     TrainingRecord,
+    class_names,
 )
 from headstart.model.scoring import digest_array
 from headstart.model.unknown import UnknownDetector
@@ -85,6 +86,9 @@ def train(
         check_model_output(Path(output))
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else load_dataset(data, val_percent, test_percent)
+    unusable = class_names(dataset.classes)
+    if unusable:
+        raise HeadstartError(f"{dataset.root}: {unusable}")
     notes: list[str] = []
     if exclude is not None:
         dataset, left_out = dataset.without(read_exclusions(Path(exclude)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,7 +63,15 @@ def class_names(value: Any) -> str | None:
         return "every label must be a non-empty string"
     if len(set(value)) != len(value):
         return "labels must be unique"
+    unprintable = next((label for label in value if _control_characters(label)), None)
+    if unprintable is not None:
+        # a newline would shift every later line of NAME.labels.txt for whoever reads it
+        return f"the label {unprintable!r} holds control characters; rename the class"
     return None
+
+
+def _control_characters(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" or c in "\u2028\u2029" for c in text)
 
 
 class RecordPart:
