@@ -15,6 +15,7 @@ from PIL import Image
 
 from headstart.context import RunContext
 from headstart.doctor.labels import likely_label_errors, out_of_sample_probabilities
+from headstart.errors import HeadstartError
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +147,26 @@ def test_a_plain_list_of_paths_with_comments_and_relative_paths(messy, cache_dir
     listing = root / "exclude.txt"
     listing.write_text("# flagged by hand\ntrain/daisy/near.jpg\n\n" + planted["leak"] + "\n")
     assert read_exclusions(listing) == {Path(planted["near"]), Path(planted["leak"])}
+
+
+def test_exclusions_keep_names_with_unicode_line_breaks_and_quoted_newlines(tmp_path, capsys):
+    """Before: a name holding U+2028 was split in two, a quoted newline in issues.csv was
+    lost (the flagged image stayed in training), and ~nosuchuser/x.jpg was a traceback."""
+    from headstart.data.exclude import read_exclusions
+
+    odd = ["a\u2028b.jpg", "line\nbreak.jpg", "tab\x1cfile.jpg"]
+    issues = tmp_path / "issues.csv"
+    with issues.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["path", "issue"])
+        writer.writerows([name, "label-error"] for name in odd)
+    assert read_exclusions(issues) == {(tmp_path / name).resolve() for name in odd}
+    plain = tmp_path / "list.txt"
+    plain.write_text("a\u2028b.jpg\r\ntab\x1cfile.jpg\n", encoding="utf-8")
+    assert read_exclusions(plain) == {(tmp_path / n).resolve() for n in (odd[0], odd[2])}
+    plain.write_text("~nosuchuser-headstart/x.jpg\n", encoding="utf-8")
+    with pytest.raises(HeadstartError, match="cannot use the path '~nosuchuser-headstart"):
+        read_exclusions(plain)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from headstart.data.sources import read_utf8
@@ -24,19 +25,22 @@ def read_exclusions(listing: Path) -> set[Path]:
         raise HeadstartError(f"{listing}: {what}; give issues.csv or a list of paths")
     if listing.stat().st_size > MAX_BYTES:
         raise HeadstartError(f"{listing}: over {MAX_BYTES >> 20} MiB; not a list of paths")
-    lines = read_utf8(listing).splitlines()
+    text = read_utf8(listing)
+    # Lines end at \n alone: a name may hold U+2028 or other characters splitlines() breaks at.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     header = next(csv.reader(lines[:1]), [])
     if "path" in [cell.strip().lower() for cell in header]:
         column = [cell.strip().lower() for cell in header].index("path")
-        named = [row[column] if len(row) > column else "" for row in csv.reader(lines[1:])]
+        rows = list(csv.reader(io.StringIO(text, newline="")))[1:]  # quoted newlines kept
+        named = [row[column] if len(row) > column else "" for row in rows]
     else:
         named = [line for line in lines if not line.lstrip().startswith("#")]
     return {_resolve(listing, name.strip()) for name in named if name.strip()}
 
 
 def _resolve(listing: Path, name: str) -> Path:
-    path = Path(name).expanduser()
     try:
+        path = Path(name).expanduser()
         return (path if path.is_absolute() else listing.parent / path).resolve()
-    except (OSError, ValueError) as error:  # a NUL byte, a loop of links
+    except (OSError, ValueError, RuntimeError) as error:  # NUL, a loop of links, ~nosuchuser
         raise HeadstartError(f"{listing}: cannot use the path {name!r} ({error})") from error
