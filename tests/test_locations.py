@@ -117,3 +117,14 @@ def test_the_doctor_examines_a_dataset_listed_by_uri(object_store, cache_dir, tm
     findings = json.loads(result.stdout)["findings"]
     conflicts = [f["path"] for f in findings if f["issue"] == "exact-conflict"]
     assert conflicts and all(path.startswith("s3://photos/") for path in conflicts)
+
+
+def test_a_store_error_of_many_lines_is_one_line_in_every_row(monkeypatch):
+    """Before: hdfs:// without a JVM put a 90-line message into every row and CSV cell."""
+    long = OSError("HDFS connection failed\n" + "\n".join(f"  at frame {n}" for n in range(90)))
+
+    def failing(location):
+        raise long
+
+    monkeypatch.setattr("headstart.data.locations.read_image", failing)
+    assert read_file("hdfs://namenode/photos/a.jpg") == "unreadable: HDFS connection failed"

@@ -104,8 +104,9 @@ def read_file(path: str | ImagePath) -> bytes | str:
     """The file's (or object's) bytes, or why they could not be read."""
     try:
         return read_image(path)
-    except OSError as error:
-        return f"unreadable: {error.strerror or error}"
+    except OSError as error:  # one line: a store's error can run to 90 (HDFS without a JVM)
+        lines = str(error.strerror or error).strip().splitlines() or [type(error).__name__]
+        return f"unreadable: {lines[0]}"
     except ValueError:  # a NUL byte in the name, say from a manifest: no file has one
         return "unreadable: not a valid file name"
     except MemoryError:
