@@ -162,3 +162,19 @@ def test_parquet_without_pyarrow_fails_before_any_prediction(
     with pytest.raises(HeadstartError, match="Parquet files need pyarrow"):
         predict_to_file(classifier, images, tmp_path / "p.parquet")
     assert not (tmp_path / "p.parquet.parts").exists()
+
+
+def test_a_parts_folder_that_cannot_be_removed_is_named(trained, images, tmp_path, monkeypatch):
+    """Before: the predictions were written, then the run exited 1 naming no folder."""
+    classifier, _ = trained
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("headstart.model.batch.shutil.rmtree", refuse)
+    monkeypatch.setattr("headstart.model.batch.warn", lambda message: warned.append(message))
+    warned: list[str] = []
+    done = predict_to_file(classifier, images, tmp_path / "p.csv")
+    assert done.images == len(images) and (tmp_path / "p.csv").stat().st_size > 0
+    assert warned == [f"{tmp_path / 'p.csv.parts'}: could not remove the parts folder "
+                      "(Permission denied)"]  # fmt: skip

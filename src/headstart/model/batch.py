@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from headstart.console import warn
 from headstart.data.locations import ImagePath
 from headstart.errors import HeadstartError
 from headstart.features.store import pyarrow_modules
@@ -85,7 +86,10 @@ def predict_to_file(
     write = _write_parquet if output.suffix.lower() == ".parquet" else _write_csv
     with atomic_file(output) as file:
         unreadable = write(file, parts, width)
-    shutil.rmtree(parts_dir)
+    try:
+        shutil.rmtree(parts_dir)
+    except OSError as error:  # the predictions are written: say what is left, do not fail
+        warn(f"{parts_dir}: could not remove the parts folder ({error.strerror or error})")
     return BatchResult(output, len(paths), unreadable, len(parts), reused)
 
 
