@@ -1,6 +1,7 @@
 """The HTTP API with FastAPI's TestClient: every endpoint and every kind of bad input."""
 
 import io
+import socket
 
 import hostile
 import pytest
@@ -9,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from headstart.export.runtime import OnnxClassifier
-from headstart.serving.app import Limits, allowed_hosts, create_app
+from headstart.serving.app import Limits, allowed_hosts, create_app, is_loopback
 
 TOKEN = "s3cret-token"
 
@@ -201,3 +202,29 @@ def test_hostile_uploads_are_refused_never_a_500(client, name, data):
     response = client.post("/predict", files=[("files", (name, data, "image/png"))])
     assert response.status_code == 415, response.text
     assert response.json()["detail"].startswith(name)
+
+
+def test_every_loopback_address_keeps_the_host_check():
+    """Before: --host 127.0.0.2 (loopback) was taken for a public address: no Host check."""
+    for host in ("127.0.0.2", "127.1.2.3", "::1", "localhost"):
+        assert is_loopback(host) and allowed_hosts(host, 8000) is not None, host
+    assert "127.0.0.2:8000" in allowed_hosts("127.0.0.2", 8000)
+    assert "[::1]:8000" in allowed_hosts("::1", 8000)
+    for host in ("0.0.0.0", "10.1.2.3", "example.org"):
+        assert not is_loopback(host) and allowed_hosts(host, 8000) is None, host
+
+
+def test_a_busy_port_or_an_unknown_host_is_one_line(exported, capsys):
+    """Before: uvicorn's exit 3 and several lines of its log."""
+    from conftest import usage_check
+
+    _, onnx_file = exported
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = usage_check("serve", str(onnx_file), "--port", port, capsys=capsys)
+    assert result.returncode == 1 and "cannot listen there" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = usage_check("serve", str(onnx_file), "--host", "no-such-host.invalid", capsys=capsys)
+    assert result.returncode == 1 and "cannot be resolved" in result.stderr

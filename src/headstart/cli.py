@@ -621,17 +621,24 @@ def serve(
 
     from headstart.export.onnx import exported_for_serving
     from headstart.export.runtime import OnnxClassifier
-    from headstart.serving.app import LOOPBACK_HOSTS, Limits, allowed_hosts, create_app
+    from headstart.serving.app import (
+        Limits,
+        allowed_hosts,
+        check_listenable,
+        create_app,
+        is_loopback,
+    )
 
     if token is not None and not token.strip():
         raise SettingError("--token (or $HEADSTART_TOKEN) is empty; give a real token or none")
+    check_listenable(host, port)
     limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images)
     onnx_file = (
         model
         if model.suffix == ".onnx"
         else exported_for_serving(model, _context(cache_dir, EngineName.TORCH, False))
     )
-    if token is None and host not in LOOPBACK_HOSTS:
+    if token is None and not is_loopback(host):
         warn("serving beyond loopback without --token")
     app = create_app(OnnxClassifier(onnx_file), token, limits, allowed_hosts(host, port))
     uvicorn.run(app, host=host, port=port)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
 from headstart.backbones.preprocessing import pixels_or_reason
+from headstart.errors import HeadstartError
 from headstart.export.runtime import OnnxClassifier
 from headstart.settings import check_settings, number, setting
 from headstart.threads import cpu_threads
@@ -64,16 +67,41 @@ class Metadata(BaseModel):
     version: str
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+def is_loopback(host: str) -> bool:
+    """localhost, any address of 127.0.0.0/8, or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name other than localhost: not known to stay on this machine
+        return False
 
 
 def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
     """Host headers a server bound to `host` answers: for loopback, only loopback names (a web
     page that rebinds its own name to 127.0.0.1 is refused); None (any) otherwise."""
-    if host not in LOOPBACK_HOSTS:
+    if not is_loopback(host):
         return None
-    names = ("127.0.0.1", "localhost", "[::1]")
+    own = f"[{host}]" if ":" in host else host
+    names = ("127.0.0.1", "localhost", "[::1]", own)
     return frozenset(n for name in names for n in (name, f"{name}:{port}"))
+
+
+def check_listenable(host: str, port: int) -> None:
+    """Fail in one line, before any work, when the server could not listen at host:port (a
+    name that does not resolve, a port in use) instead of uvicorn's exit 3 and its log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise HeadstartError(f"--host {host}: cannot be resolved ({error})") from error
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise HeadstartError(
+                f"{host}:{port}: cannot listen there ({error.strerror or error})"
+            ) from error
 
 
 def create_app(
