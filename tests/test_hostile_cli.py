@@ -531,3 +531,39 @@ def test_export_never_replaces_a_device_a_fifo_or_the_model_itself(trained, tmp_
         one_line_error(result, 1, message)
     assert device.is_symlink() and stat.S_ISFIFO(fifo.stat().st_mode)
     assert Classifier.load(model).labels == ["daisy", "sunflower"]  # the model is whole
+
+
+def test_names_that_open_like_formulas_are_quoted_in_every_csv(trained, tmp_path, capsys):
+    """Before: a class or file named `=HYPERLINK(...)` went raw into predict --csv, -o x.csv,
+    issues.csv, per_class.csv and predictions.csv, which a spreadsheet runs. Quoted cells read
+    back as the names they were (a manifest, an exclusion list); numbers stay numbers."""
+    from headstart import train
+    from headstart.evaluation.report import write_report
+    from headstart.model.batch import predict_to_file
+    from headstart.model.prediction import read_manifest
+    from headstart.storage import spreadsheet_safe
+
+    assert [spreadsheet_safe(c) for c in ("=1+1", "@SUM(A1)", "-2.5", "+3", "a=b", 7)] == [
+        "'=1+1", "'@SUM(A1)", "-2.5", "+3", "a=b", 7,
+    ]  # fmt: skip
+    classifier, _ = trained
+    photo = copy_photos(real_photos("daisy", 1, skip=20), tmp_path)[0]
+    named = photo.rename(tmp_path / "=cmd()+x.jpg")
+    result = usage_check("predict", str(trained[1]), str(named), "--csv", capsys=capsys)
+    assert f"'{named}" not in result.stdout  # an absolute path opens with /, never quoted
+    relative = tmp_path / "manifest.csv"
+    relative.write_text("path\n'=cmd()+x.jpg\n")
+    assert read_manifest(relative) == [named]
+    done = predict_to_file(classifier, relative, tmp_path / "out.csv")
+    rows = list(csv.reader((tmp_path / "out.csv").read_text().splitlines()))
+    assert done.images == 1 and rows[1][0] == str(named) and rows[1][2] == "daisy"
+    # A class so named: its label cells are quoted in predictions and in the report's CSVs.
+    for label, skip in (("=evil", 0), ("sunflower", 0)):
+        kind = "daisy" if label == "=evil" else label
+        copy_photos(real_photos(kind, 8, skip=skip), tmp_path / "data" / label)
+    linear = FitSettings(strategy="linear")
+    evil = train(tmp_path / "data", settings=linear, context=classifier.context, val_percent=25)
+    predict_to_file(evil, [named], tmp_path / "evil.csv")
+    assert "'=evil" in (tmp_path / "evil.csv").read_text()
+    write_report(evil, tmp_path / "data", tmp_path / "report", "val")
+    assert "'=evil" in (tmp_path / "report" / "per_class.csv").read_text()

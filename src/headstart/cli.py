@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 a problem with the input or environment (one line on st
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
 import sys
@@ -528,8 +527,9 @@ def predict(
 
 def _write_csv(predictions, top_k: int) -> None:
     from headstart.model.prediction import csv_header, csv_row
+    from headstart.storage import SafeCsvWriter
 
-    writer = csv.writer(sys.stdout)
+    writer = SafeCsvWriter(sys.stdout)
     writer.writerow(csv_header(top_k))
     for p in predictions:
         writer.writerow(csv_row(p.record(), top_k))

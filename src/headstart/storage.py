@@ -1,14 +1,16 @@
 """Files on disk: atomic writes (a reader sees the old file or the new one, never half of one),
-and groups of tensors kept under name prefixes in one safetensors file."""
+groups of tensors kept under name prefixes in one safetensors file, and CSV cells no
+spreadsheet runs."""
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TextIO, TypeVar
 
 from headstart.errors import HeadstartError
 
@@ -79,3 +81,38 @@ def atomic_write_text(path: Path, text: str) -> None:
 def tensor_group(tensors: dict[str, T], prefix: str) -> dict[str, T]:
     """The tensors named `prefix`..., with the prefix taken off their names."""
     return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+# A cell opening with one of these is a formula to a spreadsheet (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A CSV cell no spreadsheet runs: text that opens like a formula gets a leading quote;
+    numbers, and text that reads as a number ("-0.25"), are left as they are."""
+    if not isinstance(cell, str) or not cell.startswith(FORMULA_START):
+        return cell
+    try:
+        float(cell)
+        return cell
+    except ValueError:
+        return "'" + cell
+
+
+def unquoted(cell: str) -> str:
+    """A cell as it was before `spreadsheet_safe` quoted it (what a reader of our CSVs wants)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
+
+
+class SafeCsvWriter:
+    """csv.writer whose cells pass through `spreadsheet_safe`."""
+
+    def __init__(self, file: TextIO, **options: Any) -> None:
+        self._writer = csv.writer(file, **options)
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self._writer.writerow([spreadsheet_safe(cell) for cell in row])
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        for row in rows:
+            self.writerow(row)

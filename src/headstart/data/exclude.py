@@ -8,6 +8,7 @@ from pathlib import Path
 
 from headstart.data.sources import read_utf8
 from headstart.errors import HeadstartError
+from headstart.storage import unquoted
 
 MAX_BYTES = 256 * 1024 * 1024  # a list of a few million paths; larger is not a list
 
@@ -32,7 +33,7 @@ def read_exclusions(listing: Path) -> set[Path]:
     if "path" in [cell.strip().lower() for cell in header]:
         column = [cell.strip().lower() for cell in header].index("path")
         rows = list(csv.reader(io.StringIO(text, newline="")))[1:]  # quoted newlines kept
-        named = [row[column] if len(row) > column else "" for row in rows]
+        named = [unquoted(row[column]) if len(row) > column else "" for row in rows]
     else:
         named = [line for line in lines if not line.lstrip().startswith("#")]
     return {_resolve(listing, name.strip()) for name in named if name.strip()}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from headstart.storage import atomic_write_text
+from headstart.storage import SafeCsvWriter, atomic_write_text
 
 # Issue names as they appear in issues.csv, with what each means, in the order shown.
 ISSUES = {
@@ -59,7 +58,7 @@ class Finding:
 
 def issues_csv(findings: list[Finding]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer, lineterminator="\n")
     writer.writerow(["path", "issue", "score", "details", "label", "split", "group", "suggested"])
     for f in findings:
         group = "" if f.group is None else f.group

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections import Counter
@@ -17,7 +16,7 @@ from headstart.evaluation import figures
 from headstart.evaluation.calibration import expected_calibration_error, reliability_bins, softmax
 from headstart.evaluation.html import report_page
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
-from headstart.storage import atomic_write_bytes, atomic_write_text
+from headstart.storage import SafeCsvWriter, atomic_write_bytes, atomic_write_text
 
 GALLERY_SIZE = 24  # per gallery: keeps a 10,000-image report to a few MB
 THUMBNAIL = 128
@@ -137,15 +136,15 @@ def _figures(classifier, evaluation, numbers, raw, calibrated, truth) -> dict[st
 
 def _write_per_class_csv(path: Path, per_class: list[dict]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(per_class[0]))
-    writer.writeheader()
-    writer.writerows(per_class)
+    writer = SafeCsvWriter(buffer)
+    writer.writerow(list(per_class[0]))
+    writer.writerows([row[key] for key in per_class[0]] for row in per_class)
     atomic_write_text(path, buffer.getvalue())
 
 
 def _write_predictions_csv(path, paths, truth, probabilities, labels) -> None:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = SafeCsvWriter(buffer)
     writer.writerow(["path", "true", "predicted", "probability", "top_k"])
     order = np.argsort(-probabilities, axis=1)[:, :TOP_K]
     for row, image in enumerate(paths):

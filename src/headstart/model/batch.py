@@ -11,7 +11,6 @@ probability_1, ... columns, as `predict --csv` prints).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -29,7 +28,7 @@ from headstart.errors import HeadstartError
 from headstart.features.store import pyarrow_modules
 from headstart.model.classifier import Classifier
 from headstart.model.prediction import csv_header, csv_row, image_list
-from headstart.storage import atomic_file, atomic_write_text, check_writable_file
+from headstart.storage import SafeCsvWriter, atomic_file, atomic_write_text, check_writable_file
 
 PART_SIZE = 4096
 FORMATS = (".parquet", ".csv")
@@ -169,7 +168,7 @@ def _utf8(path: str) -> str:
 def _write_csv(file: BinaryIO, parts: list[Path], top_k: int) -> int:
     # A file name that is not UTF-8 keeps its own bytes, as `predict --csv` prints it.
     text = io.TextIOWrapper(file, encoding="utf-8", errors="surrogateescape", newline="")
-    writer = csv.writer(text)
+    writer = SafeCsvWriter(text)
     writer.writerow(csv_header(top_k))
     unreadable = 0
     for part in parts:

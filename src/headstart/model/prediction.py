@@ -13,6 +13,7 @@ import numpy as np
 from headstart.data.images import visible_images
 from headstart.data.locations import ImagePath, ObjectURI, image_location
 from headstart.errors import HeadstartError
+from headstart.storage import unquoted
 
 UNKNOWN_LABEL = "unknown"
 
@@ -175,7 +176,8 @@ def _csv_paths(manifest: Path) -> list[str]:
             reader = csv.DictReader(handle)
             if "path" not in (reader.fieldnames or []):
                 raise HeadstartError(f"{manifest}: a manifest needs a `path` column")
-            return [row["path"].strip() for row in reader if (row["path"] or "").strip()]
+            cells = [unquoted((row["path"] or "").strip()) for row in reader]
+            return [cell for cell in cells if cell]
     except UnicodeDecodeError as error:
         raise HeadstartError(f"{manifest}: not UTF-8 text ({error.reason})") from error
     except csv.Error as error:
