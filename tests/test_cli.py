@@ -138,3 +138,11 @@ def test_version_is_the_package_version(capsys):
     result = usage_check("--version", capsys=capsys)
     assert (result.returncode, result.stdout) == (0, f"headstart {headstart.__version__}\n")
     assert usage_check("train", "--version", capsys=capsys).returncode == 2  # not a train option
+
+
+def test_json_output_has_null_for_what_is_not_a_number():
+    """Before: --json printed bare NaN, which is not JSON."""
+    from headstart.cli import _json
+
+    printed = _json({"val_loss": float("nan"), "rows": [1.5, float("inf")], "name": "x"})
+    assert json.loads(printed) == {"val_loss": None, "rows": [1.5, None], "name": "x"}

@@ -10,6 +10,7 @@ from conftest import copy_photos, real_photos
 
 from headstart.backbones import resolve_backbone
 from headstart.backbones.network import PixelsToFeatures
+from headstart.errors import HeadstartError
 from headstart.features import FeatureCache, FeatureExtractor
 from headstart.features.engines import TorchEngine
 
@@ -212,3 +213,32 @@ def fit_head_from(fit):
 
     config = HeadConfig("linear", fit.weight.shape[1], fit.weight.shape[0])
     return Head(config, {"1.weight": fit.weight, "1.bias": fit.bias})
+
+
+@pytest.mark.parametrize("store", ["cache", "parquet"])
+def test_a_vector_that_is_not_finite_is_a_miss(tmp_path, store):
+    """Before: NaN vectors in a damaged store trained a model its own loader refused."""
+    from headstart.features.store import ParquetFeatureStore
+
+    where = FeatureCache(tmp_path) if store == "cache" else ParquetFeatureStore(tmp_path / "s")
+    good, bad = np.ones(4, np.float32), np.array([1.0, np.nan, 0.0, np.inf], np.float32)
+    where.put_many("fp", [(b"g" * 20, good), (b"b" * 20, bad)])
+    where.flush()
+    assert list(where.get_many("fp", [b"g" * 20, b"b" * 20])) == [b"g" * 20]
+
+
+def test_a_model_that_is_not_finite_is_not_saved_over_a_good_one(trained, tmp_path):
+    import copy
+
+    from headstart.training.heads import Head
+
+    classifier, _ = trained
+    model = tmp_path / "model"
+    classifier.save(model)
+    before = (model / "headstart.json").read_text()
+    broken = {k: np.full_like(v, np.nan) for k, v in classifier.head.parameters.items()}
+    nan_head = copy.copy(classifier)
+    nan_head.head = Head(classifier.head_config, broken)
+    with pytest.raises(HeadstartError, match="holds NaN or infinity"):
+        nan_head.save(model)
+    assert (model / "headstart.json").read_text() == before

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a problem with the input or environment (one line on st
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 from pathlib import Path
@@ -254,9 +255,24 @@ def train(
     if summary is None:  # a trained model always has one
         raise HeadstartError("training ended without a summary")
     if as_json:
-        print(json.dumps({"model": str(output), **summary.to_dict()}, indent=2))
+        print(_json({"model": str(output), **summary.to_dict()}, indent=2))
     elif not quiet:
         stdout.print(_summary_table(summary, output))
+
+
+def _json(value: Any, indent: int = 2) -> str:
+    """JSON for stdout: NaN and infinities (never valid JSON) as null."""
+    return json.dumps(_finite(value), indent=indent)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _summary_table(summary: Summary, output: Path | None) -> Table:
@@ -338,7 +354,7 @@ def evaluate(
     else:
         evaluation = classifier.evaluate(data, scope, tta=tta, keep_duplicates=keep_duplicates)
     if as_json:
-        print(json.dumps(evaluation.to_dict(), indent=2))
+        print(_json(evaluation.to_dict(), indent=2))
         return
     stderr.print(escape(evaluation.scope), highlight=False, soft_wrap=True)
     for path in evaluation.duplicates[:20]:
@@ -385,7 +401,7 @@ def doctor(
         ),
     )
     if as_json:
-        print(json.dumps(diagnosis.to_dict(), indent=1))
+        print(_json(diagnosis.to_dict(), indent=1))
         return
     if quiet:
         return
@@ -504,7 +520,7 @@ def predict(
         classifier = Classifier.load(model, context)
         predictions = classifier.predict_files(image_list(images), top_k, tta=tta, reject=reject)
     if as_json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        print(_json([p.to_dict() for p in predictions], indent=2))
     elif as_csv:
         _write_csv(predictions, min(top_k, max(len(p.labels) for p in predictions)))
     else:
@@ -584,7 +600,7 @@ def _quantize(classifier, source: Path, calibration: Path, as_json: bool) -> Non
     target, held_out, report = quantize_and_compare(classifier, source, calibration)
     stderr.print(f"wrote {escape(str(target))}")
     if as_json:
-        print(json.dumps({"split": held_out, **report}, indent=2))
+        print(_json({"split": held_out, **report}, indent=2))
         return
     table = Table(title=f"int8 against fp32 on the {held_out} split", show_header=False)
     for key, value in report.items():
@@ -656,7 +672,7 @@ def info(
     _, metadata = read_model_folder(model)
     record = ModelRecord.from_dict(metadata, model / METADATA_FILE)
     if as_json:
-        print(json.dumps(metadata, indent=2))
+        print(_json(metadata, indent=2))
         return
     backbone = record.backbone
     table = Table(title=escape(str(model)), show_header=False)

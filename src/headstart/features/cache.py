@@ -162,8 +162,11 @@ class FeatureCache:
                 [fingerprint, *chunk],
             )
             for digest, dim, vector in rows:
-                if len(vector) == dim * 2:  # a damaged row is a miss, never a wrong vector
-                    found[digest] = np.frombuffer(vector, dtype=np.float16)
+                if len(vector) != dim * 2:  # a damaged row is a miss, never a wrong vector
+                    continue
+                values = np.frombuffer(vector, dtype=np.float16)
+                if np.isfinite(values).all():  # NaN or inf: damaged too, computed again
+                    found[digest] = values
         return found
 
     def put_many(self, fingerprint: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:

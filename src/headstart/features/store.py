@@ -77,7 +77,8 @@ class ParquetFeatureStore:
             elif digest in index:
                 part, row = index[digest]
                 vectors = self._vectors(part)
-                if vectors is not None and row < len(vectors):
+                # a row past the part's end, or not finite, is damaged: a miss
+                if vectors is not None and row < len(vectors) and np.isfinite(vectors[row]).all():
                     found[digest] = vectors[row]
         return found
 

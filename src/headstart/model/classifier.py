@@ -136,6 +136,9 @@ class Classifier:
         tensors |= {f"digests.{split}": d for split, d in self.training_digests.items()}
         if self.unknown is not None:
             tensors["unknown.bank"] = self.unknown.bank.astype(np.float16)
+        broken = [name for name, t in tensors.items() if not np.isfinite(np.asarray(t)).all()]
+        if broken:  # checked before the commit: the model already there is kept
+            raise HeadstartError(f"{folder}: not saved, {broken[0]} holds NaN or infinity")
         write_model_folder(folder, tensors, self.record.to_dict())
         return folder
 
