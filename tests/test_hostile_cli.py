@@ -567,3 +567,18 @@ def test_names_that_open_like_formulas_are_quoted_in_every_csv(trained, tmp_path
     assert "'=evil" in (tmp_path / "evil.csv").read_text()
     write_report(evil, tmp_path / "data", tmp_path / "report", "val")
     assert "'=evil" in (tmp_path / "report" / "per_class.csv").read_text()
+
+
+def test_names_that_attack_the_terminal_are_shown_escaped(trained, tmp_path, capsys):
+    """Before: a file name holding ESC sequences (colours, OSC 8 links, a title change) or a
+    bidi override was printed raw, to be obeyed by the terminal."""
+    from headstart.console import shown
+
+    assert shown("a\x1b[31mred\u202eb\x07[bold]") == "a\\x1b[31mred\\u202eb\\x07\\[bold]"
+    _, folder = trained
+    photo = copy_photos(real_photos("daisy", 1, skip=20), tmp_path)[0]
+    named = photo.rename(tmp_path / "x\x1b]8;;https:evil.example\x07link\u202e.jpg")
+    result = usage_check("predict", str(folder), str(named), capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    # escaped before the table is cut to width, so no cut can leave half a sequence
+    assert not {"\x1b", "\x07", "\u202e"} & set(result.stdout)

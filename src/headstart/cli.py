@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from headstart.console import stderr, warn
+from headstart.console import shown, stderr, warn
 from headstart.context import RunContext
 from headstart.errors import HeadstartError, SettingError
 from headstart.settings import (
@@ -279,19 +278,19 @@ def _summary_table(summary: Summary, output: Path | None) -> Table:
     table = Table(title="Training summary", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("dataset", escape(f"{summary.dataset} ({summary.layout})"))
+    table.add_row("dataset", shown(f"{summary.dataset} ({summary.layout})"))
     table.add_row("classes", str(summary.classes))
-    table.add_row("strategy", escape(summary.strategy))
+    table.add_row("strategy", shown(summary.strategy))
     if summary.reason:
-        table.add_row("", f"chosen by auto: {escape(summary.reason)}")
+        table.add_row("", f"chosen by auto: {shown(summary.reason)}")
     for note in summary.notes:
-        table.add_row("note", f"[yellow]{escape(note)}[/]")
+        table.add_row("note", f"[yellow]{shown(note)}[/]")
     if summary.augmented_views:
         table.add_row("augmented views", f"{summary.augmented_views} per training image")
     table.add_row("images used", " / ".join(f"{k} {v}" for k, v in summary.used.items()))
     table.add_row("images skipped", str(len(summary.skipped)))
     for path, reason in summary.skipped[:20]:
-        table.add_row("", f"[yellow]{escape(path)}[/]: {escape(reason)}")
+        table.add_row("", f"[yellow]{shown(path)}[/]: {shown(reason)}")
     table.add_row("features computed", f"{summary.computed} (the rest from the cache)")
     if summary.val_accuracy is not None and summary.val_loss is not None:
         table.add_row("validation accuracy", f"{summary.val_accuracy:.2%}")
@@ -309,7 +308,7 @@ def _summary_table(summary: Summary, output: Path | None) -> Table:
         f"{seconds['total']:.1f} s (features {seconds['features']:.1f} s, "
         f"training {seconds['training']:.1f} s)",
     )
-    table.add_row("model", escape(str(output)))
+    table.add_row("model", shown(str(output)))
     return table
 
 
@@ -350,19 +349,19 @@ def evaluate(
         page, evaluation = report_and_evaluation(
             classifier, data, report_dir, scope, keep_duplicates, tta
         )
-        stderr.print(f"wrote {escape(str(page))}")
+        stderr.print(f"wrote {shown(str(page))}")
     else:
         evaluation = classifier.evaluate(data, scope, tta=tta, keep_duplicates=keep_duplicates)
     if as_json:
         print(_json(evaluation.to_dict(), indent=2))
         return
-    stderr.print(escape(evaluation.scope), highlight=False, soft_wrap=True)
+    stderr.print(shown(evaluation.scope), highlight=False, soft_wrap=True)
     for path in evaluation.duplicates[:20]:
-        stderr.print(f"  identical to a training image: {escape(path)}", highlight=False)
+        stderr.print(f"  identical to a training image: {shown(path)}", highlight=False)
     if not quiet:
         stdout.print(evaluation_tables(evaluation))
     for path, reason in evaluation.skipped:
-        stderr.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(reason)}")
+        stderr.print(f"[yellow]skipped[/] {shown(str(path))}: {shown(reason)}")
 
 
 @app.command()
@@ -405,7 +404,7 @@ def doctor(
         return
     if quiet:
         return
-    table = Table(title=f"{diagnosis.images:,} images in {escape(diagnosis.dataset)}")
+    table = Table(title=f"{diagnosis.images:,} images in {shown(diagnosis.dataset)}")
     for column in ("issue", "meaning", "images"):
         table.add_column(column, justify="right" if column == "images" else "left")
     for issue, count in diagnosis.counts().items():
@@ -414,7 +413,7 @@ def doctor(
         table.add_row("none", "no issues found", "0")
     stdout.print(table)
     stdout.print(
-        f"Written: {escape(str(output / 'doctor.html'))} and {escape(str(output / 'issues.csv'))}",
+        f"Written: {shown(str(output / 'doctor.html'))} and {shown(str(output / 'issues.csv'))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -449,7 +448,7 @@ def report(
         keep_duplicates=keep_duplicates,
         tta=tta,
     )
-    stderr.print(f"wrote {escape(str(page))}")
+    stderr.print(f"wrote {shown(str(page))}")
 
 
 @app.command()
@@ -499,7 +498,7 @@ def predict(
         classifier = Classifier.load(model, context)
         done = predict_to_file(classifier, images, output, top_k, reject=reject)
         stderr.print(
-            f"wrote {done.images} predictions to {escape(str(output))} ({done.unreadable} "
+            f"wrote {done.images} predictions to {shown(str(output))} ({done.unreadable} "
             f"unreadable; {done.parts_reused} of {done.parts} parts from an earlier run)",
             highlight=False,
         )
@@ -531,8 +530,8 @@ def predict(
             )
             if p.unknown:
                 text = f"unknown (unlike every class: {p.unknown_score:.1f}); {text}"
-            text = escape(text)
-            table.add_row(escape(str(p.path)), f"[red]{text}[/]" if p.error else text)
+            text = shown(text)
+            table.add_row(shown(str(p.path)), f"[red]{text}[/]" if p.error else text)
         stdout.print(table)
     unreadable = sum(bool(p.error) for p in predictions)
     if unreadable == len(predictions):
@@ -589,7 +588,7 @@ def export(
         check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
         check_calibration_classes(classifier, calibration)
     export_classifier(classifier, target)
-    stderr.print(f"wrote {escape(str(target))} and {escape(str(labels_path(target)))}")
+    stderr.print(f"wrote {shown(str(target))} and {shown(str(labels_path(target)))}")
     if quantize and calibration is not None:
         _quantize(classifier, target, calibration, as_json)
 
@@ -598,7 +597,7 @@ def _quantize(classifier, source: Path, calibration: Path, as_json: bool) -> Non
     from headstart.export.quantize import quantize_and_compare
 
     target, held_out, report = quantize_and_compare(classifier, source, calibration)
-    stderr.print(f"wrote {escape(str(target))}")
+    stderr.print(f"wrote {shown(str(target))}")
     if as_json:
         print(_json({"split": held_out, **report}, indent=2))
         return
@@ -675,19 +674,19 @@ def info(
         print(_json(metadata, indent=2))
         return
     backbone = record.backbone
-    table = Table(title=escape(str(model)), show_header=False)
-    table.add_row("labels", escape(", ".join(record.labels)))
-    table.add_row("backbone", escape(f"{backbone.name} ({backbone.weights})"))
+    table = Table(title=shown(str(model)), show_header=False)
+    table.add_row("labels", shown(", ".join(record.labels)))
+    table.add_row("backbone", shown(f"{backbone.name} ({backbone.weights})"))
     if backbone.tuned_weights:
         tuned = ", ".join(p.rstrip(".") for p in record.finetune.tuned) if record.finetune else ""
-        table.add_row("fine-tuned", escape(f"{tuned} ({backbone.tuned_weights})"))
-    table.add_row("head", escape(json.dumps(record.head.to_dict())))
-    table.add_row("preprocessing", escape(json.dumps(record.preprocessing.to_dict())))
-    table.add_row("strategy", escape(record.training.strategy if record.training else "linear"))
+        table.add_row("fine-tuned", shown(f"{tuned} ({backbone.tuned_weights})"))
+    table.add_row("head", shown(json.dumps(record.head.to_dict())))
+    table.add_row("preprocessing", shown(json.dumps(record.preprocessing.to_dict())))
+    table.add_row("strategy", shown(record.training.strategy if record.training else "linear"))
     if record.summary is not None and record.summary.val_accuracy is not None:
         table.add_row("validation accuracy", f"{record.summary.val_accuracy:.2%}")
-    table.add_row("format version", escape(str(metadata.get("format_version"))))
-    table.add_row("versions", escape(json.dumps(record.versions)))
+    table.add_row("format version", shown(str(metadata.get("format_version"))))
+    table.add_row("versions", shown(json.dumps(record.versions)))
     stdout.print(table)
 
 
@@ -722,7 +721,7 @@ def _copy_features(cache_dir: Path | None, store: str, to_store: bool) -> None:
     where = f"{store}" if to_store else str(cache.directory)
     stderr.print(
         f"copied {sum(copied.values()):,} features of {len(copied)} backbone(s) into "
-        f"{escape(where)}",
+        f"{shown(where)}",
         highlight=False,
     )
 
@@ -756,7 +755,7 @@ def sample(
     if name != "digits":
         raise HeadstartError(f"unknown sample {name!r}: the one available is digits")
     count = write_digits(folder)
-    stderr.print(f"wrote {count} images of handwritten digits to {escape(str(folder))}")
+    stderr.print(f"wrote {count} images of handwritten digits to {shown(str(folder))}")
 
 
 def main() -> None:
@@ -797,7 +796,7 @@ def _interrupted() -> None:
 
 
 def _error_line(message: str) -> None:
-    stderr.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    stderr.print(f"[red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

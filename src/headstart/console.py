@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -10,11 +11,26 @@ from rich.console import Console
 from rich.markup import escape
 
 stderr = Console(stderr=True)
+# Bidi embeddings, overrides and isolates: they reorder what follows them on the screen.
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
+def shown(text: str) -> str:
+    """Text for the terminal: control characters and bidi overrides as visible escapes (a
+    name holding ESC sequences cannot recolour, hide, relink or retitle anything), and rich
+    markup escaped."""
+    visible = "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if c in _BIDI or unicodedata.category(c) == "Cc"
+        else c
+        for c in str(text)
+    )
+    return escape(visible)
 
 
 def warn(message: str) -> None:
     """One line on stderr for something the user should know that does not stop the run."""
-    stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    stderr.print(f"[yellow]warning:[/] {shown(message)}", highlight=False, soft_wrap=True)
 
 
 def _ignore(advance: int = 1) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 
+from headstart.console import shown
 from headstart.evaluation.metrics import Evaluation
 
 _MAX_CONFUSION_CLASSES = 20  # wider matrices do not fit a terminal; the JSON has them all
@@ -32,7 +32,7 @@ def _per_class(evaluation: Evaluation) -> Table:
         table.add_column(column, justify="left" if column == "class" else "right")
     for row in evaluation.per_class:
         table.add_row(
-            escape(row["label"]),
+            shown(row["label"]),
             *(_number(row[key]) for key in ("precision", "recall", "f1")),
             str(row["support"]),
         )
@@ -43,13 +43,13 @@ def _confusion(evaluation: Evaluation) -> Table:
     table = Table(title="Confusion matrix (rows: true, columns: predicted)")
     table.add_column("true \\ predicted")
     for label in evaluation.labels:
-        table.add_column(escape(label), justify="right")
+        table.add_column(shown(label), justify="right")
     for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
         cells = [
             f"[bold]{n}[/]" if i == evaluation.labels.index(label) else str(n)
             for i, n in enumerate(row)
         ]
-        table.add_row(escape(label), *cells)
+        table.add_row(shown(label), *cells)
     return table
 
 
