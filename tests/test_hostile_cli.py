@@ -582,3 +582,42 @@ def test_names_that_attack_the_terminal_are_shown_escaped(trained, tmp_path, cap
     assert result.returncode == 0, result.stderr
     # escaped before the table is cut to width, so no cut can leave half a sequence
     assert not {"\x1b", "\x07", "\u202e"} & set(result.stdout)
+
+
+def test_two_saves_into_one_model_folder_take_turns(trained, tmp_path, monkeypatch):
+    """Before: two `train -o` into one folder both exited 0 and left a record naming weights
+    the other had deleted. Now the second waits for the first, and the folder holds one
+    whole model: the last one saved."""
+    import copy
+    import threading
+    from dataclasses import replace
+
+    import headstart.model.folder as folder_module
+
+    classifier, _ = trained
+    other = copy.copy(classifier)
+    other.record = replace(classifier.record, labels=("sunflower", "daisy"))
+    folder = tmp_path / "model"
+    real_write = folder_module.atomic_write_text
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_first(path, text):
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(30)
+        real_write(path, text)
+
+    monkeypatch.setattr(folder_module, "atomic_write_text", slow_first)
+    first = threading.Thread(target=classifier.save, args=(folder,), name="first")
+    first.start()
+    assert inside.wait(30)  # the first has written its weights, not yet its record
+    second = threading.Thread(target=other.save, args=(folder,), name="second")
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()  # waiting for the first writer
+    release.set()
+    first.join(30)
+    second.join(30)
+    loaded = Classifier.load(folder)
+    assert loaded.labels == ["sunflower", "daisy"]
+    assert len(list(folder.glob("model-*.safetensors"))) == 1

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,27 @@ def write_model_folder(
 ) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):  # a second writer (another `train -o` here) waits its turn
+        _write(folder, tensors, metadata)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the folder itself (flock on its descriptor: no lock file)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def _write(folder: Path, tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
     # asarray, not ascontiguousarray: that one turns 0-d tensors (BatchNorm counters) into 1-d
     contiguous = {name: np.asarray(tensor, order="C") for name, tensor in tensors.items()}
     data = save(contiguous)
