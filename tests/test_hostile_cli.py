@@ -621,3 +621,28 @@ def test_two_saves_into_one_model_folder_take_turns(trained, tmp_path, monkeypat
     loaded = Classifier.load(folder)
     assert loaded.labels == ["sunflower", "daisy"]
     assert len(list(folder.glob("model-*.safetensors"))) == 1
+
+
+def test_outputs_go_neither_among_other_files_nor_inside_the_dataset(
+    presplit, trained, tmp_path, cache_dir, capsys
+):
+    """Before: report -o and doctor -o wrote into folders of other files, a class folder of
+    the dataset included (the next train learnt the report's figures as photos), and so did
+    train -o inside a dataset."""
+    _, folder = trained
+    data = tmp_path / "data"
+    shutil.copytree(presplit, data)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    inside = str(data / "train" / "daisy" / "out")
+    cache = ["--cache-dir", str(cache_dir)]
+    for command, message in [
+        (["report", str(folder), str(data), "-o", inside], "inside the dataset"),
+        (["report", str(folder), str(data), "-o", str(tmp_path / "notes")], "not a report"),
+        (["doctor", str(data), "-o", inside], "inside the dataset"),
+        (["doctor", str(data), "-o", str(tmp_path / "notes")], "not a doctor output"),
+        (["train", str(data), "-o", inside], "inside the dataset"),
+    ]:
+        one_line_error(usage_check(*command, *cache, capsys=capsys), 1, message)
+    assert not (data / "train" / "daisy" / "out").exists()
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]

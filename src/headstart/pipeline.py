@@ -83,7 +83,7 @@ def train(
     check_input_size(input_size)
     backbone, input_size = preset_backbone(preset, backbone, input_size)
     if output is not None:
-        check_model_output(Path(output))
+        check_model_output(Path(output), None if isinstance(data, Dataset) else data)
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else load_dataset(data, val_percent, test_percent)
     unusable = class_names(dataset.classes)

@@ -64,6 +64,33 @@ def check_writable_file(path: Path, what: str = "output") -> None:
     check_writable_folder(path.parent, what)
 
 
+def check_output_folder(
+    folder: Path, what: str, own: Iterable[str], data: str | Path | None = None
+) -> None:
+    """Fail before any work when `folder` cannot hold this output: a file; not writable; a
+    folder of other things (none of the `own` files of an earlier output: its files would sit
+    beside, or be taken for, the output's); or inside the folder dataset `data`, whose next
+    read would take the output's pictures for photos."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise HeadstartError(f"{folder}: is a file; give a folder for the {what} (-o)")
+    check_writable_folder(folder, what)
+    if folder.is_dir():
+        names = {p.name for p in folder.iterdir()}
+        if names and not names & set(own):
+            raise HeadstartError(
+                f"{folder}: holds other files and is not a {what} folder; give a new or empty "
+                "folder (-o)"
+            )
+    if data is not None and Path(data).is_dir():
+        inside = folder.resolve().is_relative_to(Path(data).resolve())
+        if inside:
+            raise HeadstartError(
+                f"{folder}: inside the dataset {data}, whose next read would take the {what}'s "
+                "files for photos; give a folder outside it (-o)"
+            )
+
+
 def check_writable_folder(folder: Path, what: str = "output") -> None:
     """Fail before any work when files cannot be created in `folder` (made if missing)."""
     folder = Path(folder)

@@ -13,7 +13,9 @@ from headstart.doctor.findings import write_issues_csv
 from headstart.doctor.page import doctor_page
 from headstart.features.extract import FeatureExtractor
 from headstart.features.store import open_feature_cache
-from headstart.storage import atomic_write_text, check_writable_folder
+from headstart.storage import atomic_write_text, check_output_folder
+
+DOCTOR_FILES = ("issues.csv", "doctor.html", "doctor.json")  # what an earlier run left
 
 
 def diagnose(
@@ -34,7 +36,7 @@ def diagnose(
     """
     context = context or RunContext()
     if output is not None:
-        check_writable_folder(Path(output), "doctor output")
+        check_output_folder(Path(output), "doctor output", DOCTOR_FILES, data)
     dataset = load_dataset(data, val_percent, test_percent)
     cache = open_feature_cache(context)
     extractor = FeatureExtractor(
@@ -48,7 +50,8 @@ def diagnose(
     if output is not None:
         folder = Path(output)
         folder.mkdir(parents=True, exist_ok=True)
-        write_issues_csv(folder / "issues.csv", diagnosis.findings)
-        atomic_write_text(folder / "doctor.html", doctor_page(diagnosis))
-        atomic_write_text(folder / "doctor.json", json.dumps(diagnosis.to_dict(), indent=1))
+        issues, page, record = (folder / name for name in DOCTOR_FILES)
+        write_issues_csv(issues, diagnosis.findings)
+        atomic_write_text(page, doctor_page(diagnosis))
+        atomic_write_text(record, json.dumps(diagnosis.to_dict(), indent=1))
     return diagnosis

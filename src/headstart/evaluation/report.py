@@ -16,11 +16,17 @@ from headstart.evaluation import figures
 from headstart.evaluation.calibration import expected_calibration_error, reliability_bins, softmax
 from headstart.evaluation.html import report_page
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
-from headstart.storage import SafeCsvWriter, atomic_write_bytes, atomic_write_text
+from headstart.storage import (
+    SafeCsvWriter,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_folder,
+)
 
 GALLERY_SIZE = 24  # per gallery: keeps a 10,000-image report to a few MB
 THUMBNAIL = 128
 TOP_K = 5
+REPORT_FILES = ("report.html", "metrics.json")  # what an earlier report left
 
 
 def write_report(
@@ -48,6 +54,7 @@ def report_and_evaluation(
 ) -> tuple[Path, Evaluation]:
     """`write_report`, also handing back the evaluation it scored (so it is scored once)."""
     folder = Path(folder)
+    check_output_folder(folder, "report", REPORT_FILES, None if isinstance(data, Dataset) else data)
     folder.mkdir(parents=True, exist_ok=True)
     scored = classifier.evaluation_set(data, split, keep_duplicates=keep_duplicates)
     dataset, labelled = scored.dataset, scored.labelled

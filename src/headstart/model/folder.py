@@ -27,7 +27,7 @@ from headstart.storage import (
     CHECKPOINT_FILE,
     atomic_write_bytes,
     atomic_write_text,
-    check_writable_folder,
+    check_output_folder,
 )
 
 FORMAT = "headstart-model"
@@ -79,20 +79,10 @@ def _write(folder: Path, tensors: dict[str, np.ndarray], metadata: dict[str, Any
                 stale.unlink(missing_ok=True)
 
 
-def check_model_output(folder: Path) -> None:
-    """Fail before training when `folder` cannot become a model folder: a file, not writable, or
-    a folder of other things (its files would sit beside, or be taken for, the model's)."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise HeadstartError(f"{folder}: is a file; give a folder for the model (-o)")
-    check_writable_folder(folder, "model")
-    if folder.is_dir():
-        names = {p.name for p in folder.iterdir()}
-        if names and not names & {METADATA_FILE, CHECKPOINT_FILE}:
-            raise HeadstartError(
-                f"{folder}: holds other files and is not a model folder; give a new or empty "
-                "folder (-o)"
-            )
+def check_model_output(folder: Path, data: str | Path | None = None) -> None:
+    """Fail before training when `folder` cannot become a model folder (see
+    storage.check_output_folder)."""
+    check_output_folder(folder, "model", {METADATA_FILE, CHECKPOINT_FILE}, data)
 
 
 def read_model_folder(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
