@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import copy_photos, headstart, real_photos, usage_check
 
@@ -461,8 +462,10 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         (lambda m: m.update(labels="ab"), "labels: must be a list"),
         (lambda m: m.update(labels=["daisy", "daisy"]), "labels must be unique"),
         (lambda m: m.update(labels=["daisy", "sun\x1b[8m"]), "holds control characters"),
-        (lambda m: m["calibration"].update(temperature=0), "temperature: must be a finite"),
-        (lambda m: m["calibration"].update(temperature=-1), "temperature: must be a finite"),
+        (lambda m: m["calibration"].update(temperature=1e-300), "must be in [0.05, 20.0]"),
+        (lambda m: m["preprocessing"].update(input_size=[288]), "input_size must be [height"),
+        (lambda m: m["calibration"].update(temperature=0), "temperature: must be in [0.05, 20.0]"),
+        (lambda m: m["calibration"].update(temperature=-1), "temperature: must be in [0.05, 20.0]"),
         (lambda m: m["head"].update(dropout=5), "head.dropout: must be in [0.0, 0.95], not 5"),
         (
             lambda m: m["backbone"].update(pooled_stages=5),
@@ -477,6 +480,8 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         "labels-string",
         "labels-twice",
         "labels-escape",
+        "temperature-tiny",
+        "input-size-one",
         "temperature-0",
         "temperature-minus",
         "dropout",
@@ -646,3 +651,41 @@ def test_outputs_go_neither_among_other_files_nor_inside_the_dataset(
         one_line_error(usage_check(*command, *cache, capsys=capsys), 1, message)
     assert not (data / "train" / "daisy" / "out").exists()
     assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+
+
+def test_weights_and_records_that_would_hang_or_mislead_are_one_line(trained, tmp_path, capsys):
+    """Before: weights named through a link to /dev/zero were read without end, a FIFO hung
+    `info`, NaN weights predicted NaN with exit 0, and a deeply nested record was a
+    RecursionError traceback."""
+    from safetensors.numpy import load_file, save_file
+
+    _, folder = trained
+
+    def tampered(name: str) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(folder, copy)
+        return copy
+
+    for name, message in [("zero", "not a regular file"), ("fifo", "not a regular file")]:
+        copy = tampered(name)
+        weights = next(copy.glob("model-*.safetensors"))
+        weights.unlink()
+        if name == "zero":
+            weights.symlink_to("/dev/zero")
+        else:
+            os.mkfifo(weights)
+        one_line_error(usage_check("info", str(copy), capsys=capsys), 1, message)
+    copy = tampered("nan")
+    weights = next(copy.glob("model-*.safetensors"))
+    tensors = load_file(weights)
+    tensors["head.1.bias"] = np.full_like(tensors["head.1.bias"], np.nan)
+    save_file(tensors, weights)
+    record = json.loads((copy / "headstart.json").read_text())
+    record["weights"].pop("sha256")  # a hand-made folder: no checksum to catch it
+    (copy / "headstart.json").write_text(json.dumps(record))
+    with pytest.raises(HeadstartError, match=r"head\.1\.bias holds NaN or infinity"):
+        Classifier.load(copy)
+    copy = tampered("nested")
+    text = (copy / "headstart.json").read_text().rstrip().removesuffix("}")
+    (copy / "headstart.json").write_text(text + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    one_line_error(usage_check("info", str(copy), capsys=capsys), 1, "not readable JSON")

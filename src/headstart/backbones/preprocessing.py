@@ -75,6 +75,16 @@ class Preprocessing:
     def check(self) -> None:
         from headstart.errors import HeadstartError
 
+        size = self.input_size
+        if not (
+            isinstance(size, tuple)
+            and len(size) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and 8 <= n <= 4096 for n in size)
+        ):
+            raise HeadstartError(f"input_size must be [height, width] in pixels, not {size!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise HeadstartError("mean and std must be three numbers each, std above 0")
+
         if self.interpolation not in _FILTERS:
             raise HeadstartError(f"unsupported interpolation {self.interpolation!r}")
         if not 0 < self.crop_pct <= 1:

@@ -108,7 +108,7 @@ def _claim(parts_dir: Path, run: dict[str, Any]) -> None:
     if record.exists():
         try:
             earlier = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # not ours, or nested too deep
             earlier = None
         if earlier != run:
             raise HeadstartError(
@@ -131,7 +131,7 @@ def _records(part: Path) -> list[dict[str, Any]]:
             isinstance(r, dict) and set(r) == _RECORD_KEYS for r in records
         ):
             raise ValueError("not a list of predictions")
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise HeadstartError(
             f"{part}: not a predictions part ({error}); delete it to predict its images again"
         ) from error

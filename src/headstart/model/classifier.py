@@ -147,6 +147,9 @@ class Classifier:
         """Read a model folder, checking every field of its record; no pickle is involved."""
         tensors, metadata = read_model_folder(Path(folder))
         record = ModelRecord.from_dict(metadata, Path(folder) / METADATA_FILE)
+        broken = next((n for n, t in tensors.items() if not np.isfinite(t).all()), None)
+        if broken is not None:  # NaN weights would predict NaN, with exit code 0
+            raise HeadstartError(f"{folder}: the tensor {broken} holds NaN or infinity")
         try:
             head = Head(record.head, tensor_group(tensors, "head."))
             return cls(
@@ -355,6 +358,6 @@ def _unknown_detector(
     if bank is None or record.unknown is None:
         return None
     width = record.head.in_features
-    if bank.ndim != 2 or not 0 < bank.shape[1] <= width:
+    if bank.ndim != 2 or not len(bank) or not 0 < bank.shape[1] <= width:
         raise ValueError(f"unknown.bank of shape {bank.shape} for {width} features")
     return UnknownDetector(bank.astype(np.float32), record.unknown)

@@ -107,7 +107,7 @@ def read_metadata(folder: Path) -> dict[str, Any]:
         raise HeadstartError(f"{folder}: not a headstart model folder (no {METADATA_FILE})")
     try:
         metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, RecursionError) as error:  # RecursionError: nested too deep
         raise HeadstartError(f"{metadata_file}: not readable JSON ({error})") from error
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise HeadstartError(f"{metadata_file}: not a headstart model file")
@@ -147,8 +147,15 @@ def weights_path(folder: Path, metadata: dict[str, Any]) -> Path:
     return Path(folder) / name
 
 
+MAX_WEIGHTS_BYTES = 8 << 30  # far above any backbone headstart fine-tunes
+
+
 def _read_weights(folder: Path, metadata: dict[str, Any]) -> dict[str, np.ndarray]:
     path = weights_path(folder, metadata)
+    if path.exists() and not path.is_file():  # a FIFO would hang the read, /dev/zero never end
+        raise HeadstartError(f"{path}: the weights are not a regular file")
+    if path.exists() and path.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise HeadstartError(f"{path}: over {MAX_WEIGHTS_BYTES >> 30} GiB; not headstart weights")
     data = path.read_bytes()
     expected = metadata.get("weights", {}).get("sha256") if metadata["format_version"] > 1 else None
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import HeadstartError, SettingError
-from headstart.settings import Check, first_problem, setting
+from headstart.settings import Check, first_problem, number, setting
 from headstart.training.heads import HeadConfig
 
 Part = TypeVar("Part", bound="RecordPart")
@@ -148,7 +148,8 @@ class UnknownStats(RecordPart):
 class Calibration(RecordPart):
     """Temperature scaling fitted on validation, with its effect on NLL and ECE there."""
 
-    temperature: float = setting(1.0, positive)
+    # The range training fits it in: a temperature of 1e-300 would turn every logit into inf.
+    temperature: float = setting(1.0, number(0.05, 20.0, kind=float))
     val_nll_before: float | None = setting(None, optional(finite))
     val_nll_after: float | None = setting(None, optional(finite))
     val_ece_before: float | None = setting(None, optional(finite))
