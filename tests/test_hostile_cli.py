@@ -359,6 +359,34 @@ def test_serving_a_read_only_model_folder_exports_into_the_cache(trained, own_ca
     assert not (folder / "model.onnx").exists()
 
 
+def test_the_served_export_is_the_model_s_own(trained, own_cache, tmp_path, monkeypatch):
+    """Before: a read-only folder's export was found by the weights' hash alone (same weights,
+    other labels: the old labels served), and a newer foreign MODEL/model.onnx was served."""
+    from headstart.export.onnx import exported_for_serving
+    from headstart.export.runtime import OnnxClassifier
+
+    _, folder = trained
+    context = RunContext(cache_dir=own_cache)
+    model = tmp_path / "model"
+    shutil.copytree(folder, model)
+    first = exported_for_serving(model, context)
+    assert exported_for_serving(model, context) == first  # the same model: the same file
+    foreign = first.read_bytes()
+    record = json.loads((model / "headstart.json").read_text())
+    record["labels"] = ["sunflower", "daisy"]  # same weights, labels swapped by hand
+    (model / "headstart.json").write_text(json.dumps(record))
+    assert OnnxClassifier(exported_for_serving(model, context)).labels == ["sunflower", "daisy"]
+    (model / "model.onnx").write_bytes(foreign)  # another model's export, newer than the record
+    assert OnnxClassifier(exported_for_serving(model, context)).labels == ["sunflower", "daisy"]
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == model else real_access(p, mode)
+    )
+    served = exported_for_serving(model, context)  # read-only: an export in the cache
+    assert served.parent == own_cache / "served"
+    assert OnnxClassifier(served).labels == ["sunflower", "daisy"]
+
+
 # -- encodings -------------------------------------------------------------------------------
 
 

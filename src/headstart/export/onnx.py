@@ -17,7 +17,10 @@ from headstart.storage import atomic_write_bytes, check_writable_file
 EXPORT_NAME = "model.onnx"  # the export's name in a model folder, its only file of that kind
 
 
-def export_classifier(classifier, path: Path) -> Path:
+MODEL_KEY = "headstart.model_key"  # in an export made for serving: the folder's model_key
+
+
+def export_classifier(classifier, path: Path, model_key: str | None = None) -> Path:
     """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out.
 
     Normalisation, backbone, head and softmax are all inside the graph; labels, backbone and
@@ -42,6 +45,8 @@ def export_classifier(classifier, path: Path) -> Path:
     model = onnx.load(str(path))
     for key, value in onnx_metadata(classifier).items():
         model.metadata_props.add(key=key, value=value)
+    if model_key is not None:
+        model.metadata_props.add(key=MODEL_KEY, value=model_key)
     atomic_write_bytes(path, model.SerializeToString())
     atomic_write_bytes(labels_path(path), ("\n".join(classifier.labels) + "\n").encode())
     return path
@@ -123,14 +128,28 @@ def onnx_metadata(classifier) -> dict[str, str]:
 
 
 def exported_for_serving(model: Path, context: RunContext) -> Path:
-    """MODEL/model.onnx, exported again whenever the model is newer than it; in the cache
-    folder instead when the model folder is read-only."""
-    committed = model / METADATA_FILE
+    """MODEL/model.onnx, exported again unless it was exported from this very model (its
+    record's key is in the file); in the cache folder instead when the model folder is
+    read-only."""
+    key = model_key(model)
     onnx_file = model / EXPORT_NAME
     if not os.access(model, os.W_OK):
-        onnx_file = cache_folder(context.cache_dir) / "served" / f"{model_key(model)}.onnx"
-    if not onnx_file.exists() or onnx_file.stat().st_mtime < committed.stat().st_mtime:
+        onnx_file = cache_folder(context.cache_dir) / "served" / f"{key}.onnx"
+    if _exported_key(onnx_file) != key:
         from headstart.model.classifier import Classifier  # torch, only to export
 
-        export_classifier(Classifier.load(model, context), onnx_file)
+        export_classifier(Classifier.load(model, context), onnx_file, key)
     return onnx_file
+
+
+def _exported_key(onnx_file: Path) -> str | None:
+    """The model key an export carries; None for a file that is missing or not ours."""
+    if not onnx_file.is_file():
+        return None
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_file), load_external_data=False)
+    except Exception:  # a damaged or foreign file: exported again
+        return None
+    return next((p.value for p in model.metadata_props if p.key == MODEL_KEY), None)

@@ -123,14 +123,10 @@ def read_metadata(folder: Path) -> dict[str, Any]:
 
 
 def model_key(folder: Path) -> str:
-    """16 hex digits that change whenever the model does: its weights' hash (or, in a format
-    1 folder, the time its record was written)."""
-    metadata = read_metadata(folder)
-    weights = metadata.get("weights")
-    digest = weights.get("sha256") if isinstance(weights, dict) else None
-    if isinstance(digest, str) and digest:
-        return digest[:16]
-    return str((Path(folder) / METADATA_FILE).stat().st_mtime_ns)[:16]
+    """16 hex digits that change whenever the model does: a hash of its record, which names
+    its weights by their own hash (labels, calibration and weights alike)."""
+    read_metadata(folder)  # a model folder, or one line saying why not
+    return hashlib.sha256((Path(folder) / METADATA_FILE).read_bytes()).hexdigest()[:16]
 
 
 def weights_path(folder: Path, metadata: dict[str, Any]) -> Path:
