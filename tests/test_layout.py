@@ -83,7 +83,7 @@ def test_stages_never_reach_what_they_must_not():
 
 def test_the_server_loads_a_handful_of_modules():
     """Importing the server loads the decoding, the ONNX runtime and itself, not the cache,
-    the store or the training code."""
+    the store or the training code: 17 headstart modules, 28 before (8 are packages)."""
     script = (
         "import json, sys, headstart.serving.app\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('headstart'))))"
@@ -91,7 +91,7 @@ def test_the_server_loads_a_handful_of_modules():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     loaded = json.loads(done.stdout)
     assert not [m for m in loaded if m.startswith(("headstart.features", "headstart.training"))]
-    assert "headstart.backbones.preprocessing" in loaded and len(loaded) <= 16, loaded
+    assert "headstart.backbones.preprocessing" in loaded and len(loaded) <= 17, loaded
 
 
 def test_the_floor_imports_no_stage():
