@@ -53,6 +53,7 @@ def finetuned(train_only, cache_dir, tmp_path_factory):
     return finetune_run(train_only, folder, cache_dir), folder
 
 
+@pytest.mark.slow  # a fine-tuning run (the module's fixture)
 def test_only_the_unfrozen_units_change(finetuned, cache_dir):
     classifier, _ = finetuned
     pretrained = resolve_backbone("efficientnet_lite0", cache_dir).head_only().build_module()
@@ -71,6 +72,7 @@ def test_only_the_unfrozen_units_change(finetuned, cache_dir):
     assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
 
 
+@pytest.mark.slow  # a fine-tuning run (the module's fixture)
 def test_a_fine_tuned_model_scores_unknown_images_on_its_own_features(finetuned, train_only):
     """The unknown-image score keeps the tuned backbone's features of the training photos: each
     training photo, seen through the saved model, is its own nearest neighbour."""
@@ -115,6 +117,7 @@ def test_pytorch_trunk_matches_onnx_and_fine_tunes(presplit, train_only, cache_d
     assert classifier.fine_tuned and classifier.info["summary"]["epochs_run"] == 1
 
 
+@pytest.mark.slow  # a fine-tuning run (the module's fixture)
 def test_history_checkpoint_and_summary(finetuned):
     classifier, folder = finetuned
     history = classifier.info["history"]
@@ -160,6 +163,7 @@ def test_finetuned_model_reloads_predicts_and_exports_identically(
         assert ours.unknown_score == pytest.approx(theirs.unknown_score, abs=1e-2)
 
 
+@pytest.mark.slow  # a fine-tuning run (the module's fixture)
 def test_tampered_tuned_weights_are_refused(finetuned, cache_dir, tmp_path):
     from safetensors.torch import save_file
 

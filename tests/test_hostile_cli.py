@@ -359,6 +359,7 @@ def test_serving_a_read_only_model_folder_exports_into_the_cache(trained, own_ca
     assert not (folder / "model.onnx").exists()
 
 
+@pytest.mark.slow  # three ONNX exports
 def test_the_served_export_is_the_model_s_own(trained, own_cache, tmp_path, monkeypatch):
     """Before: a read-only folder's export was found by the weights' hash alone (same weights,
     other labels: the old labels served), and a newer foreign MODEL/model.onnx was served."""
@@ -566,6 +567,7 @@ def test_export_never_replaces_a_device_a_fifo_or_the_model_itself(trained, tmp_
     assert Classifier.load(model).labels == ["daisy", "sunflower"]  # the model is whole
 
 
+@pytest.mark.slow  # trains a model and writes a report
 def test_names_that_open_like_formulas_are_quoted_in_every_csv(trained, tmp_path, capsys):
     """Before: a class or file named `=HYPERLINK(...)` went raw into predict --csv, -o x.csv,
     issues.csv, per_class.csv and predictions.csv, which a spreadsheet runs. Quoted cells read

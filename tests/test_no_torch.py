@@ -25,9 +25,8 @@ BLOCKER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(
-    "command", ["train", "evaluate", "predict", pytest.param("report", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow  # a whole warm command each, in its own interpreter
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "report"])
 def test_warm_commands_never_import_torch(trained, presplit, cache_dir, tmp_path, command):
     _, model = trained  # trained on `presplit` with this cache: every feature is cached
     photo = str(next((presplit / "val" / "sunflower").iterdir()))

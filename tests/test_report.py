@@ -136,6 +136,7 @@ def test_report_command(trained, presplit, cache_dir, tmp_path):
     assert (tmp_path / "r" / "report.html").is_file()
 
 
+@pytest.mark.slow  # scores with four test-time views, twice
 def test_evaluate_with_a_report_scores_once_and_keeps_tta(trained, presplit, tmp_path, capsys):
     """Before: `evaluate --report` ran the report command, which scored again without --tta."""
     classifier, folder = trained
