@@ -33,7 +33,14 @@ from headstart.storage import CHECKPOINT_FILE
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray cluster for the module, two CPUs like the machines CI runs on."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+        # the object-store test names its endpoint in the URIs, as the user here allows
+        runtime_env={"env_vars": {"HEADSTART_URI_OPTIONS": "allow"}},
+    )
     yield
     ray.shutdown()
 
@@ -164,7 +171,7 @@ def test_batch_prediction_on_ray_equals_predict(cluster, trained, photos, cache_
 
 @pytest.mark.slow
 def test_ray_actors_read_images_from_an_object_store(
-    cluster, trained, object_store, cache_dir, tmp_path
+    cluster, trained, object_store, cache_dir, tmp_path, monkeypatch
 ):
     import pyarrow.parquet as pq
 
@@ -175,6 +182,7 @@ def test_ray_actors_read_images_from_an_object_store(
     files = sorted(object_store.folder.rglob("*.jpg"))[::3]
     keys = [f.relative_to(object_store.folder).as_posix() for f in files] + ["sunflower/gone.jpg"]
     manifest = tmp_path / "manifest.csv"  # the actors get the endpoint from the URI itself
+    monkeypatch.setenv("HEADSTART_URI_OPTIONS", "allow")
     uris = [object_store.uri(k, in_query=True) for k in keys]
     manifest.write_text("path\n" + "\n".join(uris) + "\n", encoding="utf-8")
     context = on_ray(context=RunContext(cache_dir=cache_dir, feature_store=str(tmp_path / "s")))

@@ -128,3 +128,54 @@ def test_a_store_error_of_many_lines_is_one_line_in_every_row(monkeypatch):
 
     monkeypatch.setattr("headstart.data.locations.read_image", failing)
     assert read_file("hdfs://namenode/photos/a.jpg") == "unreadable: HDFS connection failed"
+
+
+class Listener:
+    """A TCP port that records what is sent to it and answers each request 404."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.received: list[bytes] = []
+        threading.Thread(target=self._answer, daemon=True).start()
+
+    def _answer(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            with connection:
+                connection.settimeout(2)
+                try:
+                    self.received.append(connection.recv(65536))
+                    connection.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+
+def test_a_listing_cannot_send_the_credentials_to_a_host_it_names(
+    trained, cache_dir, tmp_path, monkeypatch
+):
+    """Before: `s3://b/k?endpoint_override=HOST&scheme=http` in a listing sent a signed request
+    with the environment's access key ID to HOST, over plain HTTP."""
+    listener = Listener()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMTHEENVIRONMENT")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("HEADSTART_URI_OPTIONS", raising=False)
+    steered = f"s3://lure/k.jpg?endpoint_override=127.0.0.1:{listener.port}&scheme=http"
+    listing = tmp_path / "listing.csv"
+    listing.write_text(f"path\n{steered}\n{steered.replace('k.jpg', 'j.jpg')}\n")
+    _, model = trained
+    result = headstart("predict", str(model), str(listing), "--json", cache_dir=cache_dir)
+    assert "refused" in result.stdout + result.stderr, result.stderr
+    assert read_file(steered).startswith("unreadable: options in an image's URI (?...) are refused")
+    assert listener.received == []
+    # The user's own environment still chooses the endpoint.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.port}")
+    assert read_file(ObjectURI("s3://chosen-by-the-user/k.jpg")).startswith("unreadable:")
+    assert listener.received and b"/chosen-by-the-user/k.jpg" in listener.received[0]

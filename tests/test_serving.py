@@ -228,3 +228,120 @@ def test_a_busy_port_or_an_unknown_host_is_one_line(exported, capsys):
     assert len(result.stderr.strip().splitlines()) == 1
     result = usage_check("serve", str(onnx_file), "--host", "no-such-host.invalid", capsys=capsys)
     assert result.returncode == 1 and "cannot be resolved" in result.stderr
+
+
+@pytest.fixture
+def live_server(model):
+    """A real server on a loopback port (slow clients need real sockets): its URL's host:port."""
+    import threading
+    import time
+
+    import uvicorn
+
+    limits = Limits(upload_seconds=3.0)
+    app = create_app(model, limits=limits)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield server.servers[0].sockets[0].getsockname()[:2]
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def trickle(address, seconds: float) -> socket.socket:
+    """A client that announces a 100 kB upload, then sends one byte every `seconds`."""
+    import threading
+
+    connection = socket.create_connection(address)
+    connection.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+
+    def drip() -> None:
+        try:
+            while True:
+                connection.sendall(b"x")
+                threading.Event().wait(seconds)
+        except OSError:  # the server closed it
+            pass
+
+    threading.Thread(target=drip, daemon=True).start()
+    return connection
+
+
+def test_slow_clients_never_hold_back_the_others(live_server, photos):
+    """Before: a client sending its body slowly held a decoding permit with no deadline, so
+    two of them (one per core) left every other request unanswered."""
+    import http.client
+    import time
+
+    slow = [trickle(live_server, 0.5) for _ in range(4)]
+    time.sleep(0.5)  # they are all inside the server, sending
+    _, data = photos[0]
+    started = time.monotonic()
+    client = http.client.HTTPConnection(*live_server, timeout=2.5)
+    client.request("POST", "/predict", data, {"Content-Type": "image/jpeg"})
+    answer = client.getresponse()
+    assert answer.status == 200 and time.monotonic() - started < 2.5
+    for connection in slow:  # each is cut off at the deadline with a 408
+        connection.settimeout(10)
+        reply = b""
+        while b"}" not in reply and (part := connection.recv(4096)):
+            reply += part
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert b"not received within 3 s" in reply
+        connection.close()
+
+
+def test_a_request_is_bounded_in_pixels_and_memory_failures_are_503(model, photos, monkeypatch):
+    """Before: allocation failures under a memory cap were 500s (and stayed so afterwards),
+    and 16 images of 40 MP each were decoded for one request."""
+    name, data = photos[0]
+    width, height = Image.open(io.BytesIO(data)).size
+    limits = Limits(max_request_pixels=2 * width * height)
+    client = TestClient(create_app(model, limits=limits))
+    two, three = [("f", (name, data, "image/jpeg"))] * 2, [("f", (name, data, "image/jpeg"))] * 3
+    assert client.post("/predict", files=two).status_code == 200
+    refused = client.post("/predict", files=three)
+    assert refused.status_code == 413 and "megapixels together" in refused.json()["detail"]
+
+    from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+    real = model.rank_pixels
+    failures = [RuntimeException("Failed to allocate memory for requested buffer"), MemoryError()]
+
+    def short_of_memory(*args, **kwargs):
+        if failures:
+            raise failures.pop(0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "rank_pixels", short_of_memory)
+    for _ in range(2):
+        answer = client.post("/predict", files=two)
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert "short of memory" in answer.json()["detail"]
+    assert client.post("/predict", files=two).status_code == 200  # and it recovers
+
+
+def test_too_many_uploads_at_once_are_503(model, photos):
+    import asyncio
+
+    from headstart.serving.app import _receive
+
+    limits = Limits(max_receiving=1)
+    receiving = asyncio.Semaphore(1)
+
+    async def while_one_is_receiving() -> int:
+        await receiving.acquire()
+        try:
+            await _receive(None, limits, receiving)
+        except Exception as error:
+            return error.status_code
+        return 200
+
+    assert asyncio.run(while_one_is_receiving()) == 503

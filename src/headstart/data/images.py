@@ -49,6 +49,24 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 Size = tuple[int, int]
 
 
+class DecodingMemoryError(ValueError):
+    """The image may be fine: this process lacked the memory to decode it (a server answers
+    503, not 415)."""
+
+
+def declared_pixels(data: bytes) -> int:
+    """The pixel count an image's header claims (nothing decoded); 0 when it has none that
+    Pillow reads, since decoding will then name the problem."""
+    try:
+        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as image:
+            width, height = image.size
+            return width * height
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # a crafted header can make Pillow raise anything
+        return 0
+
+
 def is_image_file(path: Path) -> bool:
     """True for a visible file whose suffix names a supported image format."""
     return (
@@ -111,7 +129,7 @@ def decode_rgb(
     except (KeyboardInterrupt, SystemExit):
         raise
     except MemoryError:
-        raise ValueError("too large to decode in the memory available") from None
+        raise DecodingMemoryError("too large to decode in the memory available") from None
     except BaseException as error:  # a crafted file can make Pillow raise anything
         raise ValueError(_reason(error)) from error
 

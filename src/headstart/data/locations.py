@@ -1,11 +1,13 @@
 """Where an image lives: a local file (a Path), or an object named by a URI (s3://, gs://,
 abfs://, hdfs://, file://) that pyarrow's filesystems read, on the driver and on every node
-alike. Credentials and endpoints come from the environment (AWS_*, GOOGLE_*), or from the
-URI's query (`s3://bucket/key?endpoint_override=host:9000&scheme=http`)."""
+alike. Credentials and endpoints come from the environment (AWS_*, GOOGLE_*). An image URI's
+query (`?endpoint_override=host:9000&scheme=http`) is refused unless the environment allows it
+(HEADSTART_URI_OPTIONS=allow): a listing must not choose where the credentials are sent."""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -19,6 +21,7 @@ from headstart.errors import HeadstartError
 URI_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # The most an image file may hold: bigger ones are named and skipped, never loaded.
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
+URI_OPTIONS_SWITCH = "HEADSTART_URI_OPTIONS"
 
 
 class ObjectURI:
@@ -143,6 +146,12 @@ def _object(uri: str) -> tuple[Any, str]:
     """(filesystem, path in it): one filesystem per store, made once (on S3, making one may
     ask the bucket for its region)."""
     parts = urlsplit(uri)
+    if parts.query and os.environ.get(URI_OPTIONS_SWITCH) != "allow":
+        raise OSError(
+            "options in an image's URI (?...) are refused: they could send the store's "
+            f"credentials elsewhere; set the endpoint in the environment, or {URI_OPTIONS_SWITCH}"
+            "=allow to trust the listing"
+        )
     filesystem, root = _filesystem(parts.scheme, parts.netloc, parts.query)
     return filesystem, root.rstrip("/") + unquote(parts.path)
 

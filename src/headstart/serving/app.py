@@ -10,18 +10,18 @@ import asyncio
 import hmac
 import ipaddress
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
-from headstart.backbones.preprocessing import pixels_or_reason
+from headstart.data.images import DecodingMemoryError, declared_pixels
 from headstart.errors import HeadstartError
 from headstart.export.runtime import OnnxClassifier
 from headstart.settings import check_settings, number, setting
@@ -38,7 +38,15 @@ class Limits:
     max_images: int = setting(16, number(1, 1000), "Most images per request")
     # Larger images are refused as possible decompression bombs.
     max_pixels: int = setting(40_000_000, number(1, 89_000_000), "Most pixels per image")
+    max_request_pixels: int = setting(
+        200_000_000, number(1, 10**10), "Most pixels decoded for one request (all its images)"
+    )
     max_top_k: int = setting(20, number(1, 1000), "Most labels per image")
+    # A client that sends slowly holds a connection, never a decoding slot, and only this long.
+    upload_seconds: float = setting(
+        30.0, number(0.1, 3600, kind=float), "Longest time a client may take to send a request"
+    )
+    max_receiving: int = setting(64, number(1, 10_000), "Most requests receiving bodies at once")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -123,7 +131,11 @@ def create_app(
         openapi_url=None,
     )
     authorised = Depends(_bearer_check(token))
-    busy = asyncio.Semaphore(cpu_threads())  # bounds the uploads held and decoded at once
+    receiving = asyncio.Semaphore(limits.max_receiving)  # bounds the bodies held in memory
+    # Decoding and inference run on this many threads, no more: each thread that decodes a
+    # large photo keeps its own malloc arena, and the server's address space with it.
+    workers = ThreadPoolExecutor(cpu_threads(), thread_name_prefix="headstart-predict")
+    busy = asyncio.Semaphore(cpu_threads())  # bounds the uploads decoded at once
 
     @app.middleware("http")
     async def same_origin_only(request: Request, call_next):
@@ -163,10 +175,25 @@ def create_app(
         request: Request, top_k: int = Query(5, ge=1, le=limits.max_top_k)
     ) -> Predictions:
         """Images as multipart files (any field name) or one image as the raw request body."""
+        uploads = await _receive(request, limits, receiving)
+        loop = asyncio.get_running_loop()
         async with busy:
-            uploads = await _read_uploads(request, limits)
-            decoded = await run_in_threadpool(_decode_all, model, uploads, limits.max_pixels)
-            ranked, scores = await run_in_threadpool(model.rank_pixels, decoded, top_k)
+            try:
+                decoded = await loop.run_in_executor(workers, _decode_all, model, uploads, limits)
+                ranked, scores = await loop.run_in_executor(
+                    workers, model.rank_pixels, decoded, top_k
+                )
+            except HTTPException:
+                raise
+            except Exception as error:
+                if not _is_allocation_failure(error):
+                    raise
+                raise HTTPException(
+                    503,
+                    "the server is short of memory for this request: retry later, or send "
+                    "fewer or smaller images",
+                    {"Retry-After": "5"},
+                ) from None
         numbers = [None] * len(ranked) if scores is None else [float(s) for s in scores]
         return Predictions(
             predictions=[
@@ -207,6 +234,31 @@ def _bearer_check(token: str | None):
     return check
 
 
+async def _receive(
+    request: Request, limits: Limits, receiving: asyncio.Semaphore
+) -> list[tuple[str, bytes]]:
+    """The request's uploads, read within limits.upload_seconds, or a 4xx/503 saying why."""
+    if receiving.locked():  # the event loop runs one coroutine at a time: no race here
+        raise HTTPException(503, "too many uploads in progress: retry later", {"Retry-After": "5"})
+    async with receiving:
+        try:
+            return await asyncio.wait_for(_read_uploads(request, limits), limits.upload_seconds)
+        except TimeoutError:
+            raise HTTPException(
+                408, f"the request was not received within {limits.upload_seconds:g} s"
+            ) from None
+
+
+def _is_allocation_failure(error: Exception) -> bool:
+    """A MemoryError, or ONNX Runtime's own exception types naming a failed allocation."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return type(error).__module__.startswith("onnxruntime") and (
+        "alloc" in text or "out of memory" in text
+    )
+
+
 async def _read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
     length = request.headers.get("content-length")
     if length is None:
@@ -236,13 +288,26 @@ async def _read_uploads(request: Request, limits: Limits) -> list[tuple[str, byt
     return uploads
 
 
-def _decode_all(model: OnnxClassifier, uploads: list[tuple[str, bytes]], max_pixels: int) -> list:
-    decoded = []
+def _decode_all(model: OnnxClassifier, uploads: list[tuple[str, bytes]], limits: Limits) -> list:
+    """Every upload's network input; a 4xx naming the first that has none, and a 413 before
+    any decoding when the images claim more pixels together than one request may decode."""
+    claimed = 0
     for name, data in uploads:
         if not data:
             raise HTTPException(400, f"{name}: empty file")
-        pixels, reason = pixels_or_reason(model.preprocessing, data, max_pixels)
-        if pixels is None:
-            raise HTTPException(415, f"{name}: {reason}")
-        decoded.append(pixels)
+        claimed += declared_pixels(data)
+    if claimed > limits.max_request_pixels:
+        raise HTTPException(
+            413,
+            f"the images hold {claimed / 1e6:.0f} megapixels together; one request may hold "
+            f"{limits.max_request_pixels / 1e6:.0f}: send fewer or smaller images",
+        )
+    decoded = []
+    for name, data in uploads:
+        try:
+            decoded.append(model.preprocessing.pixels(data, limits.max_pixels))
+        except DecodingMemoryError:
+            raise MemoryError from None
+        except ValueError as error:
+            raise HTTPException(415, f"{name}: not a readable image: {error}") from None
     return decoded
