@@ -178,3 +178,62 @@ def test_a_parts_folder_that_cannot_be_removed_is_named(trained, images, tmp_pat
     assert done.images == len(images) and (tmp_path / "p.csv").stat().st_size > 0
     assert warned == [f"{tmp_path / 'p.csv.parts'}: could not remove the parts folder "
                       "(Permission denied)"]  # fmt: skip
+
+
+def stopped_run(classifier, images, output, monkeypatch, part_size=5):
+    """A run stopped as its third part starts: two parts written."""
+    stop_on_part(3, classifier, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        predict_to_file(classifier, images, output, part_size=part_size)
+    monkeypatch.undo()
+    return output.with_name(output.name + ".parts")
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda part: {**part, "records": part["records"][:1]}, "one prediction for each of its 5"),
+        (lambda part: {**part, "records": part["records"][::-1]}, "for another image"),
+        (
+            lambda part: {**part, "records": [{**r, "labels": 7} for r in part["records"]]},
+            "wrong type",
+        ),
+        (
+            lambda part: {
+                **part,
+                "records": [{**r, "probabilities": [float("nan")]} for r in part["records"]],
+            },
+            "wrong type",
+        ),
+        (lambda part: part["records"], "written by another run"),
+    ],
+    ids=["cut-short", "reordered", "labels-retyped", "nan-probabilities", "no-run"],
+)
+def test_a_cut_or_retyped_part_is_named_before_any_work(
+    trained, images, tmp_path, monkeypatch, damage, named
+):
+    """Before: a part cut to 1 record gave 'wrote 39 predictions' and rc 0; wrong types gave
+    pyarrow tracebacks."""
+    import json
+
+    classifier, _ = trained
+    parts = stopped_run(classifier, images, tmp_path / "p.parquet", monkeypatch)
+    part = parts / "part-000001.json"
+    part.write_text(json.dumps(damage(json.loads(part.read_text()))))
+    predicted = []
+    monkeypatch.setattr(
+        classifier, "predict_files", lambda *a, **k: predicted.append(a) or [], raising=True
+    )
+    refusal = rf"part-000001\.json: not a predictions part.*{named}"
+    with pytest.raises(HeadstartError, match=refusal):
+        predict_to_file(classifier, images, tmp_path / "p.parquet", part_size=5)
+    assert predicted == [] and not (tmp_path / "p.parquet").exists()
+
+
+def test_parts_without_their_run_record_are_not_reused(trained, images, tmp_path, monkeypatch):
+    """Before: a parts folder without run.json had another run's parts reused as they were."""
+    classifier, _ = trained
+    parts = stopped_run(classifier, images, tmp_path / "p.csv", monkeypatch)
+    (parts / "run.json").unlink()
+    with pytest.raises(HeadstartError, match="written by another run"):
+        predict_to_file(classifier, images, tmp_path / "p.csv", 2, part_size=5)  # other top-k

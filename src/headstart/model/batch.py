@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,18 +74,26 @@ def predict_to_file(
         "reject": reject,
         "part_size": part_size,
     }
-    _claim(parts_dir, run)
-    parts = [parts_dir / f"part-{n:06d}.json" for n in range(-(-len(paths) // part_size))]
-    reused = sum(part.exists() for part in parts)
-    for number, part in enumerate(parts):
-        if not part.exists():
-            chunk = paths[number * part_size : (number + 1) * part_size]
-            predictions = classifier.predict_files(chunk, top_k, reject=reject)
-            atomic_write_text(part, json.dumps([p.record() for p in predictions]))
+    run_id = _claim(parts_dir, run)
+    chunks = [paths[start : start + part_size] for start in range(0, len(paths), part_size)]
+    parts = [parts_dir / f"part-{n:06d}.json" for n in range(len(chunks))]
     width = min(top_k, len(classifier.labels))
+    reused = 0
+    for part, chunk in zip(parts, chunks, strict=True):
+        if part.exists():  # a previous run's: checked before any work, so a bad one is named now
+            _records(part, run_id, chunk, width)
+            reused += 1
+    for part, chunk in zip(parts, chunks, strict=True):
+        if not part.exists():
+            predictions = classifier.predict_files(chunk, top_k, reject=reject)
+            records = [p.record() for p in predictions]
+            atomic_write_text(part, json.dumps({"run": run_id, "records": records}))
+    checked = (
+        _records(part, run_id, chunk, width) for part, chunk in zip(parts, chunks, strict=True)
+    )
     write = _write_parquet if output.suffix.lower() == ".parquet" else _write_csv
     with atomic_file(output) as file:
-        unreadable = write(file, parts, width)
+        unreadable = write(file, checked, width)
     try:
         shutil.rmtree(parts_dir)
     except OSError as error:  # the predictions are written: say what is left, do not fail
@@ -102,9 +111,11 @@ def model_identity(classifier: Classifier) -> str:
     return digest.hexdigest()
 
 
-def _claim(parts_dir: Path, run: dict[str, Any]) -> None:
-    """Start the parts folder, or continue it if it holds this very run."""
+def _claim(parts_dir: Path, run: dict[str, Any]) -> str:
+    """Start the parts folder, or continue it if it holds this very run; the run's digest,
+    which every part carries."""
     record = parts_dir / "run.json"
+    run_id = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
     if record.exists():
         try:
             earlier = json.loads(record.read_text(encoding="utf-8"))
@@ -115,30 +126,69 @@ def _claim(parts_dir: Path, run: dict[str, Any]) -> None:
                 f"{parts_dir} holds the parts of another run (other model, images or options): "
                 "remove it to start again"
             )
-        return
+        return run_id
     parts_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(record, json.dumps(run))
+    return run_id
 
 
 _RECORD_KEYS = {"path", "label", "labels", "probabilities", "unknown", "unknown_score", "error"}
 
 
-def _records(part: Path) -> list[dict[str, Any]]:
-    """A part's predictions, checked: the folder is the user's and may have been edited."""
+def _records(part: Path, run_id: str, chunk: list[ImagePath], width: int) -> list[dict[str, Any]]:
+    """A part's predictions, checked against the run and the images it covers: the folder is
+    the user's and may have been edited, cut short or copied from another run."""
     try:
-        records = json.loads(part.read_text(encoding="utf-8"))
-        if not isinstance(records, list) or not all(
-            isinstance(r, dict) and set(r) == _RECORD_KEYS for r in records
-        ):
-            raise ValueError("not a list of predictions")
+        content = json.loads(part.read_text(encoding="utf-8"))
+        if not isinstance(content, dict) or content.get("run") != run_id:
+            raise ValueError("written by another run")
+        records = content.get("records")
+        if not isinstance(records, list) or len(records) != len(chunk):
+            raise ValueError(f"does not hold one prediction for each of its {len(chunk)} images")
+        for record, path in zip(records, chunk, strict=True):
+            problem = _record_problem(record, str(path), width)
+            if problem:
+                raise ValueError(problem)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise HeadstartError(
-            f"{part}: not a predictions part ({error}); delete it to predict its images again"
+            f"{part}: not a predictions part of this run ({error}); delete it to predict its "
+            "images again"
         ) from error
     return records
 
 
-def _write_parquet(file: BinaryIO, parts: list[Path], top_k: int) -> int:
+def _record_problem(record: Any, path: str, width: int) -> str | None:
+    """Why `record` is not a prediction for `path`, or None."""
+    if not isinstance(record, dict) or set(record) != _RECORD_KEYS:
+        return "not a list of predictions"
+    if record["path"] != path:
+        return f"a prediction for another image than {path!r}"
+    labels, probabilities = record["labels"], record["probabilities"]
+    fields_ok = (
+        _optional(record["label"], str)
+        and _optional(record["error"], str)
+        and _optional(record["unknown"], bool)
+        and _optional_number(record["unknown_score"])
+        and isinstance(labels, list)
+        and isinstance(probabilities, list)
+        and len(labels) == len(probabilities) <= width
+        and all(isinstance(label, str) for label in labels)
+        and all(_optional_number(p) and p is not None and 0 <= p <= 1 for p in probabilities)
+    )
+    return None if fields_ok else f"the prediction for {path!r} has fields of the wrong type"
+
+
+def _optional(value: Any, kind: type) -> bool:
+    return value is None or isinstance(value, kind)
+
+
+def _optional_number(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def _write_parquet(file: BinaryIO, parts: Iterable[list[dict[str, Any]]], top_k: int) -> int:
     pa, _, pq = pyarrow_modules()
     schema = pa.schema(
         [
@@ -154,7 +204,7 @@ def _write_parquet(file: BinaryIO, parts: list[Path], top_k: int) -> int:
     unreadable = 0
     with pq.ParquetWriter(file, schema) as writer:
         for part in parts:
-            records = [{**r, "path": _utf8(r["path"])} for r in _records(part)]
+            records = [{**r, "path": _utf8(r["path"])} for r in part]
             unreadable += sum(bool(r["error"]) for r in records)
             writer.write_table(pa.Table.from_pylist(records, schema))
     return unreadable
@@ -165,14 +215,14 @@ def _utf8(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _write_csv(file: BinaryIO, parts: list[Path], top_k: int) -> int:
+def _write_csv(file: BinaryIO, parts: Iterable[list[dict[str, Any]]], top_k: int) -> int:
     # A file name that is not UTF-8 keeps its own bytes, as `predict --csv` prints it.
     text = io.TextIOWrapper(file, encoding="utf-8", errors="surrogateescape", newline="")
     writer = SafeCsvWriter(text)
     writer.writerow(csv_header(top_k))
     unreadable = 0
     for part in parts:
-        for record in _records(part):
+        for record in part:
             unreadable += bool(record["error"])
             writer.writerow(csv_row(record, top_k))
     text.flush()
