@@ -227,3 +227,24 @@ def test_neighbours_in_small_chunks_match_the_whole_matrix(monkeypatch):
     distances, indices = neighbours.nearest(rows, rows, 3, same=np.arange(300))
     np.testing.assert_array_equal(indices, np.argsort(-similarity, axis=1)[:, :3])
     np.testing.assert_allclose(distances[:, 0], 1 - similarity.max(axis=1), atol=1e-6)
+
+
+def test_thousands_of_copies_make_a_small_page_and_every_copy_is_listed(cache_dir, tmp_path):
+    """Before: 4,000 copies of 2 photos made a 24.5 MB page of 4,000 thumbnails, and the copies
+    inside training were not listed to act on."""
+    from headstart import diagnose
+    from headstart.doctor.page import doctor_page
+
+    data = tmp_path / "copies"
+    daisy, sunflower = real_photos("daisy", 1, skip=20)[0], real_photos("sunflower", 1, skip=20)[0]
+    for n in range(400):
+        for label, photo in (("daisy", daisy), ("sunflower", sunflower)):
+            (data / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, data / label / f"{n:04d}.jpg")
+    diagnosis = diagnose(data, context=RunContext(cache_dir=cache_dir))
+    leaks = [f for f in diagnosis.findings if f.issue == "exact-leak"]
+    assert len(leaks) == 2 * 399  # every copy but the one kept in training
+    assert sum(f.split == "train" for f in leaks) > 100
+    page = doctor_page(diagnosis)
+    assert page.count("<img") == 2 and len(page) < 100_000
+    assert "400 copies: daisy · train" in page

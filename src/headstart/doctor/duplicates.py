@@ -104,8 +104,8 @@ def group_findings(
     """Rows of issues.csv for duplicate groups: only the images a user should remove.
 
     Conflicting labels: every member (which label is right is the user's call). Across
-    splits: the copies outside training, so excluding them ends the leak. Otherwise every
-    member but the first.
+    splits: every member but one in training, so excluding them ends the leak and the copies
+    inside training alike. Otherwise every member but the first.
     """
     findings = []
     for number, (members, score) in enumerate(zip(groups, scores, strict=True), first_group):
@@ -116,8 +116,9 @@ def group_findings(
         elif issue.endswith("leak"):
             splits = {items[m].split for m in members}
             reference = "train" if "train" in splits else items[members[0]].split
-            flagged = [m for m in members if items[m].split != reference]
-            details = "in " + ", ".join(sorted(splits))
+            kept = next(m for m in members if items[m].split == reference)
+            flagged = [m for m in members if m != kept]
+            details = f"in {', '.join(sorted(splits))}; kept {items[kept].path}"
         else:
             flagged = members[1:]
             details = f"copy of {items[members[0]].path}"

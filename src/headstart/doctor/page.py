@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from html import escape
 
 from headstart.data.images import thumbnail_base64
@@ -16,6 +16,7 @@ _CASES = {
     "duplicate": "one class and split",
 }
 SHOWN = 60  # per section; issues.csv has them all
+MEMBERS_SHOWN = 8  # per near-duplicate group; an exact group is one picture
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem;
@@ -83,8 +84,25 @@ def _duplicate_groups(groups: list[dict]) -> str:
             f"<h3>Group {group['group']}: {group['kind']}, {case}, "
             f"similarity {group['similarity']:.3f}</h3>"
         )
-        parts.append(_row((m["path"], f"{m['label']} · {m['split']}") for m in group["members"]))
+        parts.append(_group_members(group))
     return "".join(parts) + _more(len(groups), "groups")
+
+
+def _group_members(group: dict) -> str:
+    """Identical files as one thumbnail with where their copies are; near-identical photos
+    one thumbnail each, the first MEMBERS_SHOWN of them: a page of 4,000 copies stays small."""
+    members = group["members"]
+    if group["kind"] == "exact":
+        places = Counter(f"{m['label']} · {m['split']}" for m in members).most_common()
+        where = ", ".join(f"{place} {n:,}" for place, n in places[:MEMBERS_SHOWN])
+        where += ", …" if len(places) > MEMBERS_SHOWN else ""
+        return _row([(members[0]["path"], f"{len(members):,} copies: {where}")])
+    shown = members[:MEMBERS_SHOWN]
+    row = _row((m["path"], f"{m['label']} · {m['split']}") for m in shown)
+    hidden = len(members) - len(shown)
+    return row + (
+        f"<p>… and {hidden:,} more photos of this group in issues.csv.</p>" * (hidden > 0)
+    )
 
 
 def _section(issue: str, findings: list[Finding]) -> str:
