@@ -126,7 +126,10 @@ def _context(
     if ray is None:
         return context
     from headstart.cluster import on_ray
+    from headstart.cluster.session import keep_ray_output_off_the_terminal
+    from headstart.features.cache import cache_folder
 
+    keep_ray_output_off_the_terminal(cache_folder(cache_dir) / "ray-output.log")
     return on_ray(ray, context)
 
 
@@ -785,6 +788,9 @@ def main() -> None:
     except (sqlite3.Error, MemoryError) as error:
         _error_line(f"{type(error).__name__}: {error}")
         code = 1
+    from headstart.cluster.session import release_the_terminal
+
+    release_the_terminal()
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -796,6 +802,9 @@ def _interrupted() -> None:
 
 
 def _error_line(message: str) -> None:
+    from headstart.cluster.session import output_note  # Ray itself is imported on use only
+
+    message += output_note()
     stderr.print(f"[red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
 
 

@@ -15,17 +15,21 @@ stderr = Console(stderr=True)
 _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 
 
-def shown(text: str) -> str:
-    """Text for the terminal: control characters and bidi overrides as visible escapes (a
-    name holding ESC sequences cannot recolour, hide, relink or retitle anything), and rich
-    markup escaped."""
-    visible = "".join(
+def visible(text: str) -> str:
+    """Text as plain characters: control characters, bidi overrides and the lone surrogates
+    of a file name that is not UTF-8 as visible escapes (a name holding ESC sequences cannot
+    recolour, hide, relink or retitle anything; a figure's font draws every character)."""
+    return "".join(
         c.encode("unicode_escape").decode("ascii")
-        if c in _BIDI or unicodedata.category(c) == "Cc"
+        if c in _BIDI or unicodedata.category(c) in ("Cc", "Cs")
         else c
         for c in str(text)
     )
-    return escape(visible)
+
+
+def shown(text: str) -> str:
+    """Text for the terminal: `visible`, with rich markup escaped."""
+    return escape(visible(text))
 
 
 def warn(message: str) -> None:

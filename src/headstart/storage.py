@@ -5,6 +5,7 @@ spreadsheet runs."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -115,9 +116,10 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(cell: Any) -> Any:
-    """A CSV cell no spreadsheet runs: text that opens like a formula gets a leading quote;
-    numbers, and text that reads as a number ("-0.25"), are left as they are."""
-    if not isinstance(cell, str) or not cell.startswith(FORMULA_START):
+    """A CSV cell no spreadsheet runs: text that opens like a formula, after any quotes we
+    added, gets one more leading quote; numbers, and text that reads as a number ("-0.25"),
+    are left as they are."""
+    if not isinstance(cell, str) or not _opens_formula(cell):
         return cell
     try:
         float(cell)
@@ -128,17 +130,29 @@ def spreadsheet_safe(cell: Any) -> Any:
 
 def unquoted(cell: str) -> str:
     """A cell as it was before `spreadsheet_safe` quoted it (what a reader of our CSVs wants)."""
-    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
+    return cell[1:] if cell.startswith("'") and _opens_formula(cell) else cell
+
+
+def _opens_formula(cell: str) -> bool:
+    return cell.lstrip("'").startswith(FORMULA_START)
 
 
 class SafeCsvWriter:
-    """csv.writer whose cells pass through `spreadsheet_safe`."""
+    """csv.writer whose cells pass through `spreadsheet_safe`, and whose cells holding a line
+    break of either kind are quoted whatever the line terminator (csv quotes only the
+    terminator's own characters, so "a\rb" was written bare under "\n")."""
 
-    def __init__(self, file: TextIO, **options: Any) -> None:
-        self._writer = csv.writer(file, **options)
+    def __init__(self, file: TextIO, lineterminator: str = "\r\n", **options: Any) -> None:
+        self._file = file
+        self._terminator = lineterminator
+        self._row = io.StringIO()
+        self._writer = csv.writer(self._row, lineterminator="\r\n", **options)
 
     def writerow(self, row: Iterable[Any]) -> None:
+        self._row.seek(0)
+        self._row.truncate()
         self._writer.writerow([spreadsheet_safe(cell) for cell in row])
+        self._file.write(self._row.getvalue().removesuffix("\r\n") + self._terminator)
 
     def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
         for row in rows:

@@ -7,11 +7,28 @@ import logging
 import os
 import re
 import socket
-from typing import Any
+import subprocess
+import sys
+import traceback
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
 
+from headstart import console
 from headstart.errors import HeadstartError
 
 LOCAL = "local"
+# Where Ray's own output goes once `keep_ray_output_off_the_terminal` ran (the CLI), else None.
+output_log: Path | None = None
+# Ray's native code may end the process at once (its raylet died): a watcher process then
+# says so on the terminal, unless `release_the_terminal` said the command ended by itself.
+_WATCHER = """
+import sys
+if sys.stdin.read() != "done":
+    print("error: Ray ended this run abruptly (did its raylet die?); Ray's own output: "
+          + sys.argv[1], file=sys.stderr)
+"""
+_watcher: Any = None
 
 
 def ray_module() -> Any:
@@ -37,15 +54,71 @@ def connect(address: str | None = None) -> Any:
     return ray
 
 
+def keep_ray_output_off_the_terminal(log: Path) -> None:
+    """Send what Ray writes (its native logs, its Python loggers, its processes' relayed lines,
+    the raylet's last 20 log lines when it dies) to `log`, so that the terminal shows
+    headstart's lines alone. For a command-line process: file descriptor 2 then leads to
+    `log`, and headstart's console to where it led before."""
+    global output_log
+    ray = ray_module()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sink = open(log, "w", encoding="utf-8", errors="backslashreplace", buffering=1)  # noqa: SIM115
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", encoding=sys.stderr.encoding, errors="backslashreplace")
+    terminal.reconfigure(line_buffering=True)
+    os.dup2(sink.fileno(), 2)
+    console.stderr.file = terminal
+    sys.excepthook = partial(_print_exception, terminal)  # a bug's traceback stays in view
+    global _watcher
+    _watcher = subprocess.Popen(
+        [sys.executable, "-c", _WATCHER, str(log)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        text=True,
+    )
+    # Ray prints what it relays from its processes through this, to sys.stdout or sys.stderr.
+    ray._private.worker.print_to_stdstream = lambda data, ignore_prefix: print(
+        *data.get("lines", []), sep="\n", file=sink
+    )
+    output_log = log
+
+
+def release_the_terminal() -> None:
+    """The command is ending by itself and has said so: the watcher stays silent."""
+    if _watcher is not None:
+        _watcher.communicate("done")
+
+
 def _join(ray: Any, address: str | None) -> None:
     if address is None:
         address = os.environ.get("RAY_ADDRESS") or LOCAL
     _check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
+    except Exception as error:  # Ray raises plain Exception too (a raylet that never starts)
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if output_log is not None and "InvalidAuthToken" in _text(output_log):
+            first = "the cluster refused this process's authentication token ($RAY_AUTH_TOKEN)"
         raise HeadstartError(f"cannot join the Ray cluster at {address}: {first}") from error
+
+
+def _print_exception(stream: TextIO, kind: type, value: BaseException, trace: Any) -> None:
+    release_the_terminal()
+    traceback.print_exception(kind, value, trace, file=stream)
+
+
+def output_note() -> str:
+    """' (Ray's own output: LOG)' for an error line, when Ray wrote there; else ''."""
+    written = output_log is not None and output_log.is_file() and output_log.stat().st_size > 0
+    return f" (Ray's own output: {output_log})" if written else ""
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

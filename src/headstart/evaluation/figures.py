@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from headstart.console import visible
+
 BLUE, ORANGE, GREY = "#3a7bd5", "#e8833a", "#9aa5b1"
 
 
@@ -33,15 +35,18 @@ def _png(figure) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
+    try:
+        figure.tight_layout()
+        figure.savefig(buffer, format="png")
+    finally:
+        plt.close(figure)
     return buffer.getvalue()
 
 
 def confusion_figure(confusion: np.ndarray, labels: list[str], normalised: bool) -> bytes:
     """Counts or row-normalised; stays readable from 2 to a few hundred classes."""
     n = len(labels)
+    labels = [visible(label) for label in labels]
     values = confusion / np.maximum(confusion.sum(1, keepdims=True), 1) if normalised else confusion
     side = min(max(4.5, 1.5 + 0.2 * n), 40.0)
     figure, axes = _figure(side, side * 0.9)
@@ -74,7 +79,11 @@ def accuracy_vs_images_figure(per_class: list[dict[str, Any]], train_counts: dic
     if len(per_class) <= 30:
         for xi, yi, row in zip(x, y, per_class, strict=True):
             axes.annotate(
-                row["label"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                visible(row["label"]),
+                (xi, yi),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
             )
     axes.set_xlabel("training images of the class")
     axes.set_ylabel("accuracy on the class (recall)")

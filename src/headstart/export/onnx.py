@@ -48,8 +48,14 @@ def export_classifier(classifier, path: Path, model_key: str | None = None) -> P
     if model_key is not None:
         model.metadata_props.add(key=MODEL_KEY, value=model_key)
     atomic_write_bytes(path, model.SerializeToString())
-    atomic_write_bytes(labels_path(path), ("\n".join(classifier.labels) + "\n").encode())
+    atomic_write_bytes(labels_path(path), labels_file(classifier.labels))
     return path
+
+
+def labels_file(labels: list[str]) -> bytes:
+    """NAME.labels.txt: a label a line (the record refuses line breaks in labels); a class
+    folder's name that is not UTF-8 keeps its own bytes."""
+    return ("\n".join(labels) + "\n").encode("utf-8", "surrogateescape")
 
 
 def labels_path(onnx_file: Path) -> Path:
