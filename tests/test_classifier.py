@@ -187,3 +187,24 @@ def test_the_record_reads_back_exactly_what_was_written(trained):
     assert classifier.unknown.stats == record.unknown  # one copy of the statistics
     with pytest.raises(TypeError):
         classifier.info["summary"] = {}  # the old dict view is read-only
+
+
+def test_a_model_with_few_validation_photos_learns_from_them_too(trained, presplit):
+    """16 validation photos: the choices come from 5 folds over all 40 labelled photos, the
+    head is fitted on all 40, and the unknown-image score keeps all 40 in its bank."""
+    from headstart.training.solver import fit_linear
+
+    classifier, _ = trained
+    note = next(n for n in classifier.summary.notes if "cross-validation" in n)
+    assert "5-fold cross-validation over the 40 training and validation photos" in note
+    assert "fitted on all 40" in note
+    photos = sorted(presplit.rglob("*.jpg"))
+    assert len(photos) == 40
+    extracted = classifier.extractor().extract_files(photos)
+    labels = np.array([classifier.labels.index(p.parent.name) for p in photos])
+    weight = classifier.head.parameters["1.weight"]
+    width = int(np.flatnonzero(np.abs(weight).sum(0))[-1]) + 1  # the features the head uses
+    x = extracted.features[:, :width]
+    direct = fit_linear(x, labels, x[:0], labels[:0], 2, l2=classifier.summary.l2)
+    assert np.allclose(weight[:, :width], direct.weight, atol=1e-4)
+    assert classifier.unknown is not None and classifier.unknown.stats.bank_size == 40

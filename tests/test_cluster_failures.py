@@ -146,8 +146,13 @@ def test_a_process_ended_by_ray_still_says_so(tmp_path, ending):
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from headstart.cluster.session import keep_ray_output_off_the_terminal\n"
+        "from headstart.cluster.session import connect, keep_ray_output_off_the_terminal\n"
+        "from headstart.errors import HeadstartError\n"
         f"keep_ray_output_off_the_terminal(Path({str(log)!r}))\n"
+        "try:\n"
+        "    connect('127.0.0.1:1')  # nothing answers: refused at once, after the redirect\n"
+        "except HeadstartError:\n"
+        "    pass\n"
         "os.write(2, b'native noise\\n')\n"
         f"{ending}\n"
     )

@@ -452,7 +452,7 @@ def test_auto_strategy_says_what_it_chose_and_why(presplit, cache_dir, tmp_path)
 def test_tta_from_the_command_line(trained, exported, cache_dir):
     _, onnx_file = exported
     classifier, folder = trained
-    photos = [str(p) for p in real_photos("sunflower", 2, skip=12)]
+    photos = [str(p) for p in real_photos("sunflower", 2, skip=20)]  # held out: less sure
     result = headstart("predict", str(folder), *photos, "--tta", "--json", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)

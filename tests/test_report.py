@@ -88,7 +88,7 @@ def test_predict_uses_the_fitted_temperature(trained, cache_dir):
     from scipy.special import softmax as reference
 
     classifier, _ = trained
-    photos = real_photos("daisy", 2, skip=12) + real_photos("sunflower", 2, skip=12)
+    photos = real_photos("daisy", 2, skip=20) + real_photos("sunflower", 2, skip=20)  # held out
     features = classifier.extractor().extract_files(photos).features
     logits = classifier.logits(features).astype(np.float64)
     temperature = classifier.temperature

@@ -192,3 +192,56 @@ def test_the_linear_fit_never_holds_float16_features_at_float32(monkeypatch):
         tracemalloc.stop()
     assert scores(fit.head.logits(vx), vy)[1] > 0.95
     assert peak < 0.25 * x.size * 4, f"peak {peak / 1e6:.1f} MB"
+
+
+def signal_in(extra: bool, n: int, rng: np.random.Generator):
+    """3 classes: 8 leading features and 300 more, the class signal in one group only."""
+    y = np.arange(n) % 3
+    head = rng.normal(size=(n, 8)).astype(np.float32)
+    rest = rng.normal(size=(n, 300)).astype(np.float32)
+    (rest if extra else head)[:, :3] += 2.5 * np.eye(3, dtype=np.float32)[y]
+    return np.concatenate([head, rest], axis=1), y
+
+
+def test_small_validation_chooses_by_cross_validation_and_fits_on_every_photo():
+    """Below 100 validation photos the width and L2 come from folds over training and
+    validation, and the head is fitted on both: a validation photo's own label is learnt."""
+    from headstart.training.choice import SMALL_VALIDATION
+    from headstart.training.fit import out_of_fold
+
+    rng = np.random.default_rng(5)
+    for extra in (False, True):
+        x, y = signal_in(extra, 90, rng)
+        train, val = slice(0, 75), slice(75, 90)
+        result = fit_head(
+            x[train], y[train], x[val], y[val], 3, FitSettings(), head_widths=(8,), small_data=True
+        )
+        folds = out_of_fold(result.details)
+        assert folds is not None and folds.photos == 90 and result.details["refit"]
+        assert result.details.get("features") == (None if extra else 8)
+        assert folds.l2 == result.details["l2"]
+        # fitted on all 90: the same head as fitting them directly with the chosen L2
+        width = folds.width
+        direct = fit_linear(x[:, :width], y, x[:0, :width], y[:0], 3, l2=folds.l2)
+        assert np.allclose(result.head.parameters["1.weight"][:, :width], direct.weight, atol=1e-5)
+    assert SMALL_VALIDATION > 15
+    # 100 validation photos and more: validation decides, as before
+    x, y = signal_in(True, 300, rng)
+    result = fit_head(x[:150], y[:150], x[150:], y[150:], 3, FitSettings(), small_data=True)
+    assert out_of_fold(result.details) is None
+
+
+def test_out_of_fold_logits_never_come_from_a_head_that_saw_the_photo():
+    """Labels that are pure noise: a head that saw a photo knows its label, one that did not
+    is at chance."""
+    from headstart.training.choice import cross_validated_choice, stratified_folds
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 200)).astype(np.float32)
+    y = rng.permutation(np.arange(120) % 3)
+    folds = stratified_folds(y, 3)
+    assert folds.max() == 4 and all(np.bincount(y[folds == f]).min() == 8 for f in range(5))
+    chosen = cross_validated_choice(x, y, 3, (200,))
+    assert chosen.accuracy < 0.5  # chance is 1/3
+    seen = fit_linear(x, y, x[:0], y[:0], 3, l2=chosen.l2)
+    assert (((x @ seen.weight.T + seen.bias).argmax(1)) == y).mean() > 0.9

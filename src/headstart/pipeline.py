@@ -42,7 +42,8 @@ from headstart.model.record import (
 from headstart.model.scoring import digest_array
 from headstart.model.unknown import UnknownDetector
 from headstart.storage import CHECKPOINT_FILE
-from headstart.training.fit import fit_head
+from headstart.training.choice import SMALL_VALIDATION, CrossValidated
+from headstart.training.fit import fit_head, out_of_fold
 from headstart.training.heads import Head
 from headstart.training.settings import FitSettings
 from headstart.training.strategy import auto_strategy
@@ -134,6 +135,7 @@ def train(
         replace(settings, strategy=strategy),
         progress,
         head_widths=resolved.leading_candidates,
+        small_data=not views,
     )
     head, backbone_used, history, best_epoch = (
         fit.head,
@@ -142,6 +144,10 @@ def train(
         fit.best_epoch,
     )
     val_logits = head.logits(_or_empty(splits["val"], splits["train"]))
+    folds = out_of_fold(fit.details)
+    if folds is not None:  # the val images' honest logits: from heads that never saw them
+        val_logits = folds.out_of_fold[len(splits["train"].y) :]
+        notes.append(_small_data_note(folds, fit.details["refit"], train_x.shape[1]))
     if strategy == "auto":
         last_layer_suffices = "features" in fit.details if resolved.leading_candidates else None
         strategy, reason = _auto_strategy(settings, splits, resolved, context, last_layer_suffices)
@@ -175,7 +181,7 @@ def train(
     summary = _summary(dataset, splits, history, best_epoch, val_logits)
     summary.strategy, summary.reason, summary.augmented_views = strategy, reason, views
     summary.l2 = fit.details.get("l2")
-    if fit.details.get("features"):
+    if fit.details.get("features") and folds is None:
         notes.append(
             f"the linear head uses the first {fit.details['features']} of {train_x.shape[1]} "
             "features: all of them did worse on the validation split"
@@ -192,14 +198,23 @@ def train(
     if finetuned is not None and finetuned.workers:
         notes.append(f"fine-tuned on {finetuned.workers} Ray Train worker(s)")
     summary.notes = notes
-    calibration = _calibrate(val_logits, splits["val"].y)
+    # A head fitted on training and validation: every photo's out-of-fold logits calibrate it
+    refit = folds if folds is not None and fit.details["refit"] else None
+    if refit is not None:
+        pool_y = np.concatenate([splits["train"].y, splits["val"].y])
+        calibration = _calibrate(refit.out_of_fold, pool_y)
+    else:
+        calibration = _calibrate(val_logits, splits["val"].y)
     tuned_extractor = None
     if backbone_used is not extractor.backbone:  # a fine-tuned backbone sees other features
         tuned_extractor = FeatureExtractor(backbone_used, cache, engine, runner=context.cluster)
     width = extractor.backbone.distance_features  # the pooled head: what an image shows
-    unknown = _unknown_detector(
-        head, dataset, splits, tuned_extractor, calibration, width, progress
-    )
+    if refit is not None:
+        unknown = _unknown_detector_out_of_fold(splits, refit.out_of_fold, calibration, width)
+    else:
+        unknown = _unknown_detector(
+            head, dataset, splits, tuned_extractor, calibration, width, progress
+        )
     summary.seconds = {
         "features": extracted - started,
         "training": time.perf_counter() - extracted,
@@ -271,6 +286,34 @@ def _unknown_detector(
         val_x[:, :width],
         head.logits(train_x) / temperature,
         head.logits(val_x) / temperature,
+    )
+
+
+def _unknown_detector_out_of_fold(
+    splits: dict[str, LabelledFeatures],
+    logits: np.ndarray,
+    calibration: Calibration | None,
+    width: int | None,
+) -> UnknownDetector:
+    """The unknown-image score of a head fitted on training and validation alike: every such
+    photo is in the bank, so each is scored against the others (itself skipped) with its
+    out-of-fold logits, which no head that saw it made."""
+    pool = np.concatenate([splits["train"].x, splits["val"].x])
+    temperature = calibration.temperature if calibration else 1.0
+    empty = pool[:0, :width]
+    return UnknownDetector.fit(pool[:, :width], empty, logits / temperature, logits[:0])
+
+
+def _small_data_note(folds: CrossValidated, refit: bool, total_width: int) -> str:
+    trained_on = (
+        f"the head was then fitted on all {folds.photos} of them, and its validation scores, "
+        "temperature and unknown-image threshold come from the out-of-fold predictions"
+        if refit
+        else "the head was fitted on the training photos (fine-tuning needs the validation split)"
+    )
+    return (
+        f"too few validation photos to choose on (under {SMALL_VALIDATION}): "
+        f"{folds.describe(total_width)}; {trained_on}"
     )
 
 

@@ -29,6 +29,7 @@ if sys.stdin.read() != "done":
           + sys.argv[1], file=sys.stderr)
 """
 _watcher: Any = None
+_wanted_log: Path | None = None
 
 
 def ray_module() -> Any:
@@ -46,6 +47,8 @@ def connect(address: str | None = None) -> Any:
     on this machine ('local' always starts one here). Reuses a connection already made."""
     ray = ray_module()
     if not ray.is_initialized():
+        if _wanted_log is not None and output_log is None:
+            _redirect(ray, _wanted_log)
         _join(ray, address)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # headstart shows its own
@@ -55,12 +58,16 @@ def connect(address: str | None = None) -> Any:
 
 
 def keep_ray_output_off_the_terminal(log: Path) -> None:
-    """Send what Ray writes (its native logs, its Python loggers, its processes' relayed lines,
-    the raylet's last 20 log lines when it dies) to `log`, so that the terminal shows
-    headstart's lines alone. For a command-line process: file descriptor 2 then leads to
-    `log`, and headstart's console to where it led before."""
-    global output_log
-    ray = ray_module()
+    """Once Ray is joined, send what it writes (its native logs, its Python loggers, its
+    processes' relayed lines, the raylet's last 20 log lines when it dies) to `log`, so that
+    the terminal shows headstart's lines alone. For a command-line process: file descriptor 2
+    then leads to `log`, and headstart's console to where it led before."""
+    global _wanted_log
+    _wanted_log = log
+
+
+def _redirect(ray: Any, log: Path) -> None:
+    global output_log, _watcher
     log.parent.mkdir(parents=True, exist_ok=True)
     sink = open(log, "w", encoding="utf-8", errors="backslashreplace", buffering=1)  # noqa: SIM115
     sys.stderr.flush()
@@ -69,7 +76,6 @@ def keep_ray_output_off_the_terminal(log: Path) -> None:
     os.dup2(sink.fileno(), 2)
     console.stderr.file = terminal
     sys.excepthook = partial(_print_exception, terminal)  # a bug's traceback stays in view
-    global _watcher
     _watcher = subprocess.Popen(
         [sys.executable, "-c", _WATCHER, str(log)],
         stdin=subprocess.PIPE,
@@ -86,8 +92,10 @@ def keep_ray_output_off_the_terminal(log: Path) -> None:
 
 def release_the_terminal() -> None:
     """The command is ending by itself and has said so: the watcher stays silent."""
+    global _watcher
     if _watcher is not None:
         _watcher.communicate("done")
+        _watcher = None
 
 
 def _join(ray: Any, address: str | None) -> None:

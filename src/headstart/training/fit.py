@@ -11,6 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from headstart.training.choice import (
+    SMALL_VALIDATION,
+    CrossValidated,
+    can_cross_validate,
+    cross_validated_choice,
+)
 from headstart.training.heads import Head, HeadConfig
 from headstart.training.settings import FitSettings
 from headstart.training.solver import LinearFit, fit_linear
@@ -34,16 +40,31 @@ def fit_head(
     progress: bool = False,
     *,
     head_widths: tuple[int, ...] = (),
+    small_data: bool = False,
 ) -> FitResult:
     """Train the settings' head kind on features (validation picks L2 or the best epoch).
 
     For each of `head_widths`, the linear head is also fitted on that many leading features
     alone (the pooled head without the pooled stages, say) and, when that wins on validation
     loss, kept with zero weights on the rest: which features pay depends on the data (the
-    stages helped flowers, X-rays and digits, and cost ants and bees 4 points)."""
+    stages helped flowers, X-rays and digits, and cost ants and bees 4 points).
+
+    `small_data` (one row per training image, no augmented views): with fewer than
+    SMALL_VALIDATION validation images, the linear head's choices are made by cross-validation
+    over training and validation together (training/choice.py), and unless fine-tuning follows
+    (it needs the validation split) the head is then fitted on both."""
     config = HeadConfig(
         settings.head, train_x.shape[1], num_classes, settings.hidden, settings.dropout
     )
+    pool_y = np.concatenate([train_y, val_y])
+    if (
+        small_data
+        and config.kind == "linear"
+        and 0 < len(val_y) < SMALL_VALIDATION
+        and can_cross_validate(pool_y, num_classes)
+    ):
+        refit = settings.strategy != "finetune"
+        return _fit_small(train_x, val_x, pool_y, config, settings, head_widths, refit)
     weights = class_weights(train_y, num_classes)[train_y] if settings.balance_classes else None
     if config.kind == "linear":
         fit = fit_linear(
@@ -72,6 +93,45 @@ def fit_head(
         parameters = {"1.weight": fit.weight, "1.bias": fit.bias}
         return FitResult(Head(config, parameters), fit.history, fit.best_index + 1, details)
     return fit_by_gradient(train_x, train_y, val_x, val_y, config, settings, progress)
+
+
+def _fit_small(train_x, val_x, pool_y, config, settings, widths, refit: bool) -> FitResult:
+    """The linear head with L2 and width chosen by cross-validation over training and
+    validation; fitted on both (`refit`) or on training alone. `details["cross_validated"]`
+    holds the out-of-fold logits: honest scores of every photo, for calibration and the
+    summary."""
+    pool_x = np.concatenate([train_x, val_x])
+    weights = class_weights(pool_y, config.num_classes) if settings.balance_classes else None
+    cv = cross_validated_choice(
+        pool_x,
+        pool_y,
+        config.num_classes,
+        (*widths, pool_x.shape[1]),
+        label_smoothing=settings.label_smoothing,
+        sample_weight=None if weights is None else weights[pool_y],
+    )
+    fitted_x, fitted_y = (pool_x, pool_y) if refit else (train_x, pool_y[: len(train_x)])
+    fit = fit_linear(
+        fitted_x[:, : cv.width],
+        fitted_y,
+        fitted_x[:0, : cv.width],
+        fitted_y[:0],
+        config.num_classes,
+        label_smoothing=settings.label_smoothing,
+        sample_weight=None if weights is None else weights[fitted_y],
+        l2=cv.l2,
+    )
+    fit = _widened(fit, pool_x.shape[1])
+    details: dict[str, Any] = {"l2": cv.l2, "cross_validated": cv, "refit": refit}
+    if cv.width < pool_x.shape[1]:
+        details["features"] = cv.width
+    parameters = {"1.weight": fit.weight, "1.bias": fit.bias}
+    return FitResult(Head(config, parameters), fit.history, 1, details)
+
+
+def out_of_fold(details: dict[str, Any]) -> CrossValidated | None:
+    """The cross-validation a small-data fit made, if it made one."""
+    return details.get("cross_validated")
 
 
 def _best_val_loss(fit: LinearFit) -> float:

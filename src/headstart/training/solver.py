@@ -56,7 +56,7 @@ def fit_linear(
     # Centred features decouple the (unpenalised) bias from the weights: the same optimum in
     # fewer L-BFGS iterations. The bias is folded back so the head takes raw features.
     mean = column_mean(train_x)
-    problem = _Problem(train_x, train_y, num_classes, label_smoothing, sample_weight, mean)
+    problem = LinearProblem(train_x, train_y, num_classes, label_smoothing, sample_weight, mean)
     if l2 is None and len(val_y):
         fit = _path(problem, val_x, val_y)
     else:
@@ -71,7 +71,7 @@ def fit_linear(
     return fit
 
 
-def _path(problem: _Problem, val_x: np.ndarray, val_y: np.ndarray) -> LinearFit:
+def _path(problem: LinearProblem, val_x: np.ndarray, val_y: np.ndarray) -> LinearFit:
     params = problem.zeros()
     best: tuple[float, np.ndarray, float, int] | None = None
     history: list[dict[str, float]] = []
@@ -101,7 +101,7 @@ def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight, mean)
     for fold in range(_CV_FOLDS):
         train, held = folds != fold, folds == fold
         weights = sample_weight[train] if sample_weight is not None else None
-        problem = _Problem(x[train], y[train], num_classes, label_smoothing, weights, mean)
+        problem = LinearProblem(x[train], y[train], num_classes, label_smoothing, weights, mean)
         params = problem.zeros()
         for index, l2 in enumerate(L2_PATH):
             params, _ = problem.solve(l2, params)
@@ -109,7 +109,7 @@ def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight, mean)
     return L2_PATH[int(np.argmin(losses))]
 
 
-class _Problem:
+class LinearProblem:
     """Weighted, label-smoothed softmax cross entropy plus 0.5 * l2 * |W|^2 (bias free), on
     the features less `mean`: centred in the products, never copied (the features can be
     most of the memory a large run has), and summed a block of rows at a time."""
@@ -164,7 +164,9 @@ class _Problem:
         grad = np.concatenate([grad_weight, delta_sum[:, None]], axis=1)
         return loss, grad.ravel().astype(np.float64)
 
-    def solve(self, l2: float, start: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def solve(
+        self, l2: float, start: np.ndarray, gtol: float = 1e-6
+    ) -> tuple[np.ndarray, dict[str, float]]:
         began = time.perf_counter()
         with scipy_blas_single_threaded():
             result = minimize(
@@ -173,7 +175,7 @@ class _Problem:
                 args=(l2,),
                 jac=True,
                 method="L-BFGS-B",
-                options={"maxiter": _MAX_ITERATIONS, "gtol": 1e-6},
+                options={"maxiter": _MAX_ITERATIONS, "gtol": gtol},
             )
         train_loss, train_accuracy = scores(self.logits(self.x, result.x), self.y)
         record = {
