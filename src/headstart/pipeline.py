@@ -147,7 +147,8 @@ def train(
     folds = out_of_fold(fit.details)
     if folds is not None:  # the val images' honest logits: from heads that never saw them
         val_logits = folds.out_of_fold[len(splits["train"].y) :]
-        notes.append(_small_data_note(folds, fit.details["refit"], train_x.shape[1]))
+        validation = len(splits["val"].y)
+        notes.append(_small_data_note(folds, fit.details["refit"], train_x.shape[1], validation))
     if strategy == "auto":
         last_layer_suffices = "features" in fit.details if resolved.leading_candidates else None
         strategy, reason = _auto_strategy(settings, splits, resolved, context, last_layer_suffices)
@@ -298,22 +299,23 @@ def _unknown_detector_out_of_fold(
     """The unknown-image score of a head fitted on training and validation alike: every such
     photo is in the bank, so each is scored against the others (itself skipped) with its
     out-of-fold logits, which no head that saw it made."""
-    pool = np.concatenate([splits["train"].x, splits["val"].x])
+    pool = np.concatenate([splits["train"].x, _or_empty(splits["val"], splits["train"])])
     temperature = calibration.temperature if calibration else 1.0
     empty = pool[:0, :width]
     return UnknownDetector.fit(pool[:, :width], empty, logits / temperature, logits[:0])
 
 
-def _small_data_note(folds: CrossValidated, refit: bool, total_width: int) -> str:
+def _small_data_note(folds: CrossValidated, refit: bool, total_width: int, validation: int) -> str:
     trained_on = (
         f"the head was then fitted on all {folds.photos} of them, and its validation scores, "
         "temperature and unknown-image threshold come from the out-of-fold predictions"
         if refit
         else "the head was fitted on the training photos (fine-tuning needs the validation split)"
     )
+    few = f"{validation} validation photos, too few" if validation else "no validation photos"
     return (
-        f"too few validation photos to choose on (under {SMALL_VALIDATION}): "
-        f"{folds.describe(total_width)}; {trained_on}"
+        f"{few} to choose on (under {SMALL_VALIDATION}): {folds.describe(total_width)}; "
+        f"{trained_on}"
     )
 
 

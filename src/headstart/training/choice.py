@@ -9,12 +9,19 @@ than the folds' spread.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from headstart.features.blocks import column_mean
-from headstart.training.solver import L2_PATH, LinearProblem, scores
+from headstart.threads import cpu_threads
+from headstart.training.solver import (
+    L2_PATH,
+    LinearProblem,
+    scipy_blas_single_threaded,
+    scores,
+)
 from headstart.training.strategy import MIN_VAL_IMAGES
 
 # Below this many validation images a choice is made by cross-validation: where `auto` also
@@ -100,17 +107,22 @@ def stratified_folds(y: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarr
 
 
 def _path_by_fold(x, y, folds, num_classes, label_smoothing, sample_weight):
-    """Held-out losses (folds, strengths) and logits (strengths, photos, classes). A fold's
-    path stops once its held-out loss has risen twice in a row, as on validation; the
-    strengths it skipped count as infinitely bad, so they are never chosen."""
+    """Held-out losses (folds, strengths) and logits (strengths, photos, classes), the folds
+    solved side by side on the usable cores. A fold's path stops once its held-out loss has
+    risen twice in a row, as on validation; the strengths it skipped count as infinitely bad,
+    so they are never chosen."""
     count = int(folds.max()) + 1
     losses = np.full((count, len(L2_PATH)), np.inf)
     logits = np.zeros((len(L2_PATH), len(y), num_classes), np.float32)
-    for fold in range(count):
+
+    def solve_fold(fold: int) -> None:
         train, held = folds != fold, folds == fold
         weights = sample_weight[train] if sample_weight is not None else None
-        mean = column_mean(x[train])
-        problem = LinearProblem(x[train], y[train], num_classes, label_smoothing, weights, mean)
+        # float32 once: the solver would widen float16 rows again in every evaluation
+        fold_x = x[train].astype(np.float32)
+        problem = LinearProblem(
+            fold_x, y[train], num_classes, label_smoothing, weights, column_mean(fold_x)
+        )
         params, rises = problem.zeros(), 0
         for index, l2 in enumerate(L2_PATH):  # strongest first, each warm-starting the next
             params, _ = problem.solve(l2, params, gtol=FOLD_GTOL)
@@ -120,4 +132,8 @@ def _path_by_fold(x, y, folds, num_classes, label_smoothing, sample_weight):
             rises = rises + 1 if index and losses[fold, index] > losses[fold, index - 1] else 0
             if rises == 2:
                 break
+
+    # SciPy's BLAS set to one thread here, once: the folds' own settings then restore that one
+    with scipy_blas_single_threaded(), ThreadPoolExecutor(min(count, cpu_threads())) as pool:
+        list(pool.map(solve_fold, range(count)))  # each fold writes its own rows and cells
     return losses, logits

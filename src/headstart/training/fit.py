@@ -50,9 +50,9 @@ def fit_head(
     stages helped flowers, X-rays and digits, and cost ants and bees 4 points).
 
     `small_data` (one row per training image, no augmented views): with fewer than
-    SMALL_VALIDATION validation images, the linear head's choices are made by cross-validation
-    over training and validation together (training/choice.py), and unless fine-tuning follows
-    (it needs the validation split) the head is then fitted on both."""
+    SMALL_VALIDATION validation images (none included), the linear head's choices are made by
+    cross-validation over training and validation together (training/choice.py), and unless
+    fine-tuning follows (it needs the validation split) the head is then fitted on both."""
     config = HeadConfig(
         settings.head, train_x.shape[1], num_classes, settings.hidden, settings.dropout
     )
@@ -60,7 +60,7 @@ def fit_head(
     if (
         small_data
         and config.kind == "linear"
-        and 0 < len(val_y) < SMALL_VALIDATION
+        and len(val_y) < SMALL_VALIDATION
         and can_cross_validate(pool_y, num_classes)
     ):
         refit = settings.strategy != "finetune"
