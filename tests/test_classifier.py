@@ -189,22 +189,44 @@ def test_the_record_reads_back_exactly_what_was_written(trained):
         classifier.info["summary"] = {}  # the old dict view is read-only
 
 
-def test_a_model_with_few_validation_photos_learns_from_them_too(trained, presplit):
-    """16 validation photos: the choices come from 5 folds over all 40 labelled photos, the
-    head is fitted on all 40, and the unknown-image score keeps all 40 in its bank."""
+def test_a_model_with_few_validation_photos_learns_from_them_too(cache_dir, tmp_path):
+    """Class folders of 36 photos each, split by hash: under 100 validation photos, the choices
+    come from 5 folds over training and validation, the head is fitted on both, the unknown
+    score's bank holds both, and evaluation scores the test split, nothing it was fitted on."""
+    from conftest import copy_photos
+
+    from headstart import RunContext, load_dataset, train
     from headstart.training.solver import fit_linear
 
-    classifier, _ = trained
+    for label in ("daisy", "sunflower"):
+        copy_photos(real_photos(label, 36), tmp_path / "data" / label)
+    context = RunContext(cache_dir=cache_dir)
+    classifier = train(tmp_path / "data", context=context)
+    dataset = load_dataset(tmp_path / "data")
+    fitted = dataset.split("train") + dataset.split("val")
+    assert 0 < len(dataset.split("val")) < 100 and len(dataset.split("test")) > 0
     note = next(n for n in classifier.summary.notes if "cross-validation" in n)
-    assert "5-fold cross-validation over the 40 training and validation photos" in note
-    assert "fitted on all 40" in note
-    photos = sorted(presplit.rglob("*.jpg"))
-    assert len(photos) == 40
-    extracted = classifier.extractor().extract_files(photos)
-    labels = np.array([classifier.labels.index(p.parent.name) for p in photos])
+    assert f"5-fold cross-validation over the {len(fitted)} training and validation" in note
+    assert f"fitted on all {len(fitted)}" in note
+    extracted = classifier.extractor().extract_files([sample.path for sample in fitted])
+    labels = np.array([classifier.labels.index(sample.label) for sample in fitted])
     weight = classifier.head.parameters["1.weight"]
     width = int(np.flatnonzero(np.abs(weight).sum(0))[-1]) + 1  # the features the head uses
     x = extracted.features[:, :width]
     direct = fit_linear(x, labels, x[:0], labels[:0], 2, l2=classifier.summary.l2)
     assert np.allclose(weight[:, :width], direct.weight, atol=1e-4)
-    assert classifier.unknown is not None and classifier.unknown.stats.bank_size == 40
+    assert classifier.unknown is not None and classifier.unknown.stats.bank_size == len(fitted)
+    # copies of any photo it was fitted on, validation included, are left out of evaluations
+    assert len(classifier.training_digests["train"]) == len(fitted)
+    scored = classifier.evaluation_set(tmp_path / "data")
+    assert scored.split == "test" and not scored.duplicates
+    assert len(scored.labelled.y) == len(dataset.split("test"))
+
+
+def test_without_a_test_split_the_validation_photos_stay_unseen(trained, presplit):
+    """Train and val folders only: `evaluate` scores the validation split, so the head is
+    fitted on the training photos alone and validation chooses, as before."""
+    classifier, _ = trained
+    assert not any("cross-validation" in note for note in classifier.summary.notes)
+    scored = classifier.evaluation_set(presplit)
+    assert scored.split == "val" and not scored.duplicates and len(scored.labelled.y) == 16

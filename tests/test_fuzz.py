@@ -1,4 +1,5 @@
-"""The fuzz suite (tests/fuzzing.py) for a bounded time: nothing escapes, memory stays bounded.
+"""The fuzz suites (tests/fuzzing.py for image bytes, tests/fuzz_names.py for names) for a
+bounded time: nothing escapes, memory stays bounded.
 
 $HEADSTART_FUZZ_SECONDS sets the time (20 s by default); $HEADSTART_FUZZ_SEED the seed.
 """
@@ -13,22 +14,31 @@ import pytest
 from conftest import real_photos
 
 
-@pytest.mark.slow
-def test_mutated_images_never_escape_and_never_blow_up_memory(trained, exported, cache_dir):
-    _, model = trained
-    _, onnx_file = exported
+def fuzz(script: str, *options: str) -> dict:
+    """Run a fuzzer for $HEADSTART_FUZZ_SECONDS in its own process; its JSON report."""
     seconds = os.environ.get("HEADSTART_FUZZ_SECONDS", "20")
     command = [
         sys.executable,
-        str(Path(__file__).with_name("fuzzing.py")),
+        str(Path(__file__).with_name(script)),
         *["--seconds", seconds, "--seed", os.environ.get("HEADSTART_FUZZ_SEED", "0")],
-        *["--photo", str(real_photos("sunflower", 1, skip=21)[0])],
-        *["--model", str(model), "--onnx", str(onnx_file), "--cache", str(cache_dir)],
+        *options,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=float(seconds) + 600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.splitlines()[-1])
     print(json.dumps(report, indent=2))
+    return report
+
+
+@pytest.mark.slow
+def test_mutated_images_never_escape_and_never_blow_up_memory(trained, exported, cache_dir):
+    _, model = trained
+    _, onnx_file = exported
+    report = fuzz(
+        "fuzzing.py",
+        *["--photo", str(real_photos("sunflower", 1, skip=21)[0])],
+        *["--model", str(model), "--onnx", str(onnx_file), "--cache", str(cache_dir)],
+    )
     assert report["inputs"] > 100
     assert report["escaped"] == [], report["escaped"][:10]
     assert report["over_memory_bound"] == [], report["over_memory_bound"][:10]
@@ -40,16 +50,7 @@ def test_mutated_images_never_escape_and_never_blow_up_memory(trained, exported,
 def test_hostile_names_never_escape_any_writer():
     """Names built from terminal escapes, controls, bidi, formulas, `$`, HTML, line breaks and
     lone surrogates, through the terminal, CSV, HTML, the labels file, metadata and figures."""
-    seconds = os.environ.get("HEADSTART_FUZZ_SECONDS", "20")
-    command = [
-        sys.executable,
-        str(Path(__file__).with_name("fuzz_names.py")),
-        *["--seconds", seconds, "--seed", os.environ.get("HEADSTART_FUZZ_SEED", "0")],
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=float(seconds) + 300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.splitlines()[-1])
-    print(json.dumps(report, indent=2))
+    report = fuzz("fuzz_names.py")
     assert report["names"] > 100 and report["checked"]["figure"] > 0
     assert report["escapes"] == 0, report["escaped"][:10]
 

@@ -135,7 +135,9 @@ def train(
         replace(settings, strategy=strategy),
         progress,
         head_widths=resolved.leading_candidates,
-        small_data=not views,
+        # Fitting on the validation photos too needs a test split to evaluate on: without
+        # one, `evaluate` scores the validation split, which must then stay unseen.
+        small_data=not views and len(splits["test"].y) > 0,
     )
     head, backbone_used, history, best_epoch = (
         fit.head,
@@ -246,7 +248,7 @@ def train(
             if strategy == "finetune"
             else None
         ),
-        training_digests={name: digest_array(splits[name].digests) for name in ("train", "val")},
+        training_digests=_training_digests(splits, fitted_on_val=refit is not None),
         unknown=unknown,
         context=context,
     )
@@ -288,6 +290,15 @@ def _unknown_detector(
         head.logits(train_x) / temperature,
         head.logits(val_x) / temperature,
     )
+
+
+def _training_digests(
+    splits: dict[str, LabelledFeatures], fitted_on_val: bool
+) -> dict[str, np.ndarray]:
+    """What evaluation leaves out as copies: under "train", every image the head was fitted
+    on (the validation images too when it was fitted on them)."""
+    fitted = splits["train"].digests + (splits["val"].digests if fitted_on_val else [])
+    return {"train": digest_array(fitted), "val": digest_array(splits["val"].digests)}
 
 
 def _unknown_detector_out_of_fold(
