@@ -238,7 +238,7 @@ def live_server(model):
 
     import uvicorn
 
-    limits = Limits(upload_seconds=3.0)
+    limits = Limits(upload_seconds=10.0)
     app = create_app(model, limits=limits)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -274,6 +274,7 @@ def trickle(address, seconds: float) -> socket.socket:
     return connection
 
 
+@pytest.mark.slow  # the slow clients are cut off after 10 s
 def test_slow_clients_never_hold_back_the_others(live_server, photos):
     """Before: a client sending its body slowly held a decoding permit with no deadline, so
     two of them (one per core) left every other request unanswered."""
@@ -284,17 +285,18 @@ def test_slow_clients_never_hold_back_the_others(live_server, photos):
     time.sleep(0.5)  # they are all inside the server, sending
     _, data = photos[0]
     started = time.monotonic()
-    client = http.client.HTTPConnection(*live_server, timeout=2.5)
+    client = http.client.HTTPConnection(*live_server, timeout=5)
     client.request("POST", "/predict", data, {"Content-Type": "image/jpeg"})
     answer = client.getresponse()
-    assert answer.status == 200 and time.monotonic() - started < 2.5
+    # well before the slow clients' deadline: they never held a decoding slot
+    assert answer.status == 200 and time.monotonic() - started < 5
     for connection in slow:  # each is cut off at the deadline with a 408
-        connection.settimeout(10)
+        connection.settimeout(20)
         reply = b""
         while b"}" not in reply and (part := connection.recv(4096)):
             reply += part
         assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
-        assert b"not received within 3 s" in reply
+        assert b"not received within 10 s" in reply
         connection.close()
 
 
