@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -232,3 +233,88 @@ def test_backbones_joined_by_plus_see_one_input_and_concatenate_their_features(t
         resolve_backbone("efficientnet_lite0+efficientnet_lite0", tmp_path)
     with pytest.raises(HeadstartError, match="normalises its input differently"):
         resolve_backbone("efficientnet_lite0+resnet18", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def own_weights(tmp_path_factory):
+    """Lite0's packaged weights written as a user's checkpoint would be: .safetensors and a
+    PyTorch state dict for timm's tf_efficientnet_lite0."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("weights")
+    module = load_packaged_module(PACKAGED_WEIGHTS["efficientnet_lite0"], with_classifier=True)
+    state = {name: tensor.contiguous() for name, tensor in module.state_dict().items()}
+    save_file(state, str(folder / "lite0.safetensors"))
+    torch.save(state, folder / "lite0.pth")
+    return folder
+
+
+def test_own_weights_for_a_timm_architecture_load_offline(own_weights, tmp_path, monkeypatch):
+    """No network (the Hugging Face hub is refused): the file's weights, the architecture's
+    preprocessing, the same features as the package that wrote them."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    packaged = resolve_backbone("efficientnet_lite0", tmp_path, pooled_stages=())
+    pixels = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = packaged.build_module()(pixels)
+    for file in ("lite0.safetensors", "lite0.pth"):
+        own = resolve_backbone("tf_efficientnet_lite0", tmp_path, weights_file=own_weights / file)
+        assert own.preprocessing == packaged.preprocessing
+        assert own.weights_id.startswith("sha256:") and own.weights_file == str(own_weights / file)
+        with torch.no_grad():
+            assert torch.equal(own.build_module()(pixels), expected)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint")
+    for bad, message in (
+        (garbage, "not weights for tf_efficientnet_lite0"),
+        (tmp_path / "missing.safetensors", "no such weights file"),
+        (own_weights, "no such weights file"),  # a folder
+        (tmp_path / "weights.pkl", "no such weights file"),
+    ):
+        with pytest.raises(HeadstartError, match=message):
+            resolve_backbone("tf_efficientnet_lite0", tmp_path, weights_file=bad).build_module()
+    pickled = tmp_path / "weights.pkl"
+    pickled.write_bytes(b"\x80\x04N.")
+    with pytest.raises(HeadstartError, match=r"\.safetensors, \.pth"):
+        resolve_backbone("tf_efficientnet_lite0", tmp_path, weights_file=pickled)
+    with pytest.raises(HeadstartError, match="one weights file is for one backbone"):
+        resolve_backbone("efficientnet_lite0+efficientnet_lite1", weights_file=garbage)
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_own_weights_predicts_and_names_a_missing_file(
+    own_weights, presplit, cache_dir, tmp_path
+):
+    from conftest import headstart
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "mine.safetensors"
+    weights.write_bytes((own_weights / "lite0.safetensors").read_bytes())
+    model = tmp_path / "model"
+    trained = headstart(
+        "train", str(presplit), "-o", str(model), "--backbone", "tf_efficientnet_lite0",
+        "--backbone-weights", str(weights), "--strategy", "linear", "-q", cache_dir=cache_dir,
+        env={"HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    photo = str(real_photos("sunflower", 1, skip=20)[0])
+    predicted = headstart("predict", str(model), photo, "--json", cache_dir=tmp_path / "fresh")
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)[0]["label"] in ("daisy", "sunflower")
+    info = json.loads(headstart("info", str(model), "--json").stdout)
+    assert info["backbone"]["weights_file"] == str(weights)
+    weights.rename(tmp_path / "moved.safetensors")
+    gone = headstart("predict", str(model), photo, cache_dir=tmp_path / "fresh2")
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr
+    assert f"{weights}: no such weights file" in gone.stderr
+    other = tmp_path / "other.safetensors"  # other weights at the recorded path
+    state = load_file(str(own_weights / "lite0.safetensors"))
+    state = {
+        name: tensor * 1.01 if tensor.is_floating_point() else tensor
+        for name, tensor in state.items()
+    }
+    save_file(state, str(other))
+    weights.write_bytes(other.read_bytes())
+    changed = headstart("predict", str(model), photo, cache_dir=tmp_path / "fresh3")
+    assert changed.returncode == 1 and "Traceback" not in changed.stderr
+    assert f"{weights}: not the weights this model was trained with" in changed.stderr

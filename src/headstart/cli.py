@@ -143,6 +143,13 @@ def train(
             help="Offline name, any timm model, or names joined by + [default: efficientnet_lite0]"
         ),
     ] = None,
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="The backbone's weights from this file (.safetensors, or a PyTorch state dict "
+            "read without pickle), offline: a checkpoint of the same architecture"
+        ),
+    ] = None,
     input_size: Annotated[
         int | None,
         typer.Option(
@@ -237,6 +244,7 @@ def train(
         data,
         output,
         backbone=backbone,
+        backbone_weights=backbone_weights,
         input_size=input_size,
         preset=str(preset) if preset else None,
         settings=settings,

@@ -54,6 +54,7 @@ def train(
     output: str | Path | None = None,
     *,
     backbone: str | None = None,
+    backbone_weights: str | Path | None = None,
     input_size: int | None = None,
     preset: str | None = None,
     settings: FitSettings | None = None,
@@ -65,8 +66,9 @@ def train(
 ) -> Classifier:
     """Train a classifier on a dataset; save it to `output` if given.
 
-    `backbone` (default efficientnet_lite0) and `input_size` (the square size images are fed
-    at; 1.29x the pretrained size by default) may instead come from a `preset`: fast,
+    `backbone` (default efficientnet_lite0; `backbone_weights`, a .safetensors file or state
+    dict of its architecture, replaces its weights offline) and `input_size` (the square size
+    images are fed at; 1.29x the pretrained size by default) may instead come from a `preset`: fast,
     balanced (the default) or best (Lite0, Lite1 and Lite2 side by side). Heads train on
     cached backbone features; `strategy="finetune"` then also tunes the top of the backbone,
     writing a checkpoint into `output` after every epoch, which `resume=True` continues from.
@@ -98,7 +100,9 @@ def train(
     image_side = None
     if input_size is None:
         image_side = typical_short_side([sample.path for sample in dataset.split("train")])
-    resolved = resolve_backbone(backbone, cache.directory, input_size, image_side=image_side)
+    resolved = resolve_backbone(
+        backbone, cache.directory, input_size, image_side=image_side, weights_file=backbone_weights
+    )
     if resolved.size_note:
         notes.append(resolved.size_note)
     if settings.strategy == "finetune" and not can_finetune(resolved):

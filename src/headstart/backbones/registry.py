@@ -101,6 +101,8 @@ class Backbone:
     stage_widths: tuple[int, ...] = ()  # output channels of each stage, when known
     # Why the input size is not the usual one, in a sentence for the training summary.
     size_note: str | None = field(default=None, compare=False)
+    # The user's own weights for the architecture (safetensors or a state dict), if given.
+    weights_file: str | None = None
 
     @property
     def width(self) -> int | None:
@@ -179,6 +181,7 @@ class Backbone:
             "weights": self.weights_id,
             "fingerprint": self.fingerprint,
             **({"pooled_stages": list(self.pooled_stages)} if self.pooled_stages else {}),
+            **({"weights_file": self.weights_file} if self.weights_file else {}),
         }
 
 
@@ -245,8 +248,12 @@ def resolve_backbone(
     input_size: int | None = None,
     pooled_stages: tuple[int, ...] | None = None,
     image_side: int | None = None,
+    weights_file: str | Path | None = None,
 ) -> Backbone:
     """Find a backbone by headstart name (offline weights) or timm model name (downloads).
+
+    `weights_file` (safetensors, or a PyTorch state dict read without pickle) gives the
+    architecture the user's own weights, offline: a checkpoint copied from elsewhere.
 
     `config_dir` memoises the preprocessing config read from timm, so that a warm run whose
     features are all cached never imports timm (several seconds on a small machine).
@@ -258,8 +265,12 @@ def resolve_backbone(
     pretrained size: upscaled pixels add no detail, and measured, cost accuracy.
     """
     if "+" in name:
+        if weights_file is not None:
+            raise HeadstartError(f"backbone {name!r}: one weights file is for one backbone")
         return _concatenated(name, config_dir, input_size, pooled_stages, image_side)
     backbone = _resolve(name, config_dir)
+    if weights_file is not None:
+        backbone = _with_own_weights(backbone, Path(weights_file))
     if pooled_stages is None:
         pooled_stages = DEFAULT_POOLED_STAGES if name in PACKAGED_WEIGHTS else ()
     backbone.pooled_stages = tuple(pooled_stages)
@@ -362,6 +373,48 @@ def _resolve(name: str, config_dir: Path | None) -> Backbone:
             stage_widths=packaged.stage_widths,
         )
     return _timm_backbone(name, config_dir)
+
+
+def _with_own_weights(backbone: Backbone, weights_file: Path) -> Backbone:
+    """`backbone`'s architecture and preprocessing with the weights in `weights_file`."""
+    file = weights_file.expanduser().absolute()
+    if not file.is_file():
+        raise HeadstartError(f"{file}: no such weights file (--backbone-weights)")
+    if file.suffix.lower() not in WEIGHTS_SUFFIXES:
+        raise HeadstartError(
+            f"{file}: weights are read from {', '.join(WEIGHTS_SUFFIXES)} files (safetensors, "
+            "or a PyTorch state dict, read without pickle)"
+        )
+    architecture = backbone.architecture
+
+    def build(with_classifier: bool):
+        return _own_weights_module(architecture, file, with_classifier)
+
+    return dataclasses.replace(
+        backbone,
+        weights_id=f"sha256:{file_sha256(file)}",
+        _build=build,
+        weights_file=str(file),
+    )
+
+
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def _own_weights_module(architecture: str, file: Path, with_classifier: bool):
+    import timm
+
+    # "source" cleared: a configuration naming the Hugging Face hub would fetch from it.
+    overlay = {"file": str(file), "source": ""}
+    headless: dict[str, Any] = {} if with_classifier else {"num_classes": 0}
+    try:
+        model: Any = timm.create_model(
+            architecture, pretrained=True, pretrained_cfg_overlay=overlay, **headless
+        )
+    except Exception as error:  # torch and safetensors fail with many types on a bad file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HeadstartError(f"{file}: not weights for {architecture} ({reason[:300]})") from error
+    return model.eval()
 
 
 def _timm_backbone(name: str, config_dir: Path | None) -> Backbone:

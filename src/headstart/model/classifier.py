@@ -325,7 +325,14 @@ class Classifier:
         size = height if height == width else None
         recorded = self.backbone
         stages = recorded.pooled_stages  # none in older models
-        pretrained = resolve_backbone(recorded.name, config_dir, size, stages)
+        pretrained = resolve_backbone(
+            recorded.name, config_dir, size, stages, weights_file=recorded.weights_file
+        )
+        if pretrained.fingerprint != recorded.fingerprint and recorded.weights_file:
+            raise HeadstartError(
+                f"{recorded.weights_file}: not the weights this model was trained with "
+                f"({pretrained.weights_id[:19]}, the model expects {recorded.weights[:19]})"
+            )
         if pretrained.fingerprint != recorded.fingerprint:
             raise HeadstartError(
                 f"backbone {recorded.name!r} installed here differs from the one this "

@@ -123,6 +123,7 @@ class BackboneRecord(RecordPart):
     pooled_stages: tuple[int, ...] = setting((), stage_numbers)
     tuned_weights: str | None = setting(None, optional(text))
     tuned_fingerprint: str | None = setting(None, optional(text))
+    weights_file: str | None = setting(None, optional(text))  # the user's own weights
 
 
 @dataclass(frozen=True)
