@@ -42,7 +42,6 @@ class CrossValidated:
     out_of_fold: np.ndarray  # (photos, classes) float32: each from a head that never saw it
     folds: int
     photos: int
-    loss: float  # mean out-of-fold cross entropy of the choice
     accuracy: float  # out-of-fold accuracy of the choice
 
     def describe(self, total_width: int) -> str:
@@ -90,8 +89,8 @@ def cross_validated_choice(
         if difference.mean() > difference.std(ddof=1) / np.sqrt(count):
             chosen = wider
     out_of_fold = logits[chosen][best[chosen]]
-    loss, accuracy = scores(out_of_fold, y)
-    return CrossValidated(L2_PATH[best[chosen]], chosen, out_of_fold, count, len(y), loss, accuracy)
+    accuracy = scores(out_of_fold, y)[1]
+    return CrossValidated(L2_PATH[best[chosen]], chosen, out_of_fold, count, len(y), accuracy)
 
 
 def stratified_folds(y: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarray:
