@@ -375,6 +375,9 @@ def _resolve(name: str, config_dir: Path | None) -> Backbone:
     return _timm_backbone(name, config_dir)
 
 
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")  # --backbone-weights reads these
+
+
 def _with_own_weights(backbone: Backbone, weights_file: Path) -> Backbone:
     """`backbone`'s architecture and preprocessing with the weights in `weights_file`."""
     file = weights_file.expanduser().absolute()
@@ -396,9 +399,6 @@ def _with_own_weights(backbone: Backbone, weights_file: Path) -> Backbone:
         _build=build,
         weights_file=str(file),
     )
-
-
-WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 def _own_weights_module(architecture: str, file: Path, with_classifier: bool):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from headstart.errors import HeadstartError
 from headstart.features.store import pyarrow_modules
 from headstart.model.classifier import Classifier
 from headstart.model.prediction import csv_header, csv_row, image_list
+from headstart.model.record import finite, optional
+from headstart.settings import boolean
 from headstart.storage import SafeCsvWriter, atomic_file, atomic_write_text, check_writable_file
 
 PART_SIZE = 4096
@@ -165,27 +166,21 @@ def _record_problem(record: Any, path: str, width: int) -> str | None:
         return f"a prediction for another image than {path!r}"
     labels, probabilities = record["labels"], record["probabilities"]
     fields_ok = (
-        _optional(record["label"], str)
-        and _optional(record["error"], str)
-        and _optional(record["unknown"], bool)
-        and _optional_number(record["unknown_score"])
+        _optional_string(record["label"])
+        and _optional_string(record["error"])
+        and optional(boolean)(record["unknown"]) is None
+        and optional(finite)(record["unknown_score"]) is None
         and isinstance(labels, list)
         and isinstance(probabilities, list)
         and len(labels) == len(probabilities) <= width
         and all(isinstance(label, str) for label in labels)
-        and all(_optional_number(p) and p is not None and 0 <= p <= 1 for p in probabilities)
+        and all(finite(p) is None and 0 <= p <= 1 for p in probabilities)
     )
     return None if fields_ok else f"the prediction for {path!r} has fields of the wrong type"
 
 
-def _optional(value: Any, kind: type) -> bool:
-    return value is None or isinstance(value, kind)
-
-
-def _optional_number(value: Any) -> bool:
-    return value is None or (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+def _optional_string(value: Any) -> bool:
+    return value is None or isinstance(value, str)
 
 
 def _write_parquet(file: BinaryIO, parts: Iterable[list[dict[str, Any]]], top_k: int) -> int:
