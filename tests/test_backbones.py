@@ -251,15 +251,18 @@ def own_weights(tmp_path_factory):
 
 def test_own_weights_for_a_timm_architecture_load_offline(own_weights, tmp_path, monkeypatch):
     """No network (the Hugging Face hub is refused): the file's weights, the architecture's
-    preprocessing, the same features as the package that wrote them."""
+    preprocessing, the same features as the package that wrote them: the stages that timm's
+    architecture offers give the measured default (stages 3-6) by the general rule."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    packaged = resolve_backbone("efficientnet_lite0", tmp_path, pooled_stages=())
+    packaged = resolve_backbone("efficientnet_lite0", tmp_path)
     pixels = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         expected = packaged.build_module()(pixels)
     for file in ("lite0.safetensors", "lite0.pth"):
         own = resolve_backbone("tf_efficientnet_lite0", tmp_path, weights_file=own_weights / file)
         assert own.preprocessing == packaged.preprocessing
+        assert own.pooled_stages == packaged.pooled_stages == (3, 4, 5, 6)
+        assert own.width == packaged.width == 1984
         assert own.weights_id.startswith("sha256:") and own.weights_file == str(own_weights / file)
         with torch.no_grad():
             assert torch.equal(own.build_module()(pixels), expected)
@@ -318,3 +321,71 @@ def test_a_model_trained_on_own_weights_predicts_and_names_a_missing_file(
     changed = headstart("predict", str(model), photo, cache_dir=tmp_path / "fresh3")
     assert changed.returncode == 1 and "Traceback" not in changed.stderr
     assert f"{weights}: not the weights this model was trained with" in changed.stderr
+
+
+def test_lite0_stage_features_are_the_hand_written_ones_exactly(backbone):
+    """timm's forward_intermediates gives Lite0's features bit for bit as the forward pass
+    written out for EfficientNet did before: stem, blocks (stages 3-6 pooled), head."""
+    network = backbone.build_module().eval()
+    net = network.network
+    images = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        x, pooled = net.bn1(net.conv_stem(images)), []
+        for index, stage in enumerate(net.blocks):
+            x = stage(x)
+            if index in backbone.pooled_stages:
+                pooled.append(x.mean((2, 3)))
+        by_hand = torch.cat([net.global_pool(net.bn2(net.conv_head(x))), *pooled], dim=1)
+        assert torch.equal(network(images), by_hand)
+
+
+@pytest.fixture(scope="module")
+def resnet_weights(tmp_path_factory):
+    """A randomly initialised timm ResNet (resnet10t), saved as a user's checkpoint: a second
+    family, made offline."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    network = timm.create_model("resnet10t", pretrained=False)
+    file = tmp_path_factory.mktemp("resnet") / "resnet10t.safetensors"
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(file))
+    return file
+
+
+def test_a_resnet_pools_its_stages_and_splits_into_its_groups(resnet_weights, tmp_path):
+    """Stage features and fine-tuning units come from timm's own API: layer3 (stride 16) is
+    pooled beside the head, layer4 is not (the head pools it alone), and the units are
+    timm's groups: stem, layer1..layer4."""
+    from headstart.backbones.network import PixelNormalize
+    from headstart.backbones.stages import FrozenBelow, split_backbone, units_of
+
+    resnet = resolve_backbone("resnet10t", tmp_path, weights_file=resnet_weights)
+    assert resnet.pooled_stages == (3,) and resnet.width == 512 + 256
+    assert resnet.leading_candidates == (512,) and resnet.distance_features == 512
+    network = resnet.build_module().eval()
+    units = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
+    assert units_of(network.network) == units
+    photo = real_photos("sunflower", 1)[0]
+    pixels = torch.from_numpy(np.array(resnet.preprocessing.pixels(photo.read_bytes())[None]))
+    with torch.inference_mode():
+        images = PixelNormalize(resnet.preprocessing)(pixels)
+        features = network(images)
+        inner = network.network
+        stem = inner.maxpool(inner.act1(inner.bn1(inner.conv1(images))))
+        layer3 = inner.layer3(inner.layer2(inner.layer1(stem)))
+        head = inner.global_pool(inner.layer4(layer3))
+    assert features.shape == (1, 768)
+    assert torch.allclose(features, torch.cat([head, layer3.mean((2, 3))], 1), atol=1e-5)
+
+    split = split_backbone(network, "2", resnet.preprocessing.input_size)
+    assert isinstance(split.top, FrozenBelow) and split.units == 2
+    assert split.tuned_prefixes == ("layer3", "layer4")
+    with torch.inference_mode():
+        assert torch.allclose(split.top(split.trunk(images)), features, atol=1e-5)
+    split.top.train()
+    assert inner.layer4.training and not inner.layer1.training and not inner.bn1.training
+    top_two = [p for name, p in inner.named_parameters() if name.startswith(("layer3.", "layer4."))]
+    assert {id(p) for p in split.tuned_parameters()} == {id(p) for p in top_two}
+    with pytest.raises(HeadstartError, match="between 1 and 5"):
+        split_backbone(network, "6")

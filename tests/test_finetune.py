@@ -479,16 +479,46 @@ def test_bad_strategy_settings_are_usage_errors(presplit, cache_dir, tmp_path, c
         assert "Traceback" not in result.stderr
 
 
-def test_only_efficientnets_fine_tune_and_others_fail_before_any_work(presplit, tmp_path):
-    """Before: `--strategy auto` with another backbone chose fine-tuning and failed only after
-    every feature was computed."""
+def test_joined_backbones_cannot_fine_tune_and_fail_before_any_work(presplit, tmp_path):
+    """Before: `--strategy auto` with a backbone that could not fine-tune chose fine-tuning
+    and failed only after every feature was computed. Any one timm network fine-tunes now."""
     from headstart.backbones.registry import can_finetune
     from headstart.errors import SettingError
 
     assert can_finetune(resolve_backbone("efficientnet_lite0", tmp_path))
-    assert can_finetune(resolve_backbone("mixnet_s", tmp_path))
-    assert not can_finetune(resolve_backbone("resnet18", tmp_path))
+    assert can_finetune(resolve_backbone("resnet18", tmp_path))
+    joined = "efficientnet_lite0+efficientnet_lite1"
+    assert not can_finetune(resolve_backbone(joined, tmp_path))
     context = RunContext(cache_dir=tmp_path / "cache")
-    with pytest.raises(SettingError, match="not resnet18"):
-        train(presplit, backbone="resnet18", settings=SETTINGS, context=context)
+    with pytest.raises(SettingError, match="joined backbones"):
+        train(presplit, backbone=joined, settings=SETTINGS, context=context)
     assert not list((tmp_path / "cache").glob("onnx/*"))  # no backbone was even exported
+
+
+@pytest.mark.slow  # a fine-tuning run of a ResNet
+def test_a_resnet_trains_with_stage_features_and_fine_tunes(train_only, tmp_path):
+    """A second family, weights made offline: stage features, then its top two groups
+    fine-tuned in place; the saved folder predicts what the trained classifier did."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet10t.safetensors"
+    state = timm.create_model("resnet10t", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    folder, cache = tmp_path / "model", tmp_path / "cache"
+    classifier = finetune_run(
+        train_only, folder, cache, backbone="resnet10t", backbone_weights=weights
+    )
+    assert classifier.fine_tuned and classifier.finetune.tuned == ("layer3", "layer4")
+    assert classifier.extractor().backbone.pooled_stages == (3,)
+    assert set(classifier.backbone_tensors) == {
+        k for k in state if k.startswith(("layer3.", "layer4."))
+    }
+    tuned = classifier.backbone_tensors.items()
+    changed = {k for k, v in tuned if not np.array_equal(v, state[k].numpy())}
+    assert any(k.endswith(".weight") for k in changed), "fine-tuning changed no weight"
+    photos = real_photos("daisy", 2, skip=20) + real_photos("sunflower", 2, skip=20)
+    reloaded = Classifier.load(folder, context=RunContext(cache_dir=tmp_path / "fresh"))
+    for ours, theirs in zip(reloaded.predict(photos), classifier.predict(photos), strict=True):
+        np.testing.assert_allclose(ours.probabilities, theirs.probabilities, atol=1e-4)

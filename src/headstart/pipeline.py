@@ -107,8 +107,8 @@ def train(
         notes.append(resolved.size_note)
     if settings.strategy == "finetune" and not can_finetune(resolved):
         raise SettingError(
-            f"--strategy finetune supports timm's EfficientNet family (efficientnet_lite0/1/2, "
-            f"tf_efficientnet_*, mixnet_*, ...), not {backbone}; use --strategy linear or mlp"
+            f"--strategy finetune tunes one network, not {backbone} (joined backbones); "
+            "use --strategy linear or mlp"
         )
     strategy, reason = _strategy(settings, resolved, preset)
     extractor = FeatureExtractor(resolved, cache, engine, runner=context.cluster)
@@ -355,7 +355,7 @@ def _strategy(
     if settings.aug_views:
         return "linear", f"--aug-views {settings.aug_views} trains the head on augmented views"
     if not can_finetune(backbone):
-        return "linear", f"{backbone.name} cannot be fine-tuned here (EfficientNets only)"
+        return "linear", f"{backbone.name} joins several networks: one cannot be fine-tuned alone"
     return "auto", None
 
 

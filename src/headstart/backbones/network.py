@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from headstart.backbones.preprocessing import Preprocessing
+from headstart.backbones.stages import stage_outputs
 
 
 class PixelNormalize(nn.Module):
@@ -36,11 +37,11 @@ class PixelsToFeatures(nn.Sequential):
 
 
 class StagePooled(nn.Module):
-    """An EfficientNet whose features are the pooled outputs of its last stages, beside the
+    """A timm network whose features are the pooled outputs of some of its stages, beside the
     usual pooled head: mid-level patterns (edges, textures, strokes) that the last layer, tuned
     to ImageNet's objects, keeps little of. The same forward pass, so the same cost."""
 
-    network: Any  # timm's EfficientNet: its parts are read by name
+    network: Any  # a timm model: forward_intermediates and forward_head
     stages: tuple[int, ...]
 
     def __init__(self, network: nn.Module, stages: tuple[int, ...]) -> None:
@@ -48,15 +49,9 @@ class StagePooled(nn.Module):
         self.network, self.stages = network, stages
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        net = self.network
-        x = net.bn1(net.conv_stem(images))
-        pooled = []
-        for index, stage in enumerate(net.blocks):
-            x = stage(x)
-            if index in self.stages:
-                pooled.append(x.mean((2, 3)))
-        head = net.global_pool(net.bn2(net.conv_head(x)))
-        return torch.cat([head, *pooled], dim=1)
+        final, outputs = stage_outputs(self.network, images, self.stages)
+        head = self.network.forward_head(final, pre_logits=True)
+        return torch.cat([head, *(x.mean((2, 3)) for x in outputs)], dim=1)
 
 
 class Concatenated(nn.Module):

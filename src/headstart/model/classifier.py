@@ -28,6 +28,7 @@ from headstart.model.prediction import Prediction, expand_image_paths, top_k_pre
 from headstart.model.record import (
     BackboneRecord,
     Calibration,
+    FinetuneRecord,
     ModelRecord,
     SplitPercents,
     Summary,
@@ -107,6 +108,11 @@ class Classifier:
     def calibration(self) -> Calibration | None:
         """The temperature fitted on validation, and what it did there (None without one)."""
         return self.record.calibration
+
+    @property
+    def finetune(self) -> FinetuneRecord | None:
+        """What fine-tuning did (the units tuned, where), or None for a head alone."""
+        return self.record.finetune
 
     @property
     def temperature(self) -> float:

@@ -81,7 +81,8 @@ def finetune(
     network = backbone.build_module()
     split = split_backbone(network, settings.unfreeze, backbone.preprocessing.input_size)
     network.requires_grad_(False)
-    split.top.requires_grad_(True)
+    for parameter in split.tuned_parameters():
+        parameter.requires_grad_(True)
     trunk = Trunk(backbone, split, device, model_dir, context.engine)
     model = nn.Sequential(split.top, head.requires_grad_(True))
     model.to(device).to(memory_format=torch.channels_last)
@@ -362,8 +363,9 @@ def _training_batches(
 def _parameter_groups(split: BackboneSplit, head: nn.Module, settings: FitSettings) -> list[dict]:
     """Backbone at a fraction of the head's rate; no weight decay on biases and norms."""
     backbone_lr = settings.finetune_learning_rate * settings.backbone_lr_scale
-    decay = [p for p in split.top.parameters() if p.ndim > 1]
-    no_decay = [p for p in split.top.parameters() if p.ndim <= 1]
+    tuned = split.tuned_parameters()
+    decay = [p for p in tuned if p.ndim > 1]
+    no_decay = [p for p in tuned if p.ndim <= 1]
     return [
         {"params": decay, "lr": backbone_lr, "weight_decay": settings.weight_decay},
         {"params": no_decay, "lr": backbone_lr, "weight_decay": 0.0},
