@@ -41,6 +41,7 @@ from sklearn.metrics import balanced_accuracy_score
 from headstart import FitSettings, RunContext, diagnose, load_dataset, train
 from headstart.data.exclude import read_exclusions
 from headstart.data.samples import write_digits
+from headstart.evaluation.score import evaluate
 
 LEAKS = ("exact-leak", "near-leak")
 VARIANTS = (
@@ -92,7 +93,7 @@ def run(data: Path, variant: str, leaks: Path, scratch: Path, seed: int) -> dict
         registry.DEFAULT_POOLED_STAGES = stages
     summary = classifier.summary
     dataset = load_dataset(data).without(read_exclusions(leaks))[0]
-    evaluation = classifier.evaluate(dataset)
+    evaluation = evaluate(classifier, dataset)
     scored = classifier.evaluation_set(dataset).labelled
     truth, predicted = scored.y, classifier.probabilities(scored.x).argmax(1)
     return {

@@ -23,8 +23,8 @@ from headstart.backbones.registry import resolve_backbone
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import labelled_features
+from headstart.model.heads import HeadConfig
 from headstart.training.fit import fit_by_gradient
-from headstart.training.heads import HeadConfig
 from headstart.training.solver import fit_linear, scores
 
 DEFAULT_DATA = [DATASETS / name for name in ("hymenoptera", "flowers5", "chest_xray")]

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from headstart import FitSettings, load_dataset, train
 from headstart.context import RunContext
+from headstart.evaluation.score import evaluate
 
 KNOWN = ("daisy", "dandelion", "rose")
 
@@ -65,7 +66,7 @@ def main() -> None:
         "headstart unknown score": {n: classifier.unknown_scores(f) for n, f in features.items()},
     }
     inside = "known (test split)"
-    print(f"known test top-1: {classifier.evaluate(known).accuracy:.2%}")
+    print(f"known test top-1: {evaluate(classifier, known).accuracy:.2%}")
     print("| score | unknowns | AUROC | FPR at 95% TPR |")
     print("|---|---|---|---|")
     for name, by_set in scores.items():

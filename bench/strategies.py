@@ -20,6 +20,7 @@ from data_paths import DATASETS, require
 
 from headstart import FitSettings, train
 from headstart.context import RunContext
+from headstart.evaluation.score import evaluate
 
 DEFAULT_DATA = DATASETS / "hymenoptera"
 
@@ -55,7 +56,7 @@ def main() -> None:
             classifier = train(args.data, settings=settings, context=RunContext(cache_dir=cache))
             seconds = time.perf_counter() - started
             summary = classifier.summary
-            tta = classifier.evaluate(args.data, "val", tta=True)
+            tta = evaluate(classifier, args.data, "val", tta=True)
             print(
                 f"{name:34} {summary.val_accuracy:8.2%} {tta.accuracy:9.2%} "
                 f"{summary.val_loss:9.4f} {seconds:8.1f}s",

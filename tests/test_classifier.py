@@ -7,6 +7,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
 
 from headstart import Classifier, FitSettings, HeadstartError, train
 from headstart.context import RunContext
+from headstart.evaluation.score import evaluate
 from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 
 
@@ -57,7 +58,7 @@ def test_predict_reports_unreadable_files_and_goes_on(trained, cache_dir, tmp_pa
 
 def test_evaluation_matches_an_independent_computation(trained, presplit, cache_dir):
     classifier, _ = trained
-    evaluation = classifier.evaluate(presplit)
+    evaluation = evaluate(classifier, presplit)
     assert evaluation.split == "val" and evaluation.images == 16
     extractor = classifier.extractor()
     paths = sorted(presplit.glob("val/*/*.jpg"))

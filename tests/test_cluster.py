@@ -287,7 +287,7 @@ def test_each_fine_tuning_worker_reads_its_shard_through_ray_data(cluster, photo
 @pytest.mark.slow
 def test_a_failing_worker_is_one_clear_error(cluster, presplit, cache_dir, tmp_path):
     from headstart.features.labelled import labelled_features
-    from headstart.training.heads import HeadConfig, build_head
+    from headstart.model.heads import HeadConfig, build_head
 
     data = tmp_path / "train"
     shutil.copytree(presplit / "train", data)

@@ -209,7 +209,7 @@ def test_a_float16_feature_matrix_trains_the_head_a_float32_one_does(extractor, 
 
 
 def fit_head_from(fit):
-    from headstart.training.heads import Head, HeadConfig
+    from headstart.model.heads import Head, HeadConfig
 
     config = HeadConfig("linear", fit.weight.shape[1], fit.weight.shape[0])
     return Head(config, {"1.weight": fit.weight, "1.bias": fit.bias})
@@ -230,7 +230,7 @@ def test_a_vector_that_is_not_finite_is_a_miss(tmp_path, store):
 def test_a_model_that_is_not_finite_is_not_saved_over_a_good_one(trained, tmp_path):
     import copy
 
-    from headstart.training.heads import Head
+    from headstart.model.heads import Head
 
     classifier, _ = trained
     model = tmp_path / "model"

@@ -1,6 +1,6 @@
 """Stages point one way: a stage may import those before it, never one after it.
 
-data -> backbones -> features -> training -> doctor -> evaluation -> model -> export -> serving
+data -> backbones -> features -> model -> training -> doctor -> evaluation -> export -> serving
 -> cluster,
 with errors, storage, console and threads as a floor every stage may use, and the top (cli, the
 pipeline that ties the stages together, the package's __init__) free to import anything. Lazy
@@ -19,10 +19,10 @@ STAGES = [
     "data",
     "backbones",
     "features",
+    "model",
     "training",
     "doctor",
     "evaluation",
-    "model",
     "export",
     "serving",
     "cluster",
@@ -66,6 +66,7 @@ def test_every_import_follows_the_stage_order():
 NEVER = {
     "data": {"backbones"},  # finding and decoding images knows nothing of networks
     "features": {"export"},
+    "model": {"training", "evaluation"},  # a trained model predicts without the code that made it
     "export": {"training"},  # an exported model runs without the code that trained it
     "serving": {"features"},  # the server decodes and runs ONNX: no cache, no store
 }

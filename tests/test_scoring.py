@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import copy_photos, real_photos
 
-from headstart import HeadstartError
+from headstart import HeadstartError, evaluate
 from headstart.context import RunContext
 from headstart.data.sources import load_dataset
 from headstart.evaluation.metrics import evaluate_probabilities
@@ -24,7 +24,7 @@ def held_out_folder(root, daisy: int = 6, sunflower: int = 6):
 
 def test_the_training_dataset_is_scored_on_its_held_out_split(trained, presplit, cache_dir):
     classifier, _ = trained
-    evaluation = classifier.evaluate(presplit)
+    evaluation = evaluate(classifier, presplit)
     assert evaluation.split == "val" and evaluation.images == 16
     assert "the val split of the training dataset" in evaluation.scope
     assert evaluation.duplicates == []
@@ -34,7 +34,7 @@ def test_any_other_folder_is_scored_whole(trained, cache_dir, tmp_path):
     """Before: only the tenth that the hash split called 'test' was scored, silently."""
     classifier, _ = trained
     folder = held_out_folder(tmp_path / "heldout")
-    evaluation = classifier.evaluate(folder)
+    evaluation = evaluate(classifier, folder)
     assert evaluation.split == "all" and evaluation.images == 12
     assert evaluation.scope.startswith("scored 12 images: every image in")
 
@@ -45,13 +45,13 @@ def test_copies_of_training_images_are_named_and_left_out(trained, presplit, cac
     leaked = sorted((presplit / "train" / "daisy").iterdir())[:3]
     for photo in leaked:
         shutil.copy(photo, folder / "daisy" / f"copy-{photo.name}")
-    evaluation = classifier.evaluate(folder)
+    evaluation = evaluate(classifier, folder)
     assert evaluation.images == 12
     assert sorted(p.rsplit("/", 1)[1] for p in evaluation.duplicates) == sorted(
         f"copy-{p.name}" for p in leaked
     )
     assert "3 identical to training images, left out" in evaluation.scope
-    kept = classifier.evaluate(folder, keep_duplicates=True)
+    kept = evaluate(classifier, folder, keep_duplicates=True)
     assert kept.images == 15 and "3 identical to training images, kept" in kept.scope
 
 
@@ -61,12 +61,12 @@ def test_a_moved_copy_of_the_training_data_scores_only_unseen_images(
     classifier, _ = trained
     moved = tmp_path / "moved"
     shutil.copytree(presplit, moved)
-    evaluation = classifier.evaluate(moved)
+    evaluation = evaluate(classifier, moved)
     assert evaluation.split == "all" and evaluation.images == 16  # the validation photos
     assert len(evaluation.duplicates) == 24  # every training photo, recognised by content
     shutil.rmtree(moved / "val")
     with pytest.raises(HeadstartError, match="all 24 readable images are identical"):
-        classifier.evaluate(moved)
+        evaluate(classifier, moved)
 
 
 def test_undefined_per_class_scores_are_none_and_quiet():

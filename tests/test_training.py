@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from headstart.model.heads import Head
 from headstart.training.fit import fit_head
-from headstart.training.heads import Head
 from headstart.training.settings import FitSettings
 from headstart.training.solver import L2_PATH, fit_linear, scores
 

@@ -15,7 +15,7 @@ from headstart.backbones.registry import resolve_backbone
 from headstart.features.cache import FeatureCache
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import labelled_features
-from headstart.training.heads import HeadConfig, build_head
+from headstart.model.heads import HeadConfig, build_head
 
 SETTINGS = FitSettings(strategy="finetune", finetune_epochs=2, unfreeze="2", augment="none")
 

@@ -16,6 +16,7 @@ _threads.prefer_passive_waiting()
 # Imported on first use: `import headstart` stays instant and `headstart --help` never loads torch.
 _EXPORTS = {
     "train": "headstart.pipeline",
+    "evaluate": "headstart.evaluation.score",
     "diagnose": "headstart.doctor.run",
     "FitSettings": "headstart.training.settings",
     "RunContext": "headstart.context",
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from headstart.data.sources import load_dataset
     from headstart.doctor.run import diagnose
     from headstart.errors import HeadstartError, SettingError
+    from headstart.evaluation.score import evaluate
     from headstart.model.batch import predict_to_file
     from headstart.model.classifier import Classifier
     from headstart.model.prediction import Prediction
@@ -60,6 +62,7 @@ __all__ = [
     "SettingError",
     "__version__",
     "diagnose",
+    "evaluate",
     "list_backbones",
     "load_dataset",
     "on_ray",

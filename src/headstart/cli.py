@@ -362,7 +362,9 @@ def evaluate(
         )
         stderr.print(f"wrote {shown(str(page))}")
     else:
-        evaluation = classifier.evaluate(data, scope, tta=tta, keep_duplicates=keep_duplicates)
+        from headstart.evaluation.score import evaluate as score
+
+        evaluation = score(classifier, data, scope, tta=tta, keep_duplicates=keep_duplicates)
     if as_json:
         print(_json(evaluation.to_dict(), indent=2))
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from headstart.features.store import open_feature_cache
 from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
 from headstart.model.folder import check_model_output
+from headstart.model.heads import Head
 from headstart.model.record import (
     BackboneRecord,
     Calibration,
@@ -43,8 +44,7 @@ from headstart.model.scoring import digest_array
 from headstart.model.unknown import UnknownDetector
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.choice import SMALL_VALIDATION, CrossValidated
-from headstart.training.fit import fit_head, out_of_fold
-from headstart.training.heads import Head
+from headstart.training.fit import FitResult, fit_head, out_of_fold
 from headstart.training.settings import FitSettings
 from headstart.training.strategy import auto_strategy
 
@@ -81,14 +81,103 @@ def train(
     settings = settings or FitSettings()
     settings.check()
     context = context or RunContext()
-    progress, engine = context.progress, context.engine
     check_percents(val_percent, test_percent)
     check_input_size(input_size)
     backbone, input_size = preset_backbone(preset, backbone, input_size)
     if output is not None:
         check_model_output(Path(output), None if isinstance(data, Dataset) else data)
     started = time.perf_counter()
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, val_percent, test_percent)
+    split = SplitPercents(val_percent, test_percent)
+    run = _plan(
+        data, split, exclude, backbone, backbone_weights, input_size, preset, settings, context
+    )
+    splits = {
+        # float16: exactly the cached values, in half the memory (a large set's features
+        # are most of what the driver holds)
+        name: labelled_features(
+            run.extractor,
+            run.dataset.split(name),
+            run.dataset.classes,
+            context.progress,
+            f"Features ({name})",
+            np.float16,
+        )
+        for name in ("train", "val", "test")
+    }
+    _check_trainable(run.dataset, splits["train"])
+    extracted = time.perf_counter()
+    trained = _fit(run, splits, settings, context, output, resume)
+    summary = _summary(run.dataset, splits, trained.history, trained.best_epoch, trained.val_logits)
+    summary.strategy, summary.reason = trained.strategy, trained.reason
+    summary.augmented_views, summary.l2 = trained.views, trained.fit.details.get("l2")
+    summary.notes = run.notes + _notes(run, splits, trained, summary)
+    calibration, unknown = _calibration_and_unknown(run, splits, trained, context)
+    summary.seconds = {
+        "features": extracted - started,
+        "training": time.perf_counter() - extracted,
+        "total": time.perf_counter() - started,
+    }
+    classifier = _assembled(run, splits, trained, summary, calibration, unknown, settings, context)
+    if output is not None:
+        classifier.save(output)
+        Path(output, CHECKPOINT_FILE).unlink(missing_ok=True)
+    return classifier
+
+
+@dataclass
+class _Run:
+    """What a training run works on, settled before any feature is computed."""
+
+    dataset: Dataset
+    extractor: FeatureExtractor
+    strategy: str  # "auto" until the features decide
+    reason: str | None
+    notes: list[str]  # for the summary, in order
+    split: SplitPercents
+
+
+@dataclass
+class _Trained:
+    """The head (and, when fine-tuned, the backbone) a run ends with, and how it got there."""
+
+    fit: FitResult
+    head: Head
+    backbone: Backbone  # the backbone used: the pretrained one, or the tuned one
+    strategy: str
+    reason: str | None
+    views: int
+    features: int  # width of the features the head was chosen on
+    val_logits: np.ndarray
+    history: list[dict[str, Any]]
+    best_epoch: int
+    folds: CrossValidated | None = None  # the small-data choice, when folds made it
+    finetuned: FinetuneRecord | None = None
+    tensors: dict[str, np.ndarray] | None = None  # the backbone weights fine-tuning changed
+    head_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def refit(self) -> CrossValidated | None:
+        """The folds, when the head was then fitted on training and validation alike."""
+        return self.folds if self.folds is not None and self.fit.details["refit"] else None
+
+
+def _plan(
+    data: str | Path | Dataset,
+    split: SplitPercents,
+    exclude: str | Path | None,
+    backbone: str,
+    backbone_weights: str | Path | None,
+    input_size: int | None,
+    preset: str | None,
+    settings: FitSettings,
+    context: RunContext,
+) -> _Run:
+    """The dataset (less the images `exclude` lists), the backbone and the strategy, or the
+    reason none can train, before any feature is computed."""
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
+        dataset = load_dataset(data, split.val_percent, split.test_percent)
     unusable = class_names(dataset.classes)
     if unusable:
         raise HeadstartError(f"{dataset.root}: {unusable}")
@@ -111,155 +200,184 @@ def train(
             "use --strategy linear or mlp"
         )
     strategy, reason = _strategy(settings, resolved, preset)
-    extractor = FeatureExtractor(resolved, cache, engine, runner=context.cluster)
-    splits = {
-        # float16: exactly the cached values, in half the memory (a large set's features
-        # are most of what the driver holds)
-        name: labelled_features(
-            extractor,
-            dataset.split(name),
-            dataset.classes,
-            progress,
-            f"Features ({name})",
-            np.float16,
-        )
-        for name in ("train", "val", "test")
-    }
-    _check_trainable(dataset, splits["train"])
+    extractor = FeatureExtractor(resolved, cache, context.engine, runner=context.cluster)
+    return _Run(dataset, extractor, strategy, reason, notes, split)
+
+
+def _fit(
+    run: _Run,
+    splits: dict[str, LabelledFeatures],
+    settings: FitSettings,
+    context: RunContext,
+    output: str | Path | None,
+    resume: bool,
+) -> _Trained:
+    """The head on cached features; then, if the strategy says so, fine-tuning."""
     train_x, train_y, views = _training_features(
-        extractor, splits["train"], settings, strategy, progress
+        run.extractor, splits["train"], settings, run.strategy, context.progress
     )
-    extracted = time.perf_counter()
+    backbone = run.extractor.backbone
     fit = fit_head(
         train_x,
         train_y,
         _or_empty(splits["val"], splits["train"]),
         splits["val"].y,
-        len(dataset.classes),
-        replace(settings, strategy=strategy),
-        progress,
-        head_widths=resolved.leading_candidates,
+        len(run.dataset.classes),
+        replace(settings, strategy=run.strategy),
+        context.progress,
+        head_widths=backbone.leading_candidates,
         # Fitting on the validation photos too needs a test split to evaluate on: without
         # one, `evaluate` scores the validation split, which must then stay unseen.
         small_data=not views and len(splits["test"].y) > 0,
     )
-    head, backbone_used, history, best_epoch = (
-        fit.head,
-        extractor.backbone,
-        fit.history,
-        fit.best_epoch,
-    )
-    val_logits = head.logits(_or_empty(splits["val"], splits["train"]))
+    val_logits = fit.head.logits(_or_empty(splits["val"], splits["train"]))
     folds = out_of_fold(fit.details)
     if folds is not None:  # the val images' honest logits: from heads that never saw them
         val_logits = folds.out_of_fold[len(splits["train"].y) :]
-        validation = len(splits["val"].y)
-        notes.append(_small_data_note(folds, fit.details["refit"], train_x.shape[1], validation))
+    strategy, reason = run.strategy, run.reason
     if strategy == "auto":
-        last_layer_suffices = "features" in fit.details if resolved.leading_candidates else None
-        strategy, reason = _auto_strategy(settings, splits, resolved, context, last_layer_suffices)
-    finetuned: FinetuneRecord | None = None
-    head_history: list[dict[str, Any]] = []
+        last_layer_suffices = "features" in fit.details if backbone.leading_candidates else None
+        strategy, reason = _auto_strategy(settings, splits, backbone, context, last_layer_suffices)
+    trained = _Trained(
+        fit, fit.head, backbone, strategy, reason, views, train_x.shape[1], val_logits,
+        fit.history, fit.best_epoch, folds,
+    )  # fmt: skip
     if strategy == "finetune":
-        from headstart.training.finetune import finetune  # torchvision: only when fine-tuning
+        _finetune(trained, run, splits, settings, context, output, resume)
+    return trained
 
-        run = finetune if context.cluster is None else context.cluster.finetune
-        tuned = run(
-            backbone=extractor.backbone,
-            head=head.module(),
-            train=splits["train"],
-            val=splits["val"],
-            settings=settings,
-            model_dir=cache.directory / "onnx",
-            checkpoint=_checkpoint(output, settings, extractor, splits),
-            resume=resume,
-            context=context,
-        )
-        head = Head.from_module(head.config, tuned.head)
-        backbone_used, val_logits = tuned.backbone, tuned.val_logits
-        history, best_epoch = tuned.history, tuned.best_epoch
-        finetuned = FinetuneRecord.from_dict(tuned.details, "finetune")
-        head_history = fit.history
-        if not finetuned.improved:
-            notes.append(
-                "no fine-tuning epoch lowered the validation loss (at its best temperature) of "
-                "the linear head it started from, so that head on the pretrained backbone is kept"
-            )
-    summary = _summary(dataset, splits, history, best_epoch, val_logits)
-    summary.strategy, summary.reason, summary.augmented_views = strategy, reason, views
-    summary.l2 = fit.details.get("l2")
-    if fit.details.get("features") and folds is None:
+
+def _finetune(
+    trained: _Trained,
+    run: _Run,
+    splits: dict[str, LabelledFeatures],
+    settings: FitSettings,
+    context: RunContext,
+    output: str | Path | None,
+    resume: bool,
+) -> None:
+    """Fine-tune the top of the backbone with the fitted head; `trained` takes the result."""
+    from headstart.training.finetune import finetune  # torchvision: only when fine-tuning
+
+    tune = finetune if context.cluster is None else context.cluster.finetune
+    tuned = tune(
+        backbone=run.extractor.backbone,
+        head=trained.head.module(),
+        train=splits["train"],
+        val=splits["val"],
+        settings=settings,
+        model_dir=run.extractor.cache.directory / "onnx",
+        checkpoint=_checkpoint(output, settings, run.extractor, splits),
+        resume=resume,
+        context=context,
+    )
+    trained.head = Head.from_module(trained.head.config, tuned.head)
+    trained.backbone, trained.val_logits = tuned.backbone, tuned.val_logits
+    trained.history, trained.best_epoch = tuned.history, tuned.best_epoch
+    trained.finetuned = FinetuneRecord.from_dict(tuned.details, "finetune")
+    trained.tensors = {name: t.numpy() for name, t in tuned.tensors.items()}
+    trained.head_history = trained.fit.history
+
+
+def _notes(
+    run: _Run, splits: dict[str, LabelledFeatures], trained: _Trained, summary: Summary
+) -> list[str]:
+    """What the summary says of the choices made and the photos held back."""
+    notes = []
+    if trained.folds is not None:
+        validation = len(splits["val"].y)
+        refit = trained.refit is not None
+        notes.append(_small_data_note(trained.folds, refit, trained.features, validation))
+    if trained.finetuned is not None and not trained.finetuned.improved:
         notes.append(
-            f"the linear head uses the first {fit.details['features']} of {train_x.shape[1]} "
+            "no fine-tuning epoch lowered the validation loss (at its best temperature) of "
+            "the linear head it started from, so that head on the pretrained backbone is kept"
+        )
+    chosen_width = trained.fit.details.get("features")
+    if chosen_width and trained.folds is None:
+        notes.append(
+            f"the linear head uses the first {chosen_width} of {trained.features} "
             "features: all of them did worse on the validation split"
         )
     held_out = len(splits["test"].y)
-    if held_out and "test" not in dataset.given_splits:
+    if held_out and "test" not in run.dataset.given_splits:
         notes.append(
-            f"{held_out} images ({test_percent:g}%) were held out as a test split that "
+            f"{held_out} images ({run.split.test_percent:g}%) were held out as a test split that "
             "training does not use: `headstart evaluate MODEL DATA` scores them, or "
             "--test-percent 0 trains on them"
         )
-    if context.cluster is not None and summary.computed:
+    if run.extractor.runner is not None and summary.computed:
         notes.append(f"the {summary.computed} features the cache lacked were computed on Ray")
-    if finetuned is not None and finetuned.workers:
-        notes.append(f"fine-tuned on {finetuned.workers} Ray Train worker(s)")
-    summary.notes = notes
-    # A head fitted on training and validation: every photo's out-of-fold logits calibrate it
-    refit = folds if folds is not None and fit.details["refit"] else None
+    if trained.finetuned is not None and trained.finetuned.workers:
+        notes.append(f"fine-tuned on {trained.finetuned.workers} Ray Train worker(s)")
+    return notes
+
+
+def _calibration_and_unknown(
+    run: _Run, splits: dict[str, LabelledFeatures], trained: _Trained, context: RunContext
+) -> tuple[Calibration | None, UnknownDetector]:
+    """The temperature and the unknown-image score: on the validation split, or on every
+    photo's out-of-fold logits when the head was fitted on training and validation alike."""
+    refit = trained.refit
     if refit is not None:
         pool_y = np.concatenate([splits["train"].y, splits["val"].y])
         calibration = _calibrate(refit.out_of_fold, pool_y)
     else:
-        calibration = _calibrate(val_logits, splits["val"].y)
-    tuned_extractor = None
-    if backbone_used is not extractor.backbone:  # a fine-tuned backbone sees other features
-        tuned_extractor = FeatureExtractor(backbone_used, cache, engine, runner=context.cluster)
-    width = extractor.backbone.distance_features  # the pooled head: what an image shows
+        calibration = _calibrate(trained.val_logits, splits["val"].y)
+    width = run.extractor.backbone.distance_features  # the pooled head: what an image shows
     if refit is not None:
-        unknown = _unknown_detector_out_of_fold(splits, refit.out_of_fold, calibration, width)
-    else:
-        unknown = _unknown_detector(
-            head, dataset, splits, tuned_extractor, calibration, width, progress
+        return calibration, _unknown_detector_out_of_fold(
+            splits, refit.out_of_fold, calibration, width
         )
-    summary.seconds = {
-        "features": extracted - started,
-        "training": time.perf_counter() - extracted,
-        "total": time.perf_counter() - started,
-    }
+    tuned_extractor = None
+    if trained.backbone is not run.extractor.backbone:  # a tuned backbone sees other features
+        extractor = run.extractor
+        tuned_extractor = FeatureExtractor(
+            trained.backbone, extractor.cache, context.engine, runner=context.cluster
+        )
+    unknown = _unknown_detector(
+        trained.head, run.dataset, splits, tuned_extractor, calibration, width, context.progress
+    )
+    return calibration, unknown
+
+
+def _assembled(
+    run: _Run,
+    splits: dict[str, LabelledFeatures],
+    trained: _Trained,
+    summary: Summary,
+    calibration: Calibration | None,
+    unknown: UnknownDetector,
+    settings: FitSettings,
+    context: RunContext,
+) -> Classifier:
+    """The trained model: its record, head, tuned weights and what evaluation leaves out."""
+    pretrained = run.extractor.backbone
     record = ModelRecord(
-        labels=tuple(dataset.classes),
-        backbone=_describe(extractor.backbone, backbone_used),
-        preprocessing=extractor.backbone.preprocessing,
-        head=head.config,
+        labels=tuple(run.dataset.classes),
+        backbone=_describe(pretrained, trained.backbone),
+        preprocessing=pretrained.preprocessing,
+        head=trained.head.config,
         training=TrainingRecord(
-            strategy=strategy,
+            strategy=trained.strategy,
             settings=settings.to_dict(),
-            split=SplitPercents(val_percent, test_percent),
-            dataset=str(dataset.root),
+            split=run.split,
+            dataset=str(run.dataset.root),
         ),
         summary=summary,
         calibration=calibration,
-        finetune=finetuned,
-        history=history,
-        head_history=head_history,
+        finetune=trained.finetuned,
+        history=trained.history,
+        head_history=trained.head_history,
     )
-    classifier = Classifier(
+    return Classifier(
         record,
-        head,
-        backbone_tensors=(
-            {name: t.numpy() for name, t in tuned.tensors.items()}
-            if strategy == "finetune"
-            else None
-        ),
-        training_digests=_training_digests(splits, fitted_on_val=refit is not None),
+        trained.head,
+        backbone_tensors=trained.tensors,
+        training_digests=_training_digests(splits, fitted_on_val=trained.refit is not None),
         unknown=unknown,
         context=context,
     )
-    if output is not None:
-        classifier.save(output)
-        Path(output, CHECKPOINT_FILE).unlink(missing_ok=True)
-    return classifier
 
 
 def _unknown_detector(
@@ -417,14 +535,16 @@ def _checkpoint(output, settings: FitSettings, extractor, splits):
 
 def _calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration | None:
     """Temperature scaling fitted on the validation split, with its effect on NLL and ECE."""
-    from headstart.evaluation.calibration import expected_calibration_error, nll, softmax
+    from scipy.special import softmax
+
+    from headstart.evaluation.calibration import expected_calibration_error, nll
     from headstart.training.temperature import fit_temperature
 
     if not len(labels):
         return None
     logits = logits.astype(np.float64)
     temperature = fit_temperature(logits, labels)
-    before, after = softmax(logits), softmax(logits, temperature)
+    before, after = softmax(logits, axis=1), softmax(logits / temperature, axis=1)
     return Calibration(
         temperature=temperature,
         val_nll_before=nll(before, labels),
@@ -451,7 +571,9 @@ def _check_trainable(dataset: Dataset, train: LabelledFeatures) -> None:
 
 def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> Summary:
     """The run in numbers; validation scores are those of the model as saved (uncalibrated)."""
-    from headstart.evaluation.calibration import nll, softmax
+    from scipy.special import softmax
+
+    from headstart.evaluation.calibration import nll
 
     val_y = splits["val"].y
     return Summary(
@@ -472,5 +594,5 @@ def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> Su
         best_epoch=best_epoch,
         epochs_run=len(history),
         val_accuracy=float((val_logits.argmax(1) == val_y).mean()) if len(val_y) else None,
-        val_loss=nll(softmax(val_logits.astype(np.float64)), val_y) if len(val_y) else None,
+        val_loss=nll(softmax(val_logits.astype(np.float64), axis=1), val_y) if len(val_y) else None,
     )

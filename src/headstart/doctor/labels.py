@@ -18,6 +18,7 @@ def out_of_sample_probabilities(
     The L2 strength is chosen once, on a fifth of the first fold's training part, and every
     fold's head then solves at that strength: one regularisation path instead of five.
     """
+    from scipy.special import softmax
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     folds = max(2, min(folds, int(np.bincount(y, minlength=num_classes).min())))
@@ -33,7 +34,7 @@ def out_of_sample_probabilities(
             l2 = path.l2
         fit = fit_linear(x[train], y[train], x[:0], y[:0], num_classes, l2=l2)
         logits = x[held] @ fit.weight.T + fit.bias
-        probabilities[held] = _softmax(logits.astype(np.float64))
+        probabilities[held] = softmax(logits.astype(np.float64), axis=1)
     return probabilities
 
 
@@ -53,9 +54,3 @@ def likely_label_errors(y: np.ndarray, probabilities: np.ndarray) -> list[int]:
 def _stratifiable(labels: np.ndarray) -> np.ndarray | None:
     """The labels to stratify by, or None where some class has too few images for it."""
     return labels if np.bincount(labels).min(initial=2) >= 2 else None
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    from scipy.special import softmax
-
-    return softmax(logits, axis=1)

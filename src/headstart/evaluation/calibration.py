@@ -43,13 +43,6 @@ def expected_calibration_error(
     )
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits / temperature
-    scaled = scaled - scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def nll(probabilities: np.ndarray, truth: np.ndarray) -> float:
     picked = probabilities[np.arange(len(truth)), truth]
     return float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from headstart.data.images import thumbnail_base64
 from headstart.data.sources import Dataset
 from headstart.evaluation import figures
-from headstart.evaluation.calibration import expected_calibration_error, reliability_bins, softmax
+from headstart.evaluation.calibration import expected_calibration_error, reliability_bins
 from headstart.evaluation.html import report_page
-from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
+from headstart.evaluation.metrics import Evaluation
+from headstart.evaluation.score import score
 from headstart.storage import (
     SafeCsvWriter,
     atomic_write_bytes,
@@ -38,7 +40,7 @@ def write_report(
     keep_duplicates: bool = False,
     tta: bool = False,
 ) -> Path:
-    """Evaluate `classifier` on `data` (the images `Classifier.evaluate` would score) and write
+    """Evaluate `classifier` on `data` (the images `headstart.evaluate` would score) and write
     the report into `folder`; returns report.html. Features come through the classifier's
     context (cache folder, engine, progress)."""
     return report_and_evaluation(classifier, data, folder, split, keep_duplicates, tta)[0]
@@ -56,16 +58,11 @@ def report_and_evaluation(
     folder = Path(folder)
     check_output_folder(folder, "report", REPORT_FILES, None if isinstance(data, Dataset) else data)
     folder.mkdir(parents=True, exist_ok=True)
-    scored = classifier.evaluation_set(data, split, keep_duplicates=keep_duplicates)
-    dataset, labelled = scored.dataset, scored.labelled
+    scored = score(classifier, data, split, tta=tta, keep_duplicates=keep_duplicates)
+    evaluation, calibrated = scored.evaluation, scored.probabilities
+    dataset, labelled = scored.photos.dataset, scored.photos.labelled
     logits = classifier.logits(labelled.x).astype(np.float64)
-    raw = softmax(logits)  # before the temperature, one view: the reliability figure's "before"
-    calibrated = classifier.scored_probabilities(labelled, tta)
-    evaluation = evaluate_probabilities(
-        calibrated, labelled.y, classifier.labels, scored.split, labelled.skipped
-    )
-    evaluation.scope = scored.describe()
-    evaluation.duplicates = [str(path) for path in scored.duplicates]
+    raw = softmax(logits, axis=1)  # before the temperature, one view: the figure's "before"
     numbers = _numbers(classifier, dataset, evaluation, raw, calibrated, labelled.y)
     pngs = _figures(classifier, evaluation, numbers, raw, calibrated, labelled.y)
     for name, data_bytes in pngs.items():

@@ -16,14 +16,13 @@ from headstart.context import RunContext
 from headstart.data.locations import ImagePath
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
-from headstart.evaluation.calibration import softmax
-from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
 from headstart.features.cache import cache_folder
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.features.store import open_feature_cache
 from headstart.features.views import TTA_VIEWS
 from headstart.model.folder import METADATA_FILE, read_model_folder, write_model_folder
+from headstart.model.heads import Head, HeadConfig
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.model.record import (
     BackboneRecord,
@@ -42,12 +41,11 @@ from headstart.model.scoring import (
 )
 from headstart.model.unknown import UnknownDetector
 from headstart.storage import tensor_group
-from headstart.training.heads import Head, HeadConfig
 
 
 class Classifier:
-    """A trained classifier: predicts, evaluates and saves; PyTorch is needed only to compute
-    features that are not cached yet, or for a fine-tuned backbone.
+    """A trained classifier: predicts and saves (headstart.evaluate judges it). PyTorch is needed
+    only to compute features that are not cached yet, or for a fine-tuned backbone.
 
     `context` says where features are cached, which engine computes them and whether progress
     shows; it is bound at load (or training) and may be replaced: `classifier.context = ...`.
@@ -184,7 +182,9 @@ class Classifier:
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: softmax of the logits over the temperature."""
-        return softmax(self.logits(features), self.temperature)
+        from scipy.special import softmax
+
+        return softmax(self.logits(features) / self.temperature, axis=1)
 
     def predict(
         self,
@@ -226,31 +226,6 @@ class Classifier:
                 predictions[index].mark_unknown(float(score), bool(flag), reject)
         return predictions
 
-    def evaluate(
-        self,
-        data: str | Path | Dataset,
-        split: str | None = None,
-        *,
-        tta: bool = False,
-        keep_duplicates: bool = False,
-    ) -> Evaluation:
-        """Evaluate on `data`: its held-out split (test, else validation) if it is the dataset
-        the model was trained on, else every image in it; or the named `split`.
-
-        Images identical to a training image are left out unless `keep_duplicates`; the
-        Evaluation's `scope` says what was scored. `tta` averages the probabilities over flips
-        and crops (test-time augmentation).
-        """
-        scored = self.evaluation_set(data, split, keep_duplicates=keep_duplicates)
-        labelled = scored.labelled
-        probabilities = self.scored_probabilities(labelled, tta)
-        evaluation = evaluate_probabilities(
-            probabilities, labelled.y, self.labels, scored.split, labelled.skipped
-        )
-        evaluation.scope = scored.describe()
-        evaluation.duplicates = [str(path) for path in scored.duplicates]
-        return evaluation
-
     def evaluation_set(
         self,
         data: str | Path | Dataset,
@@ -258,7 +233,9 @@ class Classifier:
         *,
         keep_duplicates: bool = False,
     ) -> EvaluationSet:
-        """The images an evaluation of `data` scores, with their features (see `evaluate`)."""
+        """The images an evaluation of `data` scores, with their features: its held-out split
+        (test, else validation) if it is the dataset the model was trained on, else every image
+        in it; or the named `split` (headstart.evaluate scores them)."""
         dataset = data if isinstance(data, Dataset) else self.evaluation_dataset(data)
         unknown = sorted(set(dataset.classes) - set(self.labels))
         if unknown:

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import HeadstartError, SettingError
+from headstart.model.heads import HeadConfig
 from headstart.settings import Check, first_problem, number, setting
-from headstart.training.heads import HeadConfig
 
 Part = TypeVar("Part", bound="RecordPart")
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from headstart.model.heads import Head, HeadConfig
 from headstart.training.choice import (
     SMALL_VALIDATION,
     CrossValidated,
     can_cross_validate,
     cross_validated_choice,
 )
-from headstart.training.heads import Head, HeadConfig
 from headstart.training.settings import FitSettings
 from headstart.training.solver import LinearFit, fit_linear
 
@@ -171,7 +171,7 @@ def _descend(train_x, train_y, val_x, val_y, config, settings, progress) -> FitR
     import torch
     from torch import nn
 
-    from headstart.training.heads import build_head
+    from headstart.model.heads import build_head
     from headstart.training.loop import epoch_seed, run_epochs
 
     head = build_head(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from headstart.model.heads import DROPOUT, HIDDEN_UNITS
 from headstart.settings import (
     Augment,
     FreezeBN,
@@ -16,9 +17,6 @@ from headstart.settings import (
     number,
     setting,
 )
-
-HIDDEN_UNITS = number(1, 65536)
-DROPOUT = number(0.0, 0.95, kind=float)
 
 
 def _unfreeze(value: Any) -> str | None:

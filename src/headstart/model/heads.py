@@ -15,9 +15,10 @@ import numpy as np
 from headstart.errors import HeadstartError, SettingError
 from headstart.features.blocks import map_rows
 from headstart.settings import first_problem, number, setting
-from headstart.training.settings import DROPOUT, HIDDEN_UNITS
 
 HEAD_KINDS = ("linear", "mlp")
+HIDDEN_UNITS = number(1, 65536)
+DROPOUT = number(0.0, 0.95, kind=float)
 
 
 @dataclass(frozen=True)
