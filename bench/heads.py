@@ -33,7 +33,9 @@ DEFAULT_DATA = [DATASETS / name for name in ("hymenoptera", "flowers5", "chest_x
 def splits(data: Path, cache_dir: Path | None):
     dataset = load_dataset(data)
     cache = FeatureCache(cache_dir)
-    extractor = FeatureExtractor(resolve_backbone("efficientnet_lite0", cache.directory), cache)
+    extractor = FeatureExtractor(
+        resolve_backbone("efficientnet_lite0", cache.workspace.root), cache
+    )
     return {
         name: labelled_features(extractor, dataset.split(name), dataset.classes, True, name)
         for name in ("train", "val", "test")

@@ -52,7 +52,7 @@ def main() -> None:
     cores = cpu_threads()
     scratch = Path(tempfile.mkdtemp(prefix="headstart-ray-bench-"))
     cache = FeatureCache(scratch / "cache")
-    backbone = resolve_backbone("efficientnet_lite0", cache.directory)
+    backbone = resolve_backbone("efficientnet_lite0", cache.workspace.root)
     FeatureExtractor(backbone, cache).engine  # noqa: B018  the one-time ONNX export
     started = time.perf_counter()
     ray = connect("local")
@@ -68,7 +68,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, runner in variants.items():
             store = scratch / f"store-{repeat}-{len(best)}-{name.replace(' ', '')}"
-            seconds, per_image = timed(photos, backbone, cache.directory, store, runner)
+            seconds, per_image = timed(photos, backbone, cache.workspace.root, store, runner)
             best[name] = min(best.get(name, float("inf")), seconds)
     local = len(photos) / best["local path"]
     print(f"\n{'variant':28} {'images/s':>9} {'vs local':>9}")

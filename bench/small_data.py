@@ -52,7 +52,7 @@ def features(path: Path) -> tuple[dict, tuple[int, ...], int]:
     cache = open_feature_cache(RunContext(progress=True))
     side = typical_short_side([sample.path for sample in dataset.split("train")])
     name, size = preset_backbone(None, None, None)
-    backbone = resolve_backbone(name, cache.directory, size, image_side=side)
+    backbone = resolve_backbone(name, cache.workspace.root, size, image_side=side)
     extractor = FeatureExtractor(backbone, cache, "auto")
     splits = {
         split: labelled_features(

@@ -110,7 +110,7 @@ def test_without_validation_l2_is_cross_validated():
     x, y = blobs(0)
     empty = np.zeros((0, x.shape[1]), np.float32)
     result = fit_head(x, y, empty, np.zeros(0, np.int64), 3, FitSettings())
-    assert len(result.history) == 1 and result.details["l2"] in L2_PATH
+    assert len(result.history) == 1 and result.l2 in L2_PATH
     assert scores(result.head.logits(x), y)[1] > 0.9
 
 
@@ -164,9 +164,9 @@ def test_the_linear_head_keeps_the_pooled_stages_only_when_validation_says_they_
         weight = result.head.parameters["1.weight"]
         assert weight.shape == (3, 308)
         if signal_in_extra:
-            assert "features" not in result.details and np.abs(weight[:, 8:]).sum() > 0
+            assert result.features is None and np.abs(weight[:, 8:]).sum() > 0
         else:
-            assert result.details["features"] == 8
+            assert result.features == 8
             assert not weight[:, 8:].any()  # the head ignores the stages, same logits
             plain = fit_head(x[:, :8], y, vx[:, :8], vy, 3, FitSettings())
             assert np.allclose(result.head.logits(vx), plain.head.logits(vx[:, :8]), atol=1e-5)
@@ -207,7 +207,6 @@ def test_small_validation_chooses_by_cross_validation_and_fits_on_every_photo():
     """Below 100 validation photos the width and L2 come from folds over training and
     validation, and the head is fitted on both: a validation photo's own label is learnt."""
     from headstart.training.choice import SMALL_VALIDATION
-    from headstart.training.fit import out_of_fold
 
     rng = np.random.default_rng(5)
     for extra in (False, True):
@@ -216,10 +215,10 @@ def test_small_validation_chooses_by_cross_validation_and_fits_on_every_photo():
         result = fit_head(
             x[train], y[train], x[val], y[val], 3, FitSettings(), head_widths=(8,), small_data=True
         )
-        folds = out_of_fold(result.details)
-        assert folds is not None and folds.photos == 90 and result.details["refit"]
-        assert result.details.get("features") == (None if extra else 8)
-        assert folds.l2 == result.details["l2"]
+        folds = result.folds
+        assert folds is not None and folds.photos == 90 and result.refit
+        assert result.features == (None if extra else 8)
+        assert folds.l2 == result.l2
         # fitted on all 90: the same head as fitting them directly with the chosen L2
         width = folds.width
         direct = fit_linear(x[:, :width], y, x[:0, :width], y[:0], 3, l2=folds.l2)
@@ -228,7 +227,7 @@ def test_small_validation_chooses_by_cross_validation_and_fits_on_every_photo():
     # 100 validation photos and more: validation decides, as before
     x, y = signal_in(True, 300, rng)
     result = fit_head(x[:150], y[:150], x[150:], y[150:], 3, FitSettings(), small_data=True)
-    assert out_of_fold(result.details) is None
+    assert result.folds is None
 
 
 def test_out_of_fold_logits_never_come_from_a_head_that_saw_the_photo():

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headstart.console import shown, stderr, warn
-from headstart.context import RunContext
+from headstart.context import RunContext, Workspace
 from headstart.errors import HeadstartError, SettingError
 from headstart.settings import (
     Augment,
@@ -127,9 +127,8 @@ def _context(
         return context
     from headstart.cluster import on_ray
     from headstart.cluster.session import keep_ray_output_off_the_terminal
-    from headstart.features.cache import cache_folder
 
-    keep_ray_output_off_the_terminal(cache_folder(cache_dir) / "ray-output.log")
+    keep_ray_output_off_the_terminal(Workspace.at(cache_dir).ray_log)
     return on_ray(ray, context)
 
 
@@ -728,10 +727,10 @@ def _copy_features(cache_dir: Path | None, store: str, to_store: bool) -> None:
     from headstart.features.store import ParquetFeatureStore, copy_features
 
     cache = FeatureCache(cache_dir)
-    shared = ParquetFeatureStore(store, cache.directory)
+    shared = ParquetFeatureStore(store, cache.workspace.root)
     source, target = (cache, shared) if to_store else (shared, cache)
     copied = copy_features(source, target)
-    where = f"{store}" if to_store else str(cache.directory)
+    where = f"{store}" if to_store else str(cache.workspace.root)
     stderr.print(
         f"copied {sum(copied.values()):,} features of {len(copied)} backbone(s) into "
         f"{shown(where)}",

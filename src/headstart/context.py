@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from platformdirs import user_cache_dir
 
 from headstart.settings import (
     Device,
@@ -15,6 +18,56 @@ from headstart.settings import (
     optional_text,
     setting,
 )
+
+CACHE_ENV = "HEADSTART_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """$HEADSTART_CACHE_DIR, else the user's cache folder (~/.cache/headstart on Linux)."""
+    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("headstart")).expanduser()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folder a run keeps its work in (the cache folder) and its rooms: the one place
+    that says where each kind of file goes."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, cache_dir: str | Path | None) -> Workspace:
+        """The workspace a --cache-dir names (~ expanded), else the default one."""
+        return cls(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+
+    @property
+    def features(self) -> Path:
+        """The SQLite feature cache."""
+        return self.root / "features.sqlite3"
+
+    @property
+    def backbones(self) -> Path:
+        """Backbone configs read from timm once, so that warm runs never import it."""
+        return self.root / "backbones"
+
+    @property
+    def onnx(self) -> Path:
+        """Backbones (and fine-tuning trunks) exported for ONNX Runtime."""
+        return self.root / "onnx"
+
+    @property
+    def served(self) -> Path:
+        """Whole models exported for `serve` and the torch-free runtime."""
+        return self.root / "served"
+
+    @property
+    def ray_train(self) -> Path:
+        """Ray Train's run folders, so that --resume finds an interrupted run."""
+        return self.root / "ray-train"
+
+    @property
+    def ray_log(self) -> Path:
+        """Where Ray's own output goes instead of the terminal."""
+        return self.root / "ray-output.log"
 
 
 @dataclass(frozen=True)
@@ -40,3 +93,8 @@ class RunContext:
 
     def __post_init__(self) -> None:
         check_settings(self)
+
+    @property
+    def workspace(self) -> Workspace:
+        """The cache folder's rooms (features, ONNX exports, served models, Ray runs)."""
+        return Workspace.at(self.cache_dir)

@@ -44,7 +44,7 @@ from headstart.model.scoring import digest_array
 from headstart.model.unknown import UnknownDetector
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.choice import SMALL_VALIDATION, CrossValidated
-from headstart.training.fit import FitResult, fit_head, out_of_fold
+from headstart.training.fit import FitResult, fit_head
 from headstart.training.settings import FitSettings
 from headstart.training.strategy import auto_strategy
 
@@ -109,7 +109,7 @@ def train(
     trained = _fit(run, splits, settings, context, output, resume)
     summary = _summary(run.dataset, splits, trained.history, trained.best_epoch, trained.val_logits)
     summary.strategy, summary.reason = trained.strategy, trained.reason
-    summary.augmented_views, summary.l2 = trained.views, trained.fit.details.get("l2")
+    summary.augmented_views, summary.l2 = trained.views, trained.fit.l2
     summary.notes = run.notes + _notes(run, splits, trained, summary)
     calibration, unknown = _calibration_and_unknown(run, splits, trained, context)
     summary.seconds = {
@@ -150,7 +150,6 @@ class _Trained:
     val_logits: np.ndarray
     history: list[dict[str, Any]]
     best_epoch: int
-    folds: CrossValidated | None = None  # the small-data choice, when folds made it
     finetuned: FinetuneRecord | None = None
     tensors: dict[str, np.ndarray] | None = None  # the backbone weights fine-tuning changed
     head_history: list[dict[str, Any]] = field(default_factory=list)
@@ -158,7 +157,7 @@ class _Trained:
     @property
     def refit(self) -> CrossValidated | None:
         """The folds, when the head was then fitted on training and validation alike."""
-        return self.folds if self.folds is not None and self.fit.details["refit"] else None
+        return self.fit.folds if self.fit.refit else None
 
 
 def _plan(
@@ -190,7 +189,11 @@ def _plan(
     if input_size is None:
         image_side = typical_short_side([sample.path for sample in dataset.split("train")])
     resolved = resolve_backbone(
-        backbone, cache.directory, input_size, image_side=image_side, weights_file=backbone_weights
+        backbone,
+        cache.workspace.root,
+        input_size,
+        image_side=image_side,
+        weights_file=backbone_weights,
     )
     if resolved.size_note:
         notes.append(resolved.size_note)
@@ -231,16 +234,15 @@ def _fit(
         small_data=not views and len(splits["test"].y) > 0,
     )
     val_logits = fit.head.logits(_or_empty(splits["val"], splits["train"]))
-    folds = out_of_fold(fit.details)
-    if folds is not None:  # the val images' honest logits: from heads that never saw them
-        val_logits = folds.out_of_fold[len(splits["train"].y) :]
+    if fit.folds is not None:  # the val images' honest logits: from heads that never saw them
+        val_logits = fit.folds.out_of_fold[len(splits["train"].y) :]
     strategy, reason = run.strategy, run.reason
     if strategy == "auto":
-        last_layer_suffices = "features" in fit.details if backbone.leading_candidates else None
+        last_layer_suffices = fit.features is not None if backbone.leading_candidates else None
         strategy, reason = _auto_strategy(settings, splits, backbone, context, last_layer_suffices)
     trained = _Trained(
         fit, fit.head, backbone, strategy, reason, views, train_x.shape[1], val_logits,
-        fit.history, fit.best_epoch, folds,
+        fit.history, fit.best_epoch,
     )  # fmt: skip
     if strategy == "finetune":
         _finetune(trained, run, splits, settings, context, output, resume)
@@ -266,7 +268,7 @@ def _finetune(
         train=splits["train"],
         val=splits["val"],
         settings=settings,
-        model_dir=run.extractor.cache.directory / "onnx",
+        model_dir=context.workspace.onnx,
         checkpoint=_checkpoint(output, settings, run.extractor, splits),
         resume=resume,
         context=context,
@@ -274,7 +276,7 @@ def _finetune(
     trained.head = Head.from_module(trained.head.config, tuned.head)
     trained.backbone, trained.val_logits = tuned.backbone, tuned.val_logits
     trained.history, trained.best_epoch = tuned.history, tuned.best_epoch
-    trained.finetuned = FinetuneRecord.from_dict(tuned.details, "finetune")
+    trained.finetuned = tuned.record
     trained.tensors = {name: t.numpy() for name, t in tuned.tensors.items()}
     trained.head_history = trained.fit.history
 
@@ -284,17 +286,17 @@ def _notes(
 ) -> list[str]:
     """What the summary says of the choices made and the photos held back."""
     notes = []
-    if trained.folds is not None:
+    if trained.fit.folds is not None:
         validation = len(splits["val"].y)
-        refit = trained.refit is not None
-        notes.append(_small_data_note(trained.folds, refit, trained.features, validation))
+        folds, refit = trained.fit.folds, trained.fit.refit
+        notes.append(_small_data_note(folds, refit, trained.features, validation))
     if trained.finetuned is not None and not trained.finetuned.improved:
         notes.append(
             "no fine-tuning epoch lowered the validation loss (at its best temperature) of "
             "the linear head it started from, so that head on the pretrained backbone is kept"
         )
-    chosen_width = trained.fit.details.get("features")
-    if chosen_width and trained.folds is None:
+    chosen_width = trained.fit.features
+    if chosen_width and trained.fit.folds is None:
         notes.append(
             f"the linear head uses the first {chosen_width} of {trained.features} "
             "features: all of them did worse on the validation split"

@@ -112,7 +112,7 @@ class RayCluster:
                 "backbone": extractor.backbone,
                 "view": extractor.view,
                 "engine": engine,
-                "model_dir": str(extractor.cache.directory / "onnx"),
+                "model_dir": str(extractor.cache.workspace.onnx),
                 "cpus": self.cpus_per_actor,
             },
             batch_size=self.batch_size,

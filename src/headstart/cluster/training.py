@@ -25,10 +25,11 @@ import numpy as np
 
 from headstart.backbones.registry import check_installed_weights
 from headstart.cluster.session import connect, error_line
+from headstart.context import RunContext
 from headstart.data.locations import image_location, is_uri, open_filesystem, read_batch
 from headstart.errors import HeadstartError
-from headstart.features.cache import cache_folder
 from headstart.features.labelled import LabelledFeatures
+from headstart.model.record import FinetuneRecord
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.checkpoint import Checkpoint
 from headstart.training.finetune import FinetuneResult, finetune, process_group
@@ -55,7 +56,7 @@ def finetune_on_ray(
         arguments["context"] = replace(context, cluster=None, progress=False)
     for split in ("train", "val"):  # workers run in folders of their own
         arguments[split] = _absolute(arguments[split])
-    storage = str(storage or cache_folder(context and context.cache_dir) / "ray-train")
+    storage = str(storage or (context or RunContext()).workspace.ray_train)
     if not is_uri(storage):  # Ray and pyarrow take absolute paths or URIs
         storage = str(Path(storage).absolute())
     local = arguments.get("checkpoint")
@@ -90,7 +91,7 @@ def finetune_on_ray(
     with outcome.checkpoint.as_directory() as folder:
         result = _read_result(Path(folder), arguments["backbone"], arguments["head"])
     _forget_run(storage, name)  # finished: nothing left to resume, as with a local run
-    result.details["workers"] = workers
+    result.record = replace(result.record, workers=workers)
     return result
 
 
@@ -223,7 +224,7 @@ def _write_result(folder: Path, result: FinetuneResult) -> None:
     record = {
         "history": result.history,
         "best_epoch": result.best_epoch,
-        "details": result.details,
+        "details": result.record.to_dict(),
         "val_logits": result.val_logits.tolist(),
         "width": int(result.val_logits.shape[1]),
     }
@@ -247,5 +248,5 @@ def _read_result(folder: Path, backbone, head) -> FinetuneResult:
         val_logits=logits,
         history=record["history"],
         best_epoch=record["best_epoch"],
-        details=record["details"],
+        record=FinetuneRecord.from_dict(record["details"], "finetune"),
     )

@@ -41,7 +41,7 @@ def diagnose(
     cache = open_feature_cache(context)
     extractor = FeatureExtractor(
         # The pooled head alone: the duplicate thresholds were measured on it.
-        resolve_backbone(backbone, cache.directory, input_size, pooled_stages=()),
+        resolve_backbone(backbone, cache.workspace.root, input_size, pooled_stages=()),
         cache,
         context.engine,
         runner=context.cluster,

@@ -9,7 +9,6 @@ from pathlib import Path
 from headstart.backbones.onnx_file import export_pixels_module
 from headstart.context import RunContext
 from headstart.errors import HeadstartError
-from headstart.features.cache import cache_folder
 from headstart.model.folder import METADATA_FILE, model_key
 from headstart.model.unknown import combine
 from headstart.storage import atomic_write_bytes, check_writable_file
@@ -140,7 +139,7 @@ def exported_for_serving(model: Path, context: RunContext) -> Path:
     key = model_key(model)
     onnx_file = model / EXPORT_NAME
     if not os.access(model, os.W_OK):
-        onnx_file = cache_folder(context.cache_dir) / "served" / f"{key}.onnx"
+        onnx_file = context.workspace.served / f"{key}.onnx"
     if _exported_key(onnx_file) != key:
         from headstart.model.classifier import Classifier  # torch, only to export
 

@@ -6,7 +6,7 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "FeatureCache": "headstart.features.cache",
-        "default_cache_dir": "headstart.features.cache",
+        "default_cache_dir": "headstart.context",
         "BatchFeatures": "headstart.features.extract",
         "ExtractionResult": "headstart.features.extract",
         "FeatureExtractor": "headstart.features.extract",

@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from platformdirs import user_cache_dir
 
 from headstart.console import warn
+from headstart.context import Workspace
 from headstart.errors import HeadstartError
 
-CACHE_ENV = "HEADSTART_CACHE_DIR"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
     fingerprint TEXT NOT NULL,
@@ -59,29 +58,19 @@ def _make_folder(directory: Path) -> None:
         ) from error
 
 
-def default_cache_dir() -> Path:
-    """$HEADSTART_CACHE_DIR, else the user's cache folder (~/.cache/headstart on Linux)."""
-    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("headstart")).expanduser()
-
-
-def cache_folder(directory: Path | str | None) -> Path:
-    """The cache folder a --cache-dir names (~ expanded), else the default one."""
-    return Path(directory).expanduser() if directory else default_cache_dir()
-
-
 class FeatureCache:
     """Opened read-write when it can be; a damaged file is moved aside and started afresh, and a
     cache the user cannot write to is read (features are then computed but not kept)."""
 
     def __init__(self, directory: Path | str | None = None) -> None:
-        self.directory = cache_folder(directory)
-        self.path = self.directory / "features.sqlite3"
+        self.workspace = Workspace.at(directory)
+        self.path = self.workspace.features
         self.read_only = False
-        _make_folder(self.directory)
+        _make_folder(self.workspace.root)
         self._open()
 
     def _open(self) -> None:
-        if not os.access(self.directory, os.W_OK):
+        if not os.access(self.workspace.root, os.W_OK):
             self._open_read_only()
             return
         try:
@@ -102,7 +91,7 @@ class FeatureCache:
     def _open_read_only(self) -> None:
         self.read_only = True
         warn(
-            f"the feature cache {self.directory} is read-only: cached features are used, new "
+            f"the feature cache {self.workspace.root} is read-only: cached features are used, new "
             "ones are computed but not kept"
         )
         if self.path.is_file():

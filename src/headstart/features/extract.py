@@ -96,7 +96,7 @@ class FeatureExtractor:
         self._shared["engine"] = engine
 
     def _create_engine(self) -> Engine:
-        return create_engine(self.backbone, self.engine_name, self.cache.directory / "onnx")
+        return create_engine(self.backbone, self.engine_name, self.cache.workspace.onnx)
 
     def _start_engine(self) -> None:
         """Make the engine in the background while the first images are read and decoded:

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from headstart.console import warn
-from headstart.context import RunContext
+from headstart.context import RunContext, Workspace
 from headstart.data.locations import open_filesystem
 from headstart.errors import HeadstartError
-from headstart.features.cache import FeatureCache, cache_folder
+from headstart.features.cache import FeatureCache
 
 PART_ROWS = 8192
 
@@ -43,7 +43,7 @@ def pyarrow_modules() -> tuple[Any, Any, Any]:
 
 class ParquetFeatureStore:
     """Float16 vectors by (fingerprint, digest) in Parquet parts at `location` (a folder or a
-    URI such as s3://bucket/features); `directory` is the local folder for exported engines."""
+    URI such as s3://bucket/features); `directory` is the local workspace (exported engines)."""
 
     def __init__(
         self, location: str | Path, directory: Path | None = None, part_rows: int = PART_ROWS
@@ -52,7 +52,7 @@ class ParquetFeatureStore:
         self._pa = pa
         self.fs, root = open_filesystem(location, "the feature store")
         self.root = root.rstrip("/")
-        self.directory = cache_folder(directory)
+        self.workspace = Workspace.at(directory)
         self.part_rows = part_rows
         self._pending: dict[str, dict[bytes, np.ndarray]] = {}
         self._index: dict[str, dict[bytes, tuple[str, int]]] = {}  # digest -> (part, row)

@@ -16,7 +16,6 @@ from headstart.context import RunContext
 from headstart.data.locations import ImagePath
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
-from headstart.features.cache import cache_folder
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.features.store import open_feature_cache
@@ -291,7 +290,7 @@ class Classifier:
         key = (self.context, id(self.context.cluster))  # the cluster is not compared
         if key not in self._extractors:
             cache = open_feature_cache(self.context)
-            backbone = self._backbone(cache.directory)
+            backbone = self._backbone(self.context.workspace.root)
             self._extractors[key] = FeatureExtractor(
                 backbone, cache, self.context.engine, runner=self.context.cluster
             )
@@ -299,8 +298,7 @@ class Classifier:
 
     def backbone_network(self):
         """The backbone as a torch module (pooled features out), fine-tuned weights included."""
-        config_dir = cache_folder(self.context.cache_dir)
-        return self._backbone(config_dir).build_module()
+        return self._backbone(self.context.workspace.root).build_module()
 
     def _backbone(self, config_dir: Path) -> Backbone:
         """The backbone as trained: the pretrained one, with the fine-tuned weights if any."""

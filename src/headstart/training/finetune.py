@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from headstart.features.augment import AugmentedImages, augmentation, image_for_
 from headstart.features.engines import check_engine, exact_fp32, pixels_engine
 from headstart.features.labelled import LabelledFeatures
 from headstart.features.views import pixels_or_reason
+from headstart.model.record import FinetuneRecord
 from headstart.threads import cpu_threads
 from headstart.training.checkpoint import Checkpoint
 from headstart.training.fit import class_weights
@@ -50,9 +51,9 @@ class FinetuneResult:
     tensors: dict[str, torch.Tensor]
     head: nn.Sequential
     val_logits: np.ndarray
+    record: FinetuneRecord  # what the model's record says of the run
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def finetune(
@@ -188,16 +189,16 @@ def finetune(
         tensors=tensors,
         head=head.requires_grad_(False),
         val_logits=val_logits,
+        record=FinetuneRecord(
+            improved=improved,
+            tuned=split.tuned_prefixes,
+            units=split.units,
+            device=str(device),
+            freeze_bn=freeze_bn,
+            augment=settings.augment,
+        ),
         history=state.history,
         best_epoch=state.best_epoch,
-        details={
-            "units": split.units,
-            "tuned": list(split.tuned_prefixes),
-            "device": str(device),
-            "freeze_bn": freeze_bn,
-            "augment": settings.augment,
-            "improved": improved,
-        },
     )
 
 

@@ -7,7 +7,6 @@ the MLP trains with AdamW mini-batches and early stopping on validation loss, be
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -27,7 +26,10 @@ class FitResult:
     head: Head
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
+    l2: float | None = None  # the linear head's L2 strength
+    features: int | None = None  # the leading features the linear head uses, when not all
+    folds: CrossValidated | None = None  # the small-data choice, when folds made it
+    refit: bool = False  # fitted on training and validation alike
 
 
 def fit_head(
@@ -76,7 +78,7 @@ def fit_head(
             label_smoothing=settings.label_smoothing,
             sample_weight=weights,
         )
-        details: dict[str, Any] = {"l2": fit.l2}
+        chosen_width = None
         for width in head_widths if len(val_y) else ():
             narrow = fit_linear(
                 train_x[:, :width],
@@ -88,18 +90,17 @@ def fit_head(
                 sample_weight=weights,
             )
             if _best_val_loss(narrow) < _best_val_loss(fit):
-                fit = _widened(narrow, train_x.shape[1])
-                details = {"l2": fit.l2, "features": width}
+                fit, chosen_width = _widened(narrow, train_x.shape[1]), width
         parameters = {"1.weight": fit.weight, "1.bias": fit.bias}
-        return FitResult(Head(config, parameters), fit.history, fit.best_index + 1, details)
+        head = Head(config, parameters)
+        return FitResult(head, fit.history, fit.best_index + 1, fit.l2, chosen_width)
     return fit_by_gradient(train_x, train_y, val_x, val_y, config, settings, progress)
 
 
 def _fit_small(train_x, val_x, pool_y, config, settings, widths, refit: bool) -> FitResult:
     """The linear head with L2 and width chosen by cross-validation over training and
-    validation; fitted on both (`refit`) or on training alone. `details["cross_validated"]`
-    holds the out-of-fold logits: honest scores of every photo, for calibration and the
-    summary."""
+    validation; fitted on both (`refit`) or on training alone. The result's `folds` hold the
+    out-of-fold logits: honest scores of every photo, for calibration and the summary."""
     pool_x = np.concatenate([train_x, val_x])
     weights = class_weights(pool_y, config.num_classes) if settings.balance_classes else None
     cv = cross_validated_choice(
@@ -122,16 +123,9 @@ def _fit_small(train_x, val_x, pool_y, config, settings, widths, refit: bool) ->
         l2=cv.l2,
     )
     fit = _widened(fit, pool_x.shape[1])
-    details: dict[str, Any] = {"l2": cv.l2, "cross_validated": cv, "refit": refit}
-    if cv.width < pool_x.shape[1]:
-        details["features"] = cv.width
+    narrower = cv.width if cv.width < pool_x.shape[1] else None
     parameters = {"1.weight": fit.weight, "1.bias": fit.bias}
-    return FitResult(Head(config, parameters), fit.history, 1, details)
-
-
-def out_of_fold(details: dict[str, Any]) -> CrossValidated | None:
-    """The cross-validation a small-data fit made, if it made one."""
-    return details.get("cross_validated")
+    return FitResult(Head(config, parameters), fit.history, 1, cv.l2, narrower, cv, refit)
 
 
 def _best_val_loss(fit: LinearFit) -> float:
