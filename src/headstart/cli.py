@@ -6,10 +6,16 @@ Exit codes: 0 success, 1 a problem with the input or environment (one line on st
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import math
 import sqlite3
 import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,13 +27,11 @@ from headstart.console import shown, stderr, warn
 from headstart.context import RunContext, Workspace
 from headstart.errors import HeadstartError, SettingError
 from headstart.settings import (
-    Augment,
+    Choice,
     Device,
     EngineName,
-    FreezeBN,
     PresetName,
     SplitName,
-    Strategy,
     help_text,
 )
 from headstart.training.settings import FitSettings
@@ -36,10 +40,6 @@ if TYPE_CHECKING:
     from headstart.model.record import Summary
 
 DEFAULTS = FitSettings()
-# The closed choices' defaults as the options' types.
-DEFAULT_STRATEGY = Strategy(DEFAULTS.strategy)
-DEFAULT_AUGMENT = Augment(DEFAULTS.augment)
-DEFAULT_FREEZE_BN = FreezeBN(DEFAULTS.freeze_bn)
 # Click's base exception, whether typer vendors click (0.2x) or depends on it.
 _CLICK_ERROR: type[Any] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
@@ -74,11 +74,6 @@ def _everywhere(
     """Train, evaluate and use image classifiers from folders of labelled photos."""
 
 
-def _fit_option(name: str, *flags: str):
-    """The typer option of a FitSettings field: its help and range declared in one place."""
-    return typer.Option(*flags, help=help_text(FitSettings, name))
-
-
 def _context_option(name: str):
     return typer.Option(help=help_text(RunContext, name))
 
@@ -108,31 +103,110 @@ Split = Annotated[SplitName | None, typer.Option(help="The split to score")]
 
 
 def _context(
-    cache_dir: Path | None,
-    engine: str,
-    progress: bool,
-    device: str = "auto",
-    *,
-    ray: str | None = None,
-    feature_store: str | None = None,
+    cache_dir: Path | None, engine: str, progress: bool, device: str = "auto"
 ) -> RunContext:
-    context = RunContext(
-        cache_dir=cache_dir,
-        engine=str(engine),
-        device=str(device),
-        progress=progress,
-        feature_store=feature_store,
+    """The context of a command that computes no features elsewhere (export, serve)."""
+    return RunContext(
+        cache_dir=cache_dir, engine=str(engine), device=str(device), progress=progress
     )
-    if ray is None:
-        return context
-    from headstart.cluster import on_ray
-    from headstart.cluster.session import keep_ray_output_off_the_terminal
 
-    keep_ray_output_off_the_terminal(Workspace.at(cache_dir).ray_log)
-    return on_ray(ray, context)
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how the commands that compute features compute them: declared once here,
+    offered by each through `with_run_options`."""
+
+    cache_dir: Path | None = None
+    feature_store: str | None = None
+    ray: str | None = None
+    engine: EngineName = EngineName.AUTO
+
+    def context(self, progress: bool, device: str = "auto") -> RunContext:
+        context = RunContext(
+            cache_dir=self.cache_dir,
+            engine=str(self.engine),
+            device=str(device),
+            progress=progress,
+            feature_store=self.feature_store,
+        )
+        if self.ray is None:
+            return context
+        from headstart.cluster import on_ray
+        from headstart.cluster.session import keep_ray_output_off_the_terminal
+
+        keep_ray_output_off_the_terminal(Workspace.at(self.cache_dir).ray_log)
+        return on_ray(self.ray, context)
+
+
+RUN_DEFAULTS = RunOptions()
+_RUN_OPTIONS = {
+    "cache_dir": CacheDir,
+    "feature_store": FeatureStore,
+    "ray": RayAddress,
+    "engine": Engine,
+}
+
+
+def _replacing(name: str, options: list[inspect.Parameter], build: Callable[..., Any]):
+    """A decorator: the command's parameter `name` is offered as `options` on the command
+    line, and `build(**their values)` makes its value."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        kept = list(signature.parameters.values())
+        at = [p.name for p in kept].index(name)
+        parameters = kept[:at] + options + kept[at + 1 :]
+
+        @functools.wraps(command)
+        def offered(**values: Any) -> None:
+            own = {option.name: values.pop(option.name) for option in options}
+            command(**values, **{name: build(**own)})
+
+        offered.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        offered.__annotations__ = {p.name: p.annotation for p in parameters}
+        return offered
+
+    return decorate
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Parameter(name, kind, default=default, annotation=annotation)
+
+
+with_run_options = _replacing(
+    "run",
+    [_option(n, kind, getattr(RUN_DEFAULTS, n)) for n, kind in _RUN_OPTIONS.items()],
+    RunOptions,
+)
+
+
+def _settings_options(settings_class: type) -> list[inspect.Parameter]:
+    """One option a settings field: its type (a closed choice as its enum), default, flag
+    and help, each read from the field's declaration."""
+    types = typing.get_type_hints(settings_class)
+    defaults = settings_class()
+    options = []
+    for declared in dataclasses.fields(settings_class):
+        kind = getattr(declared.metadata["check"], "choices", None) or types[declared.name]
+        default = getattr(defaults, declared.name)
+        flags = (declared.metadata["flag"],) if declared.metadata["flag"] else ()
+        option = typer.Option(*flags, help=help_text(settings_class, declared.name))
+        options.append(_option(declared.name, Annotated[kind, option], kind(default)))
+    return options
+
+
+def _settings(**values: Any) -> FitSettings:
+    plain: dict[str, Any] = {k: str(v) if isinstance(v, Choice) else v for k, v in values.items()}
+    return FitSettings(**plain)
+
+
+with_settings = _replacing("settings", _settings_options(FitSettings), _settings)
 
 
 @app.command()
+@with_run_options
+@with_settings
 def train(
     data: Annotated[Path, typer.Argument(help="Class folders, train/val/test folders, CSV or map")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write")],
@@ -163,37 +237,7 @@ def train(
             "head, about 3x the time; better on some data, worse on other: see the README)"
         ),
     ] = None,
-    strategy: Annotated[Strategy, _fit_option("strategy")] = DEFAULT_STRATEGY,
-    hidden: Annotated[int, _fit_option("hidden")] = DEFAULTS.hidden,
-    dropout: Annotated[float, _fit_option("dropout")] = DEFAULTS.dropout,
-    epochs: Annotated[int, _fit_option("epochs")] = DEFAULTS.epochs,
-    patience: Annotated[int, _fit_option("patience")] = DEFAULTS.patience,
-    learning_rate: Annotated[float, _fit_option("learning_rate", "--lr")] = DEFAULTS.learning_rate,
-    weight_decay: Annotated[float, _fit_option("weight_decay")] = DEFAULTS.weight_decay,
-    batch_size: Annotated[int, _fit_option("batch_size")] = DEFAULTS.batch_size,
-    label_smoothing: Annotated[float, _fit_option("label_smoothing")] = DEFAULTS.label_smoothing,
-    balance_classes: Annotated[bool, _fit_option("balance_classes")] = DEFAULTS.balance_classes,
-    aug_views: Annotated[int, _fit_option("aug_views")] = DEFAULTS.aug_views,
-    augment: Annotated[Augment, _fit_option("augment")] = DEFAULT_AUGMENT,
-    unfreeze: Annotated[str, _fit_option("unfreeze")] = DEFAULTS.unfreeze,
-    finetune_epochs: Annotated[int, _fit_option("finetune_epochs")] = DEFAULTS.finetune_epochs,
-    finetune_batch_size: Annotated[
-        int, _fit_option("finetune_batch_size")
-    ] = DEFAULTS.finetune_batch_size,
-    finetune_lr: Annotated[
-        float, _fit_option("finetune_learning_rate", "--finetune-lr")
-    ] = DEFAULTS.finetune_learning_rate,
-    backbone_lr_scale: Annotated[
-        float, _fit_option("backbone_lr_scale")
-    ] = DEFAULTS.backbone_lr_scale,
-    warmup_epochs: Annotated[float, _fit_option("warmup_epochs")] = DEFAULTS.warmup_epochs,
-    finetune_patience: Annotated[
-        int, _fit_option("finetune_patience")
-    ] = DEFAULTS.finetune_patience,
-    grad_clip: Annotated[float, _fit_option("grad_clip")] = DEFAULTS.grad_clip,
-    freeze_bn: Annotated[FreezeBN, _fit_option("freeze_bn")] = DEFAULT_FREEZE_BN,
-    time_budget: Annotated[str, _fit_option("time_budget")] = DEFAULTS.time_budget,
-    seed: Annotated[int, _fit_option("seed")] = DEFAULTS.seed,
+    settings: FitSettings = DEFAULTS,  # one option a field (with_settings)
     device: Annotated[Device, _context_option("device")] = Device.AUTO,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted fine-tuning run from its checkpoint")
@@ -204,41 +248,13 @@ def train(
         Path | None,
         typer.Option(help="Leave out the images listed (doctor's issues.csv, or a path a line)"),
     ] = None,
-    cache_dir: CacheDir = None,
-    feature_store: FeatureStore = None,
-    ray: RayAddress = None,
-    engine: Engine = EngineName.AUTO,
+    run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
     """Train a classifier on a labelled dataset and save it as a model folder."""
     from headstart.pipeline import train as train_classifier
 
-    settings = FitSettings(
-        strategy=str(strategy),
-        hidden=hidden,
-        dropout=dropout,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        patience=patience,
-        label_smoothing=label_smoothing,
-        balance_classes=balance_classes,
-        aug_views=aug_views,
-        unfreeze=unfreeze,
-        finetune_epochs=finetune_epochs,
-        finetune_batch_size=finetune_batch_size,
-        finetune_learning_rate=finetune_lr,
-        backbone_lr_scale=backbone_lr_scale,
-        warmup_epochs=warmup_epochs,
-        finetune_patience=finetune_patience,
-        grad_clip=grad_clip,
-        freeze_bn=str(freeze_bn),
-        augment=str(augment),
-        time_budget=time_budget,
-        seed=seed,
-    )
     classifier = train_classifier(
         data,
         output,
@@ -249,14 +265,7 @@ def train(
         settings=settings,
         val_percent=val_percent,
         test_percent=test_percent,
-        context=_context(
-            cache_dir,
-            engine,
-            not (quiet or as_json),
-            device,
-            ray=ray,
-            feature_store=feature_store,
-        ),
+        context=run.context(not (quiet or as_json), device),
         resume=resume,
         exclude=exclude,
     )
@@ -323,6 +332,7 @@ def _summary_table(summary: Summary, output: Path | None) -> Table:
 
 
 @app.command()
+@with_run_options
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model folder")],
     data: Annotated[
@@ -334,10 +344,7 @@ def evaluate(
     ] = None,
     tta: Tta = False,
     keep_duplicates: KeepDuplicates = False,
-    cache_dir: CacheDir = None,
-    feature_store: FeatureStore = None,
-    ray: RayAddress = None,
-    engine: Engine = EngineName.AUTO,
+    run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -348,9 +355,7 @@ def evaluate(
     from headstart.evaluation.tables import evaluation_tables
     from headstart.model.classifier import Classifier
 
-    context = _context(
-        cache_dir, engine, not (quiet or as_json), ray=ray, feature_store=feature_store
-    )
+    context = run.context(not (quiet or as_json))
     classifier = Classifier.load(model, context)
     scope = str(split) if split else None
     if report_dir is not None:  # one scoring for both, --tta included
@@ -377,6 +382,7 @@ def evaluate(
 
 
 @app.command()
+@with_run_options
 def doctor(
     data: Annotated[Path, typer.Argument(help="Class folders, train/val/test folders, CSV or map")],
     output: Annotated[
@@ -387,10 +393,7 @@ def doctor(
     ),
     val_percent: ValPercent = 10.0,
     test_percent: TestPercent = 10.0,
-    cache_dir: CacheDir = None,
-    feature_store: FeatureStore = None,
-    ray: RayAddress = None,
-    engine: Engine = EngineName.AUTO,
+    run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -407,9 +410,7 @@ def doctor(
         backbone=backbone,
         val_percent=val_percent,
         test_percent=test_percent,
-        context=_context(
-            cache_dir, engine, not (quiet or as_json), ray=ray, feature_store=feature_store
-        ),
+        context=run.context(not (quiet or as_json)),
     )
     if as_json:
         print(_json(diagnosis.to_dict(), indent=1))
@@ -432,6 +433,7 @@ def doctor(
 
 
 @app.command()
+@with_run_options
 def report(
     model: Annotated[Path, typer.Argument(help="Model folder")],
     data: Annotated[
@@ -441,19 +443,14 @@ def report(
     split: Split = None,
     tta: Tta = False,
     keep_duplicates: KeepDuplicates = False,
-    cache_dir: CacheDir = None,
-    feature_store: FeatureStore = None,
-    ray: RayAddress = None,
-    engine: Engine = EngineName.AUTO,
+    run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
 ) -> None:
     """Write report.html (self-contained) with PNG figures, metrics JSON and CSVs."""
     from headstart.evaluation.report import write_report
     from headstart.model.classifier import Classifier
 
     page = write_report(
-        Classifier.load(
-            model, _context(cache_dir, engine, False, ray=ray, feature_store=feature_store)
-        ),
+        Classifier.load(model, run.context(False)),
         data,
         output,
         str(split) if split else None,
@@ -464,6 +461,7 @@ def report(
 
 
 @app.command()
+@with_run_options
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder")],
     images: Annotated[
@@ -486,10 +484,7 @@ def predict(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout")] = False,
     tta: Tta = False,
     reject: Annotated[bool, typer.Option(help="Label images unlike every class 'unknown'")] = False,
-    cache_dir: CacheDir = None,
-    feature_store: FeatureStore = None,
-    ray: RayAddress = None,
-    engine: Engine = EngineName.AUTO,
+    run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
     quiet: Quiet = False,
 ) -> None:
     """Predict the top-k labels of images, with a model folder or an exported .onnx file.
@@ -506,7 +501,7 @@ def predict(
         from headstart.model.batch import predict_to_file
         from headstart.model.classifier import Classifier
 
-        context = _context(cache_dir, engine, not quiet, ray=ray, feature_store=feature_store)
+        context = run.context(not quiet)
         classifier = Classifier.load(model, context)
         done = predict_to_file(classifier, images, output, top_k, reject=reject)
         stderr.print(
@@ -527,7 +522,7 @@ def predict(
         from headstart.model.classifier import Classifier
 
         progress = not (quiet or as_json or as_csv)
-        context = _context(cache_dir, engine, progress, ray=ray, feature_store=feature_store)
+        context = run.context(progress)
         classifier = Classifier.load(model, context)
         predictions = classifier.predict_files(image_list(images), top_k, tta=tta, reject=reject)
     if as_json:

@@ -116,9 +116,14 @@ def help_text(settings_class: type, name: str) -> str:
 
 
 def choice(kind: type[Choice]) -> Check:
-    return lambda value: (
-        None if value in kind.names() else f"must be one of {', '.join(kind.names())}"
-    )
+    """A check for one of `kind`'s values; the check keeps `kind` as `choices`, so that the CLI
+    offers the same closed choice."""
+
+    def check(value: Any) -> str | None:
+        return None if value in kind.names() else f"must be one of {', '.join(kind.names())}"
+
+    check.choices = kind  # type: ignore[attr-defined]
+    return check
 
 
 def number(
