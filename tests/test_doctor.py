@@ -223,8 +223,8 @@ def test_neighbours_in_small_chunks_match_the_whole_matrix(monkeypatch):
     rows = neighbours.unit_rows(rng.normal(size=(300, 16)).astype(np.float32), np.zeros(16))
     similarity = rows @ rows.T
     np.fill_diagonal(similarity, -np.inf)
-    monkeypatch.setattr(neighbours, "_CHUNK_CELLS", 700)  # two query rows at a time
-    distances, indices = neighbours.nearest(rows, rows, 3, same=np.arange(300))
+    monkeypatch.setattr(neighbours, "_WORKING_MEMORY_MIB", 0.005)  # two query rows at a time
+    distances, indices = neighbours.nearest(rows, rows, 3, leave_out_self=True)
     np.testing.assert_array_equal(indices, np.argsort(-similarity, axis=1)[:, :3])
     np.testing.assert_allclose(distances[:, 0], 1 - similarity.max(axis=1), atol=1e-6)
 

@@ -51,7 +51,7 @@ def near_groups(
     thresholds = []
     for unit, ratio in descriptors:
         rows = unit[distinct]
-        distances, indices = nearest(rows, rows, _NEIGHBOURS, same=np.arange(len(distinct)))
+        distances, indices = nearest(rows, rows, _NEIGHBOURS, leave_out_self=True)
         threshold = ratio * float(np.median(distances[:, 0]))
         thresholds.append(threshold)
         for i, j in zip(*np.nonzero(distances <= threshold), strict=True):

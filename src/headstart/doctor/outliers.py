@@ -31,7 +31,7 @@ def outliers_in_class(unit: np.ndarray, y: np.ndarray) -> list[tuple[int, float]
         if len(members) < K + 2:
             continue
         rows = unit[members]
-        distances, _ = nearest(rows, rows, K, same=np.arange(len(members)))
+        distances, _ = nearest(rows, rows, K, leave_out_self=True)
         mean = distances.mean(axis=1)
         z = robust_z(mean, mean)
         found += [(int(members[i]), float(z[i])) for i in np.flatnonzero(z > FAR)]
@@ -43,7 +43,7 @@ def far_from_training(unit: np.ndarray, is_training: np.ndarray) -> list[tuple[i
     train, others = np.flatnonzero(is_training), np.flatnonzero(~is_training)
     if len(train) < K + 2 or not len(others):
         return []
-    reference, _ = nearest(unit[train], unit[train], K, same=np.arange(len(train)))
+    reference, _ = nearest(unit[train], unit[train], K, leave_out_self=True)
     distances, _ = nearest(unit[others], unit[train], K)
     z = robust_z(distances.mean(axis=1), reference.mean(axis=1))
     return [(int(others[i]), float(z[i])) for i in np.flatnonzero(z > FAR)]
