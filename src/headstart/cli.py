@@ -25,9 +25,9 @@ from rich.table import Table
 
 from headstart.console import shown, stderr, warn
 from headstart.context import RunContext, Workspace
+from headstart.data.split import TEST_PERCENT, VAL_PERCENT
 from headstart.errors import HeadstartError, SettingError
 from headstart.settings import (
-    Choice,
     Device,
     EngineName,
     PresetName,
@@ -102,15 +102,6 @@ TestPercent = Annotated[float, typer.Option(help="Test share when not given, in 
 Split = Annotated[SplitName | None, typer.Option(help="The split to score")]
 
 
-def _context(
-    cache_dir: Path | None, engine: str, progress: bool, device: str = "auto"
-) -> RunContext:
-    """The context of a command that computes no features elsewhere (export, serve)."""
-    return RunContext(
-        cache_dir=cache_dir, engine=str(engine), device=str(device), progress=progress
-    )
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """Where and how the commands that compute features compute them: declared once here,
@@ -121,11 +112,11 @@ class RunOptions:
     ray: str | None = None
     engine: EngineName = EngineName.AUTO
 
-    def context(self, progress: bool, device: str = "auto") -> RunContext:
+    def context(self, progress: bool, device: Device = Device.AUTO) -> RunContext:
         context = RunContext(
             cache_dir=self.cache_dir,
-            engine=str(self.engine),
-            device=str(device),
+            engine=self.engine,
+            device=device,
             progress=progress,
             feature_store=self.feature_store,
         )
@@ -196,12 +187,7 @@ def _settings_options(settings_class: type) -> list[inspect.Parameter]:
     return options
 
 
-def _settings(**values: Any) -> FitSettings:
-    plain: dict[str, Any] = {k: str(v) if isinstance(v, Choice) else v for k, v in values.items()}
-    return FitSettings(**plain)
-
-
-with_settings = _replacing("settings", _settings_options(FitSettings), _settings)
+with_settings = _replacing("settings", _settings_options(FitSettings), FitSettings)
 
 
 @app.command()
@@ -242,8 +228,8 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted fine-tuning run from its checkpoint")
     ] = False,
-    val_percent: ValPercent = 10.0,
-    test_percent: TestPercent = 10.0,
+    val_percent: ValPercent = VAL_PERCENT,
+    test_percent: TestPercent = TEST_PERCENT,
     exclude: Annotated[
         Path | None,
         typer.Option(help="Leave out the images listed (doctor's issues.csv, or a path a line)"),
@@ -391,8 +377,8 @@ def doctor(
     backbone: Annotated[str, typer.Option(help="Offline name or any timm model")] = (
         "efficientnet_lite0"
     ),
-    val_percent: ValPercent = 10.0,
-    test_percent: TestPercent = 10.0,
+    val_percent: ValPercent = VAL_PERCENT,
+    test_percent: TestPercent = TEST_PERCENT,
     run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -590,7 +576,7 @@ def export(
         raise SettingError("--quantize int8 needs --calibration DATA (a labelled dataset)")
     target = output or model / EXPORT_NAME
     check_export_target(target)
-    classifier = Classifier.load(model, _context(cache_dir, EngineName.TORCH, False))
+    classifier = Classifier.load(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
     if quantize and calibration is not None:  # always given with --quantize (checked above)
         check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
         check_calibration_classes(classifier, calibration)
@@ -658,7 +644,7 @@ def serve(
     onnx_file = (
         model
         if model.suffix == ".onnx"
-        else exported_for_serving(model, _context(cache_dir, EngineName.TORCH, False))
+        else exported_for_serving(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
     )
     if token is None and not is_loopback(host):
         warn("serving beyond loopback without --token")

@@ -12,6 +12,7 @@ from platformdirs import user_cache_dir
 from headstart.settings import (
     Device,
     EngineName,
+    as_choices,
     boolean,
     check_settings,
     choice,
@@ -79,8 +80,10 @@ class RunContext:
     cache_dir: str | Path | None = setting(
         None, None, "Feature cache folder [default: $HEADSTART_CACHE_DIR or user cache]"
     )
-    engine: str = setting("auto", choice(EngineName), "Feature engine: auto, onnx (CPU) or torch")
-    device: str = setting("auto", choice(Device), "Fine-tuning device: auto, cpu or cuda")
+    engine: EngineName = setting(
+        EngineName.AUTO, choice(EngineName), "Feature engine: auto, onnx (CPU) or torch"
+    )
+    device: Device = setting(Device.AUTO, choice(Device), "Fine-tuning device: auto, cpu or cuda")
     progress: bool = setting(False, boolean, "Show progress bars")
     feature_store: str | None = setting(
         None,
@@ -92,6 +95,7 @@ class RunContext:
     cluster: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        as_choices(self)
         check_settings(self)
 
     @property

@@ -21,7 +21,7 @@ from headstart.context import RunContext
 from headstart.data.exclude import read_exclusions
 from headstart.data.images import typical_short_side
 from headstart.data.sources import Dataset, load_dataset
-from headstart.data.split import check_percents
+from headstart.data.split import TEST_PERCENT, VAL_PERCENT, check_percents
 from headstart.errors import HeadstartError, SettingError
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
@@ -42,6 +42,7 @@ from headstart.model.record import (
 )
 from headstart.model.scoring import digest_array
 from headstart.model.unknown import UnknownDetector
+from headstart.settings import Strategy
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.choice import SMALL_VALIDATION, CrossValidated
 from headstart.training.fit import FitResult, fit_head
@@ -58,8 +59,8 @@ def train(
     input_size: int | None = None,
     preset: str | None = None,
     settings: FitSettings | None = None,
-    val_percent: float = 10.0,
-    test_percent: float = 10.0,
+    val_percent: float = VAL_PERCENT,
+    test_percent: float = TEST_PERCENT,
     context: RunContext | None = None,
     resume: bool = False,
     exclude: str | Path | None = None,
@@ -226,7 +227,7 @@ def _fit(
         _or_empty(splits["val"], splits["train"]),
         splits["val"].y,
         len(run.dataset.classes),
-        replace(settings, strategy=run.strategy),
+        replace(settings, strategy=Strategy(run.strategy)),
         context.progress,
         head_widths=backbone.leading_candidates,
         # Fitting on the validation photos too needs a test split to evaluate on: without

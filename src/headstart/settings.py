@@ -96,6 +96,16 @@ def first_problem(settings: Any) -> tuple[dataclasses.Field, str] | None:
     return None
 
 
+def as_choices(settings: Any) -> None:
+    """Each closed-choice field given as its text becomes its enum member (a value outside
+    the choice is left for `check_settings` to name)."""
+    for field in dataclasses.fields(settings):
+        kind = getattr(field.metadata.get("check"), "choices", None)
+        value = getattr(settings, field.name)
+        if kind is not None and not isinstance(value, kind) and value in kind.names():
+            object.__setattr__(settings, field.name, kind(value))  # frozen ones too
+
+
 def check_settings(settings: Any) -> None:
     """Raise SettingError naming the option of the first field outside its allowed values."""
     found = first_problem(settings)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from headstart.data.images import IMAGE_SUFFIXES, visible_images
 from headstart.data.locations import ImagePath, ObjectURI, image_location
-from headstart.data.split import SPLITS, check_percents, hashed_split
+from headstart.data.split import SPLITS, TEST_PERCENT, VAL_PERCENT, check_percents, hashed_split
 from headstart.errors import HeadstartError
 
 SPLIT_FOLDER_NAMES = {
@@ -77,7 +77,7 @@ class Dataset:
 
 
 def load_dataset(
-    source: str | Path, val_percent: float = 10.0, test_percent: float = 10.0
+    source: str | Path, val_percent: float = VAL_PERCENT, test_percent: float = TEST_PERCENT
 ) -> Dataset:
     """Read a dataset from a folder of class folders, train/val/test folders, a CSV or a mapping.
 

@@ -12,6 +12,9 @@ from headstart.settings import number
 
 SPLITS = ("train", "val", "test")
 PERCENT = number(0.0, 99.99, kind=float)
+# The shares held out when a dataset gives no split of its own: declared once, here.
+VAL_PERCENT = 10.0
+TEST_PERCENT = 10.0
 
 
 def hashed_split(key: str, val_percent: float, test_percent: float) -> str:

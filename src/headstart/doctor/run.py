@@ -8,6 +8,7 @@ from pathlib import Path
 from headstart.backbones.registry import DEFAULT_BACKBONE, resolve_backbone
 from headstart.context import RunContext
 from headstart.data.sources import load_dataset
+from headstart.data.split import TEST_PERCENT, VAL_PERCENT
 from headstart.doctor.examine import Diagnosis, examine
 from headstart.doctor.findings import write_issues_csv
 from headstart.doctor.page import doctor_page
@@ -24,8 +25,8 @@ def diagnose(
     *,
     backbone: str = DEFAULT_BACKBONE,
     input_size: int | None = None,
-    val_percent: float = 10.0,
-    test_percent: float = 10.0,
+    val_percent: float = VAL_PERCENT,
+    test_percent: float = TEST_PERCENT,
     context: RunContext | None = None,
 ) -> Diagnosis:
     """Look for duplicates, leakage, likely label errors, outliers and unhealthy images.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from headstart.backbones.preprocessing import Preprocessing
+from headstart.data.split import TEST_PERCENT, VAL_PERCENT
 from headstart.errors import HeadstartError, SettingError
 from headstart.model.heads import HeadConfig
 from headstart.settings import Check, first_problem, number, setting
@@ -159,8 +160,8 @@ class Calibration(RecordPart):
 
 @dataclass(frozen=True)
 class SplitPercents(RecordPart):
-    val_percent: float = setting(10.0, finite)
-    test_percent: float = setting(10.0, finite)
+    val_percent: float = setting(VAL_PERCENT, finite)
+    test_percent: float = setting(TEST_PERCENT, finite)
 
 
 @dataclass(frozen=True)

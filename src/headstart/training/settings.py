@@ -10,6 +10,7 @@ from headstart.settings import (
     Augment,
     FreezeBN,
     Strategy,
+    as_choices,
     boolean,
     check_settings,
     choice,
@@ -33,8 +34,8 @@ class FitSettings:
     a SettingError naming the first one outside them.
     """
 
-    strategy: str = setting(
-        "auto",
+    strategy: Strategy = setting(
+        Strategy.AUTO,
         choice(Strategy),
         "auto (fine-tune photos unlike ImageNet's within --time-budget, else linear), linear, "
         "mlp or finetune",
@@ -76,12 +77,19 @@ class FitSettings:
     grad_clip: float = setting(
         1.0, number(0.0, 1e6, low_open=True, kind=float), "Gradient norm clip"
     )
-    freeze_bn: str = setting(
-        "auto", choice(FreezeBN), "Freeze BatchNorm statistics: auto (below 5,000 images), yes, no"
+    freeze_bn: FreezeBN = setting(
+        FreezeBN.AUTO,
+        choice(FreezeBN),
+        "Freeze BatchNorm statistics: auto (below 5,000 images), yes, no",
     )
-    augment: str = setting("light", choice(Augment), "Augmentation for fine-tuning and --aug-views")
+    augment: Augment = setting(
+        Augment.LIGHT, choice(Augment), "Augmentation for fine-tuning and --aug-views"
+    )
     time_budget: str = setting("5m", duration, "For --strategy auto, e.g. 90s, 5m, 1h")
     seed: int = setting(0, number(0, 2**32 - 1), "Makes a run repeatable")
+
+    def __post_init__(self) -> None:
+        as_choices(self)
 
     @property
     def head(self) -> str:
