@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import copy_photos, real_photos
+from conftest import DATA, copy_photos, real_photos
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
 
 from headstart import Classifier, FitSettings, HeadstartError, train
@@ -123,6 +123,20 @@ def test_a_format_1_folder_still_loads(trained, cache_dir, tmp_path):
     assert [p.probabilities for p in loaded.predict(photos)] == [
         p.probabilities for p in classifier.predict(photos)
     ]
+
+
+def test_a_folder_an_earlier_release_wrote_predicts_as_it_did(cache_dir):
+    """tests/data/models/49a5a37: a model folder, and its predictions, written by the release
+    before the typed record's last changes (timm's stage API, heads in model/, SciPy's
+    softmax): loaded today, the same labels, probabilities and unknown scores."""
+    release = DATA / "models" / "49a5a37"
+    expected = json.loads((release / "predictions.json").read_text())
+    loaded = Classifier.load(release / "model", RunContext(cache_dir=cache_dir))
+    photos = [DATA / "flowers" / row["photo"] for row in expected]
+    for row, prediction in zip(expected, loaded.predict(photos, top_k=2), strict=True):
+        assert prediction.labels == row["labels"]
+        np.testing.assert_allclose(prediction.probabilities, row["probabilities"], atol=1e-6)
+        assert prediction.unknown_score == pytest.approx(row["unknown_score"], abs=1e-5)
 
 
 @pytest.mark.slow
