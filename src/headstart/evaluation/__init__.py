@@ -1,4 +1,4 @@
-"""Stage 5: honest numbers about a trained classifier."""
+"""Stage 6: honest numbers about a trained classifier."""
 
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
 

@@ -1,1 +1,1 @@
-"""Stage 6: exporting networks to ONNX so they run without PyTorch."""
+"""Stage 7: exporting networks to ONNX so they run without PyTorch."""

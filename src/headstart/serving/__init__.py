@@ -1,1 +1,1 @@
-"""Stage 7: serving predictions over HTTP (FastAPI on ONNX Runtime)."""
+"""Stage 8: serving predictions over HTTP (FastAPI on ONNX Runtime)."""
