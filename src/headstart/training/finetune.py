@@ -78,128 +78,165 @@ def finetune(
     process reads them.
     """
     context = context or RunContext()
-    device = resolve_device(context.device)
-    network = backbone.build_module()
-    split = split_backbone(network, settings.unfreeze, backbone.preprocessing.input_size)
-    network.requires_grad_(False)
-    for parameter in split.tuned_parameters():
-        parameter.requires_grad_(True)
-    trunk = Trunk(backbone, split, device, model_dir, context.engine)
-    model = nn.Sequential(split.top, head.requires_grad_(True))
-    model.to(device).to(memory_format=torch.channels_last)
-    rank, world = process_group()
-    # Several processes (torchrun, Ray Train): gradients averaged over them at each step.
-    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    freeze_bn = settings.freeze_bn == "yes" or (
-        settings.freeze_bn == "auto" and len(train.y) < FROZEN_BN_BELOW
-    )
-    val_inputs = trunk.run_all(_eval_pixels(backbone, val)) if len(val.y) else None
-    val_labels = torch.from_numpy(val.y)
-    classes = cast(nn.Linear, head[-1]).out_features
-    weights = class_weights(train.y, classes)
-    # Each process reads and runs only its own shard, in its share of each batch; all take
-    # the same number of steps (a shard one image larger leaves one out of each epoch).
-    others = {i for i in range(len(train.y)) if i % world != rank}
-    shard = train.without(others) if others else train
-    if shard_bytes is not None and len(shard_bytes) != len(shard.y):
-        raise HeadstartError(
-            f"process {rank} of {world} was given {len(shard_bytes)} training images "
-            f"for a shard of {len(shard.y)}"
-        )
-    batch_size = max(1, settings.finetune_batch_size // world)
-    usable = len(train.y) // world
-    batches = _training_batches(backbone, shard, trunk, settings, batch_size, usable, shard_bytes)
-    optimizer = torch.optim.AdamW(_parameter_groups(split, head, settings))
-    steps = settings.finetune_epochs * batches.per_epoch
-    warmup = round(settings.warmup_epochs * batches.per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, steps))
-    loss_fn = nn.CrossEntropyLoss(
-        weight=torch.from_numpy(weights).float() if settings.balance_classes else None,
-        label_smoothing=settings.label_smoothing,
-    ).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    def train_epoch(epoch: int) -> tuple[float, float]:
-        trained.train()
-        if freeze_bn:
-            for module in split.top.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
-        total, correct, seen = 0.0, 0, 0
-        for inputs, labels in batches(epoch):
-            labels = labels.to(device)
-            with _precision(device):
-                logits = trained(inputs).float()
-            loss = loss_fn(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-        loss_sum, right, count = summed(device, total, correct, seen)
-        return loss_sum / count, right / count
-
-    def validate() -> dict[str, float] | None:
-        if val_inputs is None:
-            return None
-        logits = _logits(model, val_inputs, device)
-        scores = {
-            "val_loss": float(nn.functional.cross_entropy(logits, val_labels)),
-            "val_accuracy": float((logits.argmax(1) == val_labels).float().mean()),
-            # What chooses the epoch: the loss once overconfidence is divided out, as the
-            # saved model's temperature does. Fine-tuning often raises the plain loss by
-            # growing the logits while it ranks the images better.
-            "val_loss_calibrated": calibrated_nll(logits.numpy(), val.y),
-        }
-        # Every process scores the same weights; agreeing on the numbers keeps their choices
-        # (best epoch, early stop) the same.
-        return dict(zip(scores, (v / world for v in summed(device, *scores.values())), strict=True))
-
-    if checkpoint is not None and rank > 0:  # one process writes it; all may resume from it
+    tuning = _Tuning(backbone, head, train, val, settings, model_dir, context, shard_bytes)
+    if checkpoint is not None and tuning.rank > 0:  # one process writes it; all may resume
         checkpoint = checkpoint.reader()
     state = run_epochs(
-        model,
-        optimizer,
-        train_epoch,
-        validate,
+        tuning.model,
+        tuning.optimizer,
+        tuning.train_epoch,
+        tuning.validate,
         epochs=settings.finetune_epochs,
         patience=settings.finetune_patience,
         seed=settings.seed,
-        scheduler=scheduler,
+        scheduler=tuning.scheduler,
         checkpoint=checkpoint,
         resume=resume,
         keep_start=True,
         select="val_loss_calibrated",
-        progress=context.progress and rank == 0,
+        progress=context.progress and tuning.rank == 0,
         description="Fine-tuning",
     )
-    model.to("cpu").to(memory_format=torch.contiguous_format).eval()
-    improved = state.best_epoch > 0
-    tensors = split.tuned_tensors() if improved else {}
-    val_logits = (
-        _logits(model, val_inputs, torch.device("cpu")).numpy()
-        if val_inputs is not None
-        else np.zeros((0, classes), np.float32)
-    )
-    return FinetuneResult(
-        backbone=backbone.tuned(tensors) if improved else backbone,
-        tensors=tensors,
-        head=head.requires_grad_(False),
-        val_logits=val_logits,
-        record=FinetuneRecord(
-            improved=improved,
-            tuned=split.tuned_prefixes,
-            units=split.units,
-            device=str(device),
-            freeze_bn=freeze_bn,
-            augment=settings.augment,
-        ),
-        history=state.history,
-        best_epoch=state.best_epoch,
-    )
+    return tuning.result(state.best_epoch, state.history)
+
+
+class _Tuning:
+    """One process's part of a fine-tuning run: the split backbone and head on its device,
+    its shard's batches, the optimizer, and what one epoch trains and scores."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: nn.Sequential,
+        train: LabelledFeatures,
+        val: LabelledFeatures,
+        settings: FitSettings,
+        model_dir: Path,
+        context: RunContext,
+        shard_bytes: list[bytes] | None,
+    ) -> None:
+        self.backbone, self.head, self.val, self.settings = backbone, head, val, settings
+        self.device = device = resolve_device(context.device)
+        network = backbone.build_module()
+        split = split_backbone(network, settings.unfreeze, backbone.preprocessing.input_size)
+        network.requires_grad_(False)
+        for parameter in split.tuned_parameters():
+            parameter.requires_grad_(True)
+        self.split = split
+        trunk = Trunk(backbone, split, device, model_dir, context.engine)
+        self.model = nn.Sequential(split.top, head.requires_grad_(True))
+        self.model.to(device).to(memory_format=torch.channels_last)
+        self.rank, self.world = process_group()
+        # Several processes (torchrun, Ray Train): gradients averaged over them at each step.
+        self.trained = (
+            nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
+        )
+        self.freeze_bn = settings.freeze_bn == "yes" or (
+            settings.freeze_bn == "auto" and len(train.y) < FROZEN_BN_BELOW
+        )
+        self.val_inputs = trunk.run_all(_eval_pixels(backbone, val)) if len(val.y) else None
+        self.classes = cast(nn.Linear, head[-1]).out_features
+        self.batches = self._batches(train, trunk, shard_bytes)
+        self.optimizer = torch.optim.AdamW(_parameter_groups(split, head, settings))
+        steps = settings.finetune_epochs * self.batches.per_epoch
+        warmup = round(settings.warmup_epochs * self.batches.per_epoch)
+        schedule = warmup_cosine(warmup, steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        weights = class_weights(train.y, self.classes)
+        self.loss = nn.CrossEntropyLoss(
+            weight=torch.from_numpy(weights).float() if settings.balance_classes else None,
+            label_smoothing=settings.label_smoothing,
+        ).to(device)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+
+    def _batches(
+        self, train: LabelledFeatures, trunk: Trunk, shard_bytes: list[bytes] | None
+    ) -> _Batches:
+        """This process's shard of each epoch: every world-th image, in its share of each
+        batch; all processes take the same number of steps (a shard one image larger leaves
+        one out of each epoch)."""
+        rank, world = self.rank, self.world
+        others = {i for i in range(len(train.y)) if i % world != rank}
+        shard = train.without(others) if others else train
+        if shard_bytes is not None and len(shard_bytes) != len(shard.y):
+            raise HeadstartError(
+                f"process {rank} of {world} was given {len(shard_bytes)} training images "
+                f"for a shard of {len(shard.y)}"
+            )
+        batch_size = max(1, self.settings.finetune_batch_size // world)
+        usable = len(train.y) // world
+        return _training_batches(
+            self.backbone, shard, trunk, self.settings, batch_size, usable, shard_bytes
+        )
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One epoch's steps; the mean training loss and accuracy over every process."""
+        self.trained.train()
+        if self.freeze_bn:
+            for module in self.split.top.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        total, correct, seen = 0.0, 0, 0
+        for inputs, labels in self.batches(epoch):
+            labels = labels.to(self.device)
+            with _precision(self.device):
+                logits = self.trained(inputs).float()
+            loss = self.loss(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.trainable, self.settings.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            total += loss.item() * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+        loss_sum, right, count = summed(self.device, total, correct, seen)
+        return loss_sum / count, right / count
+
+    def validate(self) -> dict[str, float] | None:
+        if self.val_inputs is None:
+            return None
+        logits = _logits(self.model, self.val_inputs, self.device)
+        labels = torch.from_numpy(self.val.y)
+        scores = {
+            "val_loss": float(nn.functional.cross_entropy(logits, labels)),
+            "val_accuracy": float((logits.argmax(1) == labels).float().mean()),
+            # What chooses the epoch: the loss once overconfidence is divided out, as the
+            # saved model's temperature does. Fine-tuning often raises the plain loss by
+            # growing the logits while it ranks the images better.
+            "val_loss_calibrated": calibrated_nll(logits.numpy(), self.val.y),
+        }
+        # Every process scores the same weights; agreeing on the numbers keeps their choices
+        # (best epoch, early stop) the same.
+        agreed = summed(self.device, *scores.values())
+        return dict(zip(scores, (v / self.world for v in agreed), strict=True))
+
+    def result(self, best_epoch: int, history: list[dict[str, float]]) -> FinetuneResult:
+        """The kept epoch's backbone, head and validation logits, on the CPU."""
+        self.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
+        improved = best_epoch > 0
+        tensors = self.split.tuned_tensors() if improved else {}
+        val_logits = (
+            _logits(self.model, self.val_inputs, torch.device("cpu")).numpy()
+            if self.val_inputs is not None
+            else np.zeros((0, self.classes), np.float32)
+        )
+        return FinetuneResult(
+            backbone=self.backbone.tuned(tensors) if improved else self.backbone,
+            tensors=tensors,
+            head=self.head.requires_grad_(False),
+            val_logits=val_logits,
+            record=FinetuneRecord(
+                improved=improved,
+                tuned=self.split.tuned_prefixes,
+                units=self.split.units,
+                device=str(self.device),
+                freeze_bn=self.freeze_bn,
+                augment=self.settings.augment,
+            ),
+            history=history,
+            best_epoch=best_epoch,
+        )
 
 
 def process_group() -> tuple[int, int]:
