@@ -156,7 +156,7 @@ class _Trained:
     head_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def refit(self) -> CrossValidated | None:
+    def refit_folds(self) -> CrossValidated | None:
         """The folds, when the head was then fitted on training and validation alike."""
         return self.fit.folds if self.fit.refit else None
 
@@ -321,7 +321,7 @@ def _calibration_and_unknown(
 ) -> tuple[Calibration | None, UnknownDetector]:
     """The temperature and the unknown-image score: on the validation split, or on every
     photo's out-of-fold logits when the head was fitted on training and validation alike."""
-    refit = trained.refit
+    refit = trained.refit_folds
     if refit is not None:
         pool_y = np.concatenate([splits["train"].y, splits["val"].y])
         calibration = _calibrate(refit.out_of_fold, pool_y)
@@ -377,7 +377,7 @@ def _assembled(
         record,
         trained.head,
         backbone_tensors=trained.tensors,
-        training_digests=_training_digests(splits, fitted_on_val=trained.refit is not None),
+        training_digests=_training_digests(splits, fitted_on_val=trained.fit.refit),
         unknown=unknown,
         context=context,
     )
