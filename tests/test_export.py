@@ -107,3 +107,46 @@ def test_export_quantize_from_the_command_line(trained, presplit, cache_dir, tmp
     report = json.loads(result.stdout)
     assert report["split"] == "val" and report["images"] == 16, "checked on the held-out split"
     assert report["top1_agreement"] >= 0.875
+
+
+@pytest.mark.slow  # an ONNX export
+def test_a_head_on_the_imagenet_classifier_saves_predicts_and_exports(
+    cache_dir, tmp_path, monkeypatch
+):
+    """Few photos a class, and the folds left only the ImageNet classifier's log-probabilities
+    to choose (forced here: whether they win depends on the data): the head computes them from
+    the features, and the model folder, a reloaded copy and the ONNX file agree on held-out
+    photos, PyTorch-free runtime included."""
+    from conftest import copy_photos
+
+    import headstart.training.fit as fit
+    from headstart import Classifier, RunContext, train
+    from headstart.model.heads import PRIOR_KIND
+
+    monkeypatch.setattr(fit, "leading", lambda widths, total: ())
+    for label in ("daisy", "sunflower"):
+        copy_photos(real_photos(label, 36), tmp_path / "data" / label)
+    context = RunContext(cache_dir=cache_dir)
+    classifier = train(tmp_path / "data", tmp_path / "model", context=context)
+    config = classifier.head_config
+    assert config.kind == PRIOR_KIND and (config.prior_features, config.prior_classes) == (
+        1280,
+        1000,
+    )
+    note = next(n for n in classifier.summary.notes if "cross-validation" in n)
+    assert "the ImageNet classifier's" in note and "log-probabilities" in note
+    photos = real_photos("daisy", 3, skip=33) + real_photos("sunflower", 3, skip=33)
+    ours = classifier.predict(photos, top_k=2)
+    predicted = np.array([p.probabilities for p in ours])
+    reloaded = Classifier.load(tmp_path / "model", context)
+    assert reloaded.head_config == config
+    again = np.array([p.probabilities for p in reloaded.predict(photos, top_k=2)])
+    np.testing.assert_allclose(again, predicted, atol=1e-6)
+    onnx_file = tmp_path / "model" / "model.onnx"
+    from headstart.export.onnx import export_classifier
+
+    export_classifier(reloaded, onnx_file)
+    runtime = OnnxClassifier(onnx_file)
+    theirs = runtime.predict(photos, top_k=2)
+    assert [p.labels for p in theirs] == [p.labels for p in ours]
+    np.testing.assert_allclose([p.probabilities for p in theirs], predicted, atol=1e-4)

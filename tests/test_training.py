@@ -220,7 +220,8 @@ def test_small_validation_chooses_by_cross_validation_and_fits_on_every_photo():
         assert result.features == (None if extra else 8)
         assert folds.l2 == result.l2
         # fitted on all 90: the same head as fitting them directly with the chosen L2
-        width = folds.width
+        width = len(folds.chosen.columns)
+        assert np.array_equal(folds.chosen.columns, np.arange(width))
         direct = fit_linear(x[:, :width], y, x[:0, :width], y[:0], 3, l2=folds.l2)
         assert np.allclose(result.head.parameters["1.weight"][:, :width], direct.weight, atol=1e-5)
     assert SMALL_VALIDATION > 15
@@ -233,14 +234,59 @@ def test_small_validation_chooses_by_cross_validation_and_fits_on_every_photo():
 def test_out_of_fold_logits_never_come_from_a_head_that_saw_the_photo():
     """Labels that are pure noise: a head that saw a photo knows its label, one that did not
     is at chance."""
-    from headstart.training.choice import cross_validated_choice, stratified_folds
+    from headstart.training.choice import cross_validated_choice, leading, stratified_folds
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 200)).astype(np.float32)
     y = rng.permutation(np.arange(120) % 3)
     folds = stratified_folds(y, 3)
     assert folds.max() == 4 and all(np.bincount(y[folds == f]).min() == 8 for f in range(5))
-    chosen = cross_validated_choice(x, y, 3, (200,))
+    chosen = cross_validated_choice(x, y, 3, leading((), 200))
     assert chosen.accuracy < 0.5  # chance is 1/3
     seen = fit_linear(x, y, x[:0], y[:0], 3, l2=chosen.l2)
     assert (((x @ seen.weight.T + seen.bias).argmax(1)) == y).mean() > 0.9
+
+
+def test_the_imagenet_classifier_is_a_candidate_only_where_the_folds_prefer_it():
+    """A prior that reads the signal where the features alone hide it (at a scale the L2 path
+    cannot reach) is chosen: the head becomes linear+imagenet and computes its logits from the
+    features; where the prior is noise, the plain linear head stays, as it was."""
+    from headstart.model.heads import PRIOR_KIND, imagenet_log_probabilities
+
+    rng = np.random.default_rng(3)
+    n, classes = 90, 3
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, 40)).astype(np.float32)
+    x[:, :8] *= 1e-4  # the pooled head: the signal is there, too faint for the head itself
+    x[:, :classes] += 4e-4 * np.eye(classes, dtype=np.float32)[y]
+    directions = np.zeros((5, 8), np.float32)
+    directions[:classes, :classes] = 3e4 * np.eye(classes)
+    informative = (directions, np.zeros(5, np.float32))
+    noise = (rng.normal(size=(5, 8)).astype(np.float32), np.zeros(5, np.float32))
+    train, val = slice(0, 75), slice(75, 90)
+    settings = FitSettings(strategy="linear")
+
+    def fit(prior):
+        return fit_head(
+            x[train], y[train], x[val], y[val], classes, settings,
+            head_widths=(8,), small_data=True, prior=lambda: prior,
+        )  # fmt: skip
+
+    chosen = fit(informative)
+    config = chosen.head.config
+    assert config.kind == PRIOR_KIND and (config.prior_features, config.prior_classes) == (8, 5)
+    assert config.in_features == 40 and "ImageNet classifier" in chosen.folds.chosen.name
+    weight = chosen.head.parameters["2.weight"]
+    with_prior = np.concatenate([x, imagenet_log_probabilities(x, *informative)], axis=1)
+    expected = with_prior @ weight.T + chosen.head.parameters["2.bias"]
+    np.testing.assert_allclose(chosen.head.logits(x), expected, rtol=1e-5, atol=1e-4)
+    assert (chosen.head.logits(x).argmax(1) == y).mean() > 0.95
+    x[:, :8] *= 1e4  # the same signal, now at a scale the head itself reads
+    plain = fit(noise)
+    assert plain.head.config.kind == "linear" and "ImageNet" not in plain.folds.chosen.name
+    assert plain.head.parameters["1.weight"].shape == (classes, 40)
+    with_finetuning = fit_head(
+        x[train], y[train], x[val], y[val], classes, FitSettings(strategy="finetune"),
+        small_data=True, prior=lambda: informative,
+    )  # fmt: skip
+    assert with_finetuning.head.config.kind == "linear"  # fine-tuning trains a plain head

@@ -14,6 +14,7 @@ from headstart.backbones.registry import (
     Backbone,
     can_finetune,
     check_input_size,
+    imagenet_classifier,
     preset_backbone,
     resolve_backbone,
 )
@@ -233,6 +234,7 @@ def _fit(
         # Fitting on the validation photos too needs a test split to evaluate on: without
         # one, `evaluate` scores the validation split, which must then stay unseen.
         small_data=not views and len(splits["test"].y) > 0,
+        prior=lambda: imagenet_classifier(backbone, context.workspace.root),
     )
     val_logits = fit.head.logits(_or_empty(splits["val"], splits["train"]))
     if fit.folds is not None:  # the val images' honest logits: from heads that never saw them
@@ -290,7 +292,7 @@ def _notes(
     if trained.fit.folds is not None:
         validation = len(splits["val"].y)
         folds, refit = trained.fit.folds, trained.fit.refit
-        notes.append(_small_data_note(folds, refit, trained.features, validation))
+        notes.append(_small_data_note(folds, refit, validation))
     if trained.finetuned is not None and not trained.finetuned.improved:
         notes.append(
             "no fine-tuning epoch lowered the validation loss (at its best temperature) of "
@@ -441,7 +443,7 @@ def _unknown_detector_out_of_fold(
     return UnknownDetector.fit(pool[:, :width], empty, logits / temperature, logits[:0])
 
 
-def _small_data_note(folds: CrossValidated, refit: bool, total_width: int, validation: int) -> str:
+def _small_data_note(folds: CrossValidated, refit: bool, validation: int) -> str:
     trained_on = (
         f"the head was then fitted on all {folds.photos} of them, and its validation scores, "
         "temperature and unknown-image threshold come from the out-of-fold predictions"
@@ -449,10 +451,7 @@ def _small_data_note(folds: CrossValidated, refit: bool, total_width: int, valid
         else "the head was fitted on the training photos (fine-tuning needs the validation split)"
     )
     few = f"{validation} validation photos, too few" if validation else "no validation photos"
-    return (
-        f"{few} to choose on (under {SMALL_VALIDATION}): {folds.describe(total_width)}; "
-        f"{trained_on}"
-    )
+    return f"{few} to choose on (under {SMALL_VALIDATION}): {folds.describe()}; {trained_on}"
 
 
 def _describe(pretrained: Backbone, used: Backbone) -> BackboneRecord:

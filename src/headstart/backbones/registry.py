@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import difflib
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from headstart.backbones.packaged import (
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import HeadstartError, SettingError
 from headstart.settings import number
-from headstart.storage import atomic_write_text
+from headstart.storage import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from headstart.backbones.stages import Layout
@@ -332,6 +333,39 @@ def _not_enlarged(size: int, default: int, image_side: int) -> str:
         f"input size {size} px, not {default}: the photos' typical shorter side is "
         f"{image_side} px and enlarging them adds no detail (--input-size overrides)"
     )
+
+
+def imagenet_classifier(
+    backbone: Backbone, config_dir: Path | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ImageNet classifier on the backbone's pooled head (the first member's, when joined):
+    weight (1000, features) and bias, for the packaged EfficientNet-Lites, whose packages keep
+    it; None for any other backbone. Kept in `config_dir` (.npz, read without pickle), so that
+    only the first run needs PyTorch for it."""
+    first = backbone.members[0] if backbone.members else backbone
+    packaged = PACKAGED_WEIGHTS.get(first.name)
+    if packaged is None or first.weights_file or "+tuned:" in first.weights_id:
+        return None
+    memo = None
+    if config_dir is not None:
+        memo = (
+            Path(config_dir) / "backbones" / f"{first.name}-classifier-{first.weights_id[7:23]}.npz"
+        )
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            with np.load(memo, allow_pickle=False) as kept:
+                weight, bias = kept["weight"], kept["bias"]
+            if weight.shape == (len(bias), first.head_features) and weight.dtype == np.float32:
+                return weight, bias
+    classifier = load_packaged_module(packaged, with_classifier=True).get_classifier()
+    weight = classifier.weight.detach().numpy().astype(np.float32)
+    bias = classifier.bias.detach().numpy().astype(np.float32)
+    if memo is not None:
+        with contextlib.suppress(OSError):  # a read-only cache only loses this shortcut
+            buffer = io.BytesIO()
+            np.savez(buffer, weight=weight, bias=bias)
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(memo, buffer.getvalue())
+    return weight, bias
 
 
 def check_installed_weights(backbone: Backbone) -> None:

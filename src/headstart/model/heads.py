@@ -1,4 +1,5 @@
-"""Classifier heads that replace the backbone's ImageNet classifier.
+"""Classifier heads that replace the backbone's ImageNet classifier (or, for the
+linear+imagenet kind, read its log-probabilities beside the features).
 
 A head is its config and its parameters as NumPy arrays, named as in the PyTorch module they
 load into, so predicting with a trained head needs NumPy only; PyTorch comes in when a head is
@@ -16,7 +17,10 @@ from headstart.errors import HeadstartError, SettingError
 from headstart.features.blocks import map_rows
 from headstart.settings import first_problem, number, setting
 
-HEAD_KINDS = ("linear", "mlp")
+# linear+imagenet: a linear head on the features and on the backbone's own ImageNet
+# classifier's log-probabilities, which it keeps (training/choice.py chooses it).
+HEAD_KINDS = ("linear", "mlp", "linear+imagenet")
+PRIOR_KIND = "linear+imagenet"
 HIDDEN_UNITS = number(1, 65536)
 DROPOUT = number(0.0, 0.95, kind=float)
 
@@ -31,9 +35,18 @@ class HeadConfig:
     num_classes: int = setting(check=number(1, 1_000_000))
     hidden: int = setting(512, HIDDEN_UNITS)
     dropout: float = setting(0.2, DROPOUT)
+    # linear+imagenet: the ImageNet classifier reads the first `prior_features` features and
+    # gives `prior_classes` log-probabilities; zero for the other kinds.
+    prior_features: int = setting(0, number(0, 1_000_000))
+    prior_classes: int = setting(0, number(0, 100_000))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's JSON object; the prior's fields only for a head that has one, so that
+        other heads are written as before."""
+        out = asdict(self)
+        if self.kind != PRIOR_KIND:
+            del out["prior_features"], out["prior_classes"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
@@ -41,16 +54,23 @@ class HeadConfig:
         problem = cls.problem(data)
         if problem:
             raise SettingError(f"head.{problem[0]}: {problem[1]}")
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+        return cls(**cls._fields_of(data))
 
     @classmethod
     def problem(cls, data: dict[str, Any]) -> tuple[str, str] | None:
         """The first field of `data` that is missing or outside its declared range."""
-        missing = [key for key in cls.__dataclass_fields__ if key not in data]
+        optional = () if data.get("kind") == PRIOR_KIND else ("prior_features", "prior_classes")
+        missing = [k for k in cls.__dataclass_fields__ if k not in data and k not in optional]
         if missing:
             return missing[0], "missing"
-        found = first_problem(cls(**{key: data[key] for key in cls.__dataclass_fields__}))
+        found = first_problem(cls(**cls._fields_of(data)))
+        if found is None and (data["kind"] == PRIOR_KIND) != bool(data.get("prior_classes")):
+            return "prior_classes", f"must be positive exactly for a {PRIOR_KIND} head"
         return (found[0].name, found[1]) if found else None
+
+    @classmethod
+    def _fields_of(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return {key: data[key] for key in cls.__dataclass_fields__ if key in data}
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameter names and shapes, as in the module `build_head` makes."""
@@ -62,6 +82,14 @@ class HeadConfig:
                 "0.bias": (self.hidden,),
                 "3.weight": (self.num_classes, self.hidden),
                 "3.bias": (self.num_classes,),
+            }
+        if self.kind == PRIOR_KIND:
+            widened = self.in_features + self.prior_classes
+            return {
+                "0.weight": (self.prior_classes, self.prior_features),
+                "0.bias": (self.prior_classes,),
+                "2.weight": (self.num_classes, widened),
+                "2.bias": (self.num_classes,),
             }
         raise HeadstartError(f"unknown head {self.kind!r}: choose one of {', '.join(HEAD_KINDS)}")
 
@@ -86,6 +114,9 @@ class Head:
         p = self.parameters
         if self.config.kind == "linear":
             return x @ p["1.weight"].T + p["1.bias"]
+        if self.config.kind == PRIOR_KIND:
+            prior = imagenet_log_probabilities(x, p["0.weight"], p["0.bias"])
+            return np.concatenate([x, prior], axis=1) @ p["2.weight"].T + p["2.bias"]
         hidden = _gelu(x @ p["0.weight"].T + p["0.bias"])
         return hidden @ p["3.weight"].T + p["3.bias"]
 
@@ -111,8 +142,17 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))).astype(np.float32)
 
 
+def imagenet_log_probabilities(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The ImageNet classifier's log-probabilities of features x (its first weight.shape[1])."""
+    from scipy.special import log_softmax
+
+    logits = x[:, : weight.shape[1]].astype(np.float32) @ weight.T + bias
+    return log_softmax(logits, axis=1).astype(np.float32)
+
+
 def build_head(config: HeadConfig):
-    """A linear softmax head, or an MLP with one hidden layer and dropout (logits out)."""
+    """A linear softmax head, or an MLP with one hidden layer and dropout (logits out); a
+    linear+imagenet head first appends the ImageNet classifier's log-probabilities."""
     from torch import nn
 
     config.shapes()  # refuses unknown kinds
@@ -120,9 +160,30 @@ def build_head(config: HeadConfig):
         return nn.Sequential(
             nn.Dropout(config.dropout), nn.Linear(config.in_features, config.num_classes)
         )
+    if config.kind == PRIOR_KIND:
+        widened = config.in_features + config.prior_classes
+        return nn.Sequential(
+            _log_probabilities_module(config.prior_features, config.prior_classes),
+            nn.Dropout(config.dropout),
+            nn.Linear(widened, config.num_classes),
+        )
     return nn.Sequential(
         nn.Linear(config.in_features, config.hidden),
         nn.GELU(),
         nn.Dropout(config.dropout),
         nn.Linear(config.hidden, config.num_classes),
     )
+
+
+def _log_probabilities_module(features: int, classes: int):
+    """A module: features in; the features and the ImageNet classifier's log-probabilities of
+    their first `features` out (its weight and bias named as the NumPy head's)."""
+    import torch
+    from torch import nn
+
+    class WithLogProbabilities(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            prior = torch.log_softmax(super().forward(x[:, : self.in_features]), dim=1)
+            return torch.cat([x, prior], dim=1)
+
+    return WithLogProbabilities(features, classes)

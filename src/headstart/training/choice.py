@@ -1,6 +1,7 @@
 """Choices that hold on small data: when the validation split is too small to tell options
 apart (a few dozen photos: one photo moves its accuracy by several points), the linear head's
-L2 strength and its features (every pooled stage, or the last layer alone) are chosen by
+L2 strength and its features (every pooled stage, the last layer alone, or the backbone's own
+ImageNet classifier's log-probabilities, alone or beside the last layer) are chosen by
 stratified k-fold cross-validation over the training and validation photos together. The
 linear head solves in a fraction of a second, so k folds cost little; every photo then scores
 each option once, out of fold, and the simpler option stays unless the other wins by more
@@ -33,26 +34,37 @@ FOLDS = 5
 FOLD_GTOL = 1e-4
 
 
+@dataclass(frozen=True)
+class FeatureSet:
+    """Columns a head may read, and what they are, in words for the summary."""
+
+    name: str
+    columns: np.ndarray
+
+    def of(self, x: np.ndarray) -> np.ndarray:
+        """Those columns of x: a view where they lead (the solver then sees exactly the
+        matrix it saw before sets other than leading ones existed), else a copy."""
+        count = len(self.columns)
+        if np.array_equal(self.columns, np.arange(count)):
+            return x[:, :count]
+        return x[:, self.columns]
+
+
 @dataclass
 class CrossValidated:
     """What the folds chose, and the out-of-fold logits of every photo under that choice."""
 
     l2: float
-    width: int  # the leading features the head uses
+    chosen: FeatureSet  # the columns the head uses
     out_of_fold: np.ndarray  # (photos, classes) float32: each from a head that never saw it
     folds: int
     photos: int
     accuracy: float  # out-of-fold accuracy of the choice
 
-    def describe(self, total_width: int) -> str:
-        features = (
-            "every feature"
-            if self.width == total_width
-            else f"the first {self.width} of {total_width} features"
-        )
+    def describe(self) -> str:
         return (
             f"{self.folds}-fold cross-validation over the {self.photos} training and validation "
-            f"photos chose L2 {self.l2:g} and {features} (out-of-fold accuracy "
+            f"photos chose L2 {self.l2:g} and {self.chosen.name} (out-of-fold accuracy "
             f"{self.accuracy:.1%})"
         )
 
@@ -62,35 +74,42 @@ def can_cross_validate(y: np.ndarray, num_classes: int) -> bool:
     return bool(np.bincount(y, minlength=num_classes).min() >= 2)
 
 
+def leading(widths: tuple[int, ...], total: int) -> tuple[FeatureSet, ...]:
+    """The first `w` features for each width, narrowest first, and every feature last."""
+    narrower = sorted({w for w in widths if w < total})
+    sets = [FeatureSet(f"the first {w} of {total} features", np.arange(w)) for w in narrower]
+    return (*sets, FeatureSet("every feature", np.arange(total)))
+
+
 def cross_validated_choice(
     x: np.ndarray,
     y: np.ndarray,
     num_classes: int,
-    widths: tuple[int, ...],
+    candidates: tuple[FeatureSet, ...],
     *,
     label_smoothing: float = 0.0,
     sample_weight: np.ndarray | None = None,
 ) -> CrossValidated:
-    """The (width, L2) with the lowest mean out-of-fold loss, over the leading `widths` (the
-    widest included); a narrower width is kept unless the wider one's loss is lower by more
-    than the standard error of their per-fold differences."""
+    """The (feature set, L2) with the lowest mean out-of-fold loss; `candidates` go simplest
+    first, and one is kept unless a later one's loss is lower by more than the standard error
+    of their per-fold differences."""
     folds = stratified_folds(y, num_classes)
     count = int(folds.max()) + 1
-    # losses[width]: (folds, strengths); logits[width]: (strengths, photos, classes)
-    losses, logits = {}, {}
-    for width in sorted(set(widths)):
-        losses[width], logits[width] = _path_by_fold(
-            x[:, :width], y, folds, num_classes, label_smoothing, sample_weight
-        )
-    best = {w: int(np.argmin(loss.mean(axis=0))) for w, loss in losses.items()}
-    chosen = min(losses)
-    for wider in sorted(losses)[1:]:
-        difference = losses[chosen][:, best[chosen]] - losses[wider][:, best[wider]]
+    # losses[i]: (folds, strengths); logits[i]: (strengths, photos, classes)
+    paths = [
+        _path_by_fold(c.of(x), y, folds, num_classes, label_smoothing, sample_weight)
+        for c in candidates
+    ]
+    best = [int(np.argmin(losses.mean(axis=0))) for losses, _ in paths]
+    chosen = 0
+    for other in range(1, len(candidates)):
+        difference = paths[chosen][0][:, best[chosen]] - paths[other][0][:, best[other]]
         if difference.mean() > difference.std(ddof=1) / np.sqrt(count):
-            chosen = wider
-    out_of_fold = logits[chosen][best[chosen]]
+            chosen = other
+    out_of_fold = paths[chosen][1][best[chosen]]
     accuracy = scores(out_of_fold, y)[1]
-    return CrossValidated(L2_PATH[best[chosen]], chosen, out_of_fold, count, len(y), accuracy)
+    l2 = L2_PATH[best[chosen]]
+    return CrossValidated(l2, candidates[chosen], out_of_fold, count, len(y), accuracy)
 
 
 def stratified_folds(y: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarray:

@@ -6,19 +6,24 @@ the MLP trains with AdamW mini-batches and early stopping on validation loss, be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from headstart.model.heads import Head, HeadConfig
+from headstart.model.heads import PRIOR_KIND, Head, HeadConfig, imagenet_log_probabilities
 from headstart.training.choice import (
     SMALL_VALIDATION,
     CrossValidated,
+    FeatureSet,
     can_cross_validate,
     cross_validated_choice,
+    leading,
 )
 from headstart.training.settings import FitSettings
 from headstart.training.solver import LinearFit, fit_linear
+
+Prior = tuple[np.ndarray, np.ndarray]  # an ImageNet classifier: weight (classes, features), bias
 
 
 @dataclass
@@ -43,6 +48,7 @@ def fit_head(
     *,
     head_widths: tuple[int, ...] = (),
     small_data: bool = False,
+    prior: Callable[[], Prior | None] | None = None,
 ) -> FitResult:
     """Train the settings' head kind on features (validation picks L2 or the best epoch).
 
@@ -54,7 +60,9 @@ def fit_head(
     `small_data` (one row per training image, no augmented views): with fewer than
     SMALL_VALIDATION validation images (none included), the linear head's choices are made by
     cross-validation over training and validation together (training/choice.py), and unless
-    fine-tuning follows (it needs the validation split) the head is then fitted on both."""
+    fine-tuning follows (it needs the validation split) the head is then fitted on both. A
+    `prior` (gives the backbone's ImageNet classifier, if it has one) is then one more
+    candidate."""
     config = HeadConfig(
         settings.head, train_x.shape[1], num_classes, settings.hidden, settings.dropout
     )
@@ -66,7 +74,9 @@ def fit_head(
         and can_cross_validate(pool_y, num_classes)
     ):
         refit = settings.strategy != "finetune"
-        return _fit_small(train_x, val_x, pool_y, config, settings, head_widths, refit)
+        # fine-tuning (no refit) trains a plain linear head; the prior is read only if offered
+        offered = prior() if refit and prior is not None else None
+        return _fit_small(train_x, val_x, pool_y, config, settings, head_widths, refit, offered)
     weights = class_weights(train_y, num_classes)[train_y] if settings.balance_classes else None
     if config.kind == "linear":
         fit = fit_linear(
@@ -97,35 +107,67 @@ def fit_head(
     return fit_by_gradient(train_x, train_y, val_x, val_y, config, settings, progress)
 
 
-def _fit_small(train_x, val_x, pool_y, config, settings, widths, refit: bool) -> FitResult:
-    """The linear head with L2 and width chosen by cross-validation over training and
+def _fit_small(
+    train_x, val_x, pool_y, config, settings, widths, refit: bool, prior: Prior | None
+) -> FitResult:
+    """The linear head with L2 and features chosen by cross-validation over training and
     validation; fitted on both (`refit`) or on training alone. The result's `folds` hold the
-    out-of-fold logits: honest scores of every photo, for calibration and the summary."""
+    out-of-fold logits: honest scores of every photo, for calibration and the summary.
+
+    With a `prior` (the backbone's ImageNet classifier, weight and bias), its log-probabilities
+    are candidates too, alone and beside the pooled head: what a few photos a class cannot
+    teach, where the classes are ImageNet's own (bench/imagenet_prior.py)."""
     pool_x = np.concatenate([train_x, val_x])
+    total = pool_x.shape[1]
+    candidates = leading(widths, total)
+    if prior is not None:
+        pool_x = np.concatenate([pool_x, imagenet_log_probabilities(pool_x, *prior)], axis=1)
+        candidates += _prior_sets(prior, total)
     weights = class_weights(pool_y, config.num_classes) if settings.balance_classes else None
     cv = cross_validated_choice(
         pool_x,
         pool_y,
         config.num_classes,
-        (*widths, pool_x.shape[1]),
+        candidates,
         label_smoothing=settings.label_smoothing,
         sample_weight=None if weights is None else weights[pool_y],
     )
-    fitted_x, fitted_y = (pool_x, pool_y) if refit else (train_x, pool_y[: len(train_x)])
+    fitted = slice(None) if refit else slice(0, len(train_x))
+    fitted_x, fitted_y = pool_x[fitted], pool_y[fitted]
+    columns = cv.chosen.columns
     fit = fit_linear(
-        fitted_x[:, : cv.width],
+        cv.chosen.of(fitted_x),
         fitted_y,
-        fitted_x[:0, : cv.width],
+        cv.chosen.of(fitted_x[:0]),
         fitted_y[:0],
         config.num_classes,
         label_smoothing=settings.label_smoothing,
         sample_weight=None if weights is None else weights[fitted_y],
         l2=cv.l2,
     )
-    fit = _widened(fit, pool_x.shape[1])
-    narrower = cv.width if cv.width < pool_x.shape[1] else None
-    parameters = {"1.weight": fit.weight, "1.bias": fit.bias}
+    weight = np.zeros((config.num_classes, pool_x.shape[1]), np.float32)
+    weight[:, columns] = fit.weight
+    if prior is not None and columns.max() >= total:  # the head reads the log-probabilities
+        classes, features = prior[0].shape
+        config = replace(config, kind=PRIOR_KIND, prior_features=features, prior_classes=classes)
+        parameters = {"0.weight": prior[0], "0.bias": prior[1]}
+        parameters |= {"2.weight": weight, "2.bias": fit.bias}
+        narrower = None
+    else:
+        parameters = {"1.weight": weight[:, :total], "1.bias": fit.bias}
+        narrower = len(columns) if len(columns) < total else None
     return FitResult(Head(config, parameters), fit.history, 1, cv.l2, narrower, cv, refit)
+
+
+def _prior_sets(prior: Prior, total: int) -> tuple[FeatureSet, FeatureSet]:
+    classes, features = prior[0].shape
+    log_probabilities = np.arange(total, total + classes)
+    alone = f"the ImageNet classifier's {classes} log-probabilities"
+    beside = f"the first {features} features and the ImageNet classifier's log-probabilities"
+    return (
+        FeatureSet(alone, log_probabilities),
+        FeatureSet(beside, np.r_[np.arange(features), log_probabilities]),
+    )
 
 
 def _best_val_loss(fit: LinearFit) -> float:
