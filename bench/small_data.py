@@ -10,8 +10,9 @@ photos per class, several seeds each; 10% of them (at least one per class) are v
   layer alone, by validation loss), fitted on the training photos alone;
 - cross-validation: the same choices by 5-fold cross-validation over training and validation,
   fitted on the training photos alone (what the choice alone is worth);
-- default: what `train` does now below 100 validation photos: those choices, then the head
-  fitted on training and validation.
+- default: what `train` does now below 100 validation photos: those choices (the backbone's
+  ImageNet classifier's log-probabilities among the candidates: bench/imagenet_prior.py), then
+  the head fitted on training and validation.
 
 Features come from the default backbone (cached: the first run extracts them), and every
 variant fits the head with the pipeline's own function (training/fit.py), so the gap between
@@ -33,7 +34,12 @@ import numpy as np
 from data_paths import DATASETS, require
 
 from headstart import RunContext, load_dataset
-from headstart.backbones.registry import preset_backbone, resolve_backbone
+from headstart.backbones.registry import (
+    Backbone,
+    imagenet_classifier,
+    preset_backbone,
+    resolve_backbone,
+)
 from headstart.data.images import typical_short_side
 from headstart.data.samples import write_digits
 from headstart.features.extract import FeatureExtractor
@@ -48,6 +54,11 @@ VARIANTS = ("validation", "cross-validation", "default")
 
 def features(path: Path) -> tuple[dict, tuple[int, ...], int]:
     """Labelled features of every split, the head widths `train` weighs, the class count."""
+    splits, backbone, classes = features_and_backbone(path)
+    return splits, backbone.leading_candidates, classes
+
+
+def features_and_backbone(path: Path) -> tuple[dict, Backbone, int]:
     dataset = load_dataset(path, 10, 10)
     cache = open_feature_cache(RunContext(progress=True))
     side = typical_short_side([sample.path for sample in dataset.split("train")])
@@ -60,7 +71,7 @@ def features(path: Path) -> tuple[dict, tuple[int, ...], int]:
         )
         for split in ("train", "val", "test")
     }
-    return splits, backbone.leading_candidates, len(dataset.classes)
+    return splits, backbone, len(dataset.classes)
 
 
 def labelled_and_test(splits: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +109,10 @@ def accuracy(fit, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def run(name: str, path: Path, seeds: int) -> None:
-    splits, widths, classes = features(path)
+    splits, backbone, classes = features_and_backbone(path)
+    widths = backbone.leading_candidates
+    workspace = RunContext().workspace.root
+    prior = imagenet_classifier(backbone, workspace)
     x, y, test_x, test_y = labelled_and_test(splits)
     print(f"\n{name}: {classes} classes, {len(test_y)} test photos")
     print(f"{'per class':>9}  " + "  ".join(f"{v:>18}" for v in VARIANTS) + "  choice s")
@@ -117,6 +131,7 @@ def run(name: str, path: Path, seeds: int) -> None:
                 fit = fit_head(
                     x[train], y[train], x[val], y[val], classes, settings,
                     head_widths=widths, small_data=variant != "validation",
+                    prior=lambda: prior,
                 )  # fmt: skip
                 if variant == "default":
                     seconds.append(time.perf_counter() - began)

@@ -503,6 +503,20 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         (lambda m: m.pop("head"), "head: missing"),
         (lambda m: m.pop("backbone"), "backbone: missing"),
         (lambda m: m["head"].update(kind="forest"), "head.kind"),
+        (
+            lambda m: m["head"].update(kind="linear+imagenet"),
+            "head.prior_features: missing",
+        ),
+        (
+            lambda m: m["head"].update(
+                kind="linear+imagenet", prior_features=99999, prior_classes=1000
+            ),
+            "head.prior_features: must not exceed in_features",
+        ),
+        (
+            lambda m: m["head"].update(prior_features=1280, prior_classes=1000),
+            "head.prior_classes: and prior_features: positive exactly for a linear+imagenet",
+        ),
     ],
     ids=[
         "labels-vs-head",
@@ -518,6 +532,9 @@ def test_written_files_follow_the_umask(trained, tmp_path):
         "no-head",
         "no-backbone",
         "head-kind",
+        "prior-missing",
+        "prior-too-wide",
+        "prior-on-a-linear-head",
     ],
 )
 def test_a_tampered_model_record_is_one_line(trained, tmp_path, change, message, capsys):

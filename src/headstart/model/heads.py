@@ -64,8 +64,11 @@ class HeadConfig:
         if missing:
             return missing[0], "missing"
         found = first_problem(cls(**cls._fields_of(data)))
-        if found is None and (data["kind"] == PRIOR_KIND) != bool(data.get("prior_classes")):
-            return "prior_classes", f"must be positive exactly for a {PRIOR_KIND} head"
+        prior = bool(data.get("prior_classes")) and bool(data.get("prior_features"))
+        if found is None and (data["kind"] == PRIOR_KIND) != prior:
+            return "prior_classes", f"and prior_features: positive exactly for a {PRIOR_KIND} head"
+        if found is None and data.get("prior_features", 0) > data["in_features"]:
+            return "prior_features", "must not exceed in_features"
         return (found[0].name, found[1]) if found else None
 
     @classmethod
