@@ -21,18 +21,21 @@ draws the default chose the log-probabilities.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from data_paths import DATASETS, require
-from small_data import SIZES, accuracy, draw, features_and_backbone, labelled_and_test
+from small_data import (
+    SIZES,
+    accuracy,
+    draw,
+    each_dataset,
+    features_and_backbone,
+    labelled_and_test,
+)
 
 from headstart.backbones.registry import imagenet_classifier
 from headstart.context import RunContext
-from headstart.data.samples import write_digits
 from headstart.model.heads import PRIOR_KIND
 from headstart.training import fit
 from headstart.training.choice import FeatureSet
@@ -90,21 +93,5 @@ def fitted(variant, x, y, train, val, classes, widths, offered):
         fit.leading, fit._prior_sets = leading, prior_sets
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    everything = ["flowers5", "chest_xray", "digits", "hymenoptera"]
-    parser.add_argument("--only", nargs="*", default=everything)
-    parser.add_argument("--seeds", type=int, default=5)
-    options = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        for name in options.only:
-            if name == "digits":
-                path = Path(scratch) / "digits"
-                write_digits(path)
-            else:
-                path = require(DATASETS / name)
-            run(name, path, options.seeds)
-
-
 if __name__ == "__main__":
-    main()
+    each_dataset(run, __doc__ or "")

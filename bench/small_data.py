@@ -28,6 +28,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -142,8 +143,9 @@ def run(name: str, path: Path, seeds: int) -> None:
         print(f"{per_class:>9}  {cells}  {statistics.mean(seconds):8.2f}", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def each_dataset(run: Callable[[str, Path, int], None], description: str) -> None:
+    """Parse --only and --seeds, then `run` each dataset (digits written to a scratch folder)."""
+    parser = argparse.ArgumentParser(description=description)
     everything = ["flowers5", "chest_xray", "digits", "hymenoptera"]
     parser.add_argument("--only", nargs="*", default=everything)
     parser.add_argument("--seeds", type=int, default=5)
@@ -159,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    each_dataset(run, __doc__ or "")
