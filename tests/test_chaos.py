@@ -63,7 +63,7 @@ def damage(cache: Path, how: str) -> None:
 
 @pytest.mark.slow
 def test_train_recovers_from_kills_and_damaged_caches(presplit, trained, tmp_path):
-    reference = trained[0].info["summary"]
+    reference = trained[0].summary
     cache, model = tmp_path / "cache", tmp_path / "model"
     rng = random.Random(int(os.environ.get("HEADSTART_CHAOS_SEED", "0")))
     for _ in range(3):  # killed at random points: imports, export, extraction, training, saving
@@ -76,8 +76,8 @@ def test_train_recovers_from_kills_and_damaged_caches(presplit, trained, tmp_pat
         process.send_signal(signal.SIGKILL)
         process.wait()
     summary, _ = train(presplit, model, cache)
-    assert summary["val_accuracy"] == reference["val_accuracy"]
-    assert summary["val_loss"] == pytest.approx(reference["val_loss"], rel=1e-6)
+    assert summary["val_accuracy"] == reference.val_accuracy
+    assert summary["val_loss"] == pytest.approx(reference.val_loss, rel=1e-6)
     for how, said in [
         ("garbage", "moved aside"),
         ("truncated", "moved aside"),
@@ -90,8 +90,8 @@ def test_train_recovers_from_kills_and_damaged_caches(presplit, trained, tmp_pat
                 path.unlink() if path.is_file() else path.rmdir()
         summary, stderr = train(presplit, model, cache)
         assert said in stderr, (how, stderr)
-        assert summary["val_accuracy"] == reference["val_accuracy"], how
-        assert summary["val_loss"] == pytest.approx(reference["val_loss"], rel=1e-6), how
+        assert summary["val_accuracy"] == reference.val_accuracy, how
+        assert summary["val_loss"] == pytest.approx(reference.val_loss, rel=1e-6), how
 
 
 SERVER = textwrap.dedent(

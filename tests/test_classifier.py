@@ -13,9 +13,9 @@ from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 
 def test_trained_model_separates_daisies_from_sunflowers(trained):
     classifier, _ = trained
-    summary = classifier.info["summary"]
-    assert summary["used"] == {"train": 24, "val": 16, "test": 0}
-    assert summary["val_accuracy"] >= 0.75
+    summary = classifier.summary
+    assert summary.used == {"train": 24, "val": 16, "test": 0}
+    assert summary.val_accuracy >= 0.75
 
 
 def test_model_folder_is_safetensors_and_json_only(trained):
@@ -180,12 +180,12 @@ def test_small_photos_are_not_enlarged_past_the_pretrained_size(cache_dir, tmp_p
     context = RunContext(cache_dir=cache_dir)
     chosen = train(tmp_path / "small", context=context, val_percent=25, test_percent=0)
     assert chosen.preprocessing.input_size == (224, 224)
-    assert any("typical shorter side is 150 px" in n for n in chosen.info["summary"]["notes"])
+    assert any("typical shorter side is 150 px" in n for n in chosen.summary.notes)
     given = train(
         tmp_path / "small", context=context, input_size=288, val_percent=25, test_percent=0
     )
     assert given.preprocessing.input_size == (288, 288)
-    assert not any("shorter side" in n for n in given.info["summary"]["notes"])
+    assert not any("shorter side" in n for n in given.summary.notes)
 
 
 def test_the_record_reads_back_exactly_what_was_written(trained):

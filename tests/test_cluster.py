@@ -234,10 +234,10 @@ def test_fine_tuning_on_one_ray_worker_gives_the_local_weights(
     local = train(data, settings=FINETUNE, context=RunContext(cache_dir=cache_dir), **NO_VAL)
     context = on_ray(context=RunContext(cache_dir=cache_dir), train_workers=1)
     remote = train(data, tmp_path / "m", settings=FINETUNE, context=context, **NO_VAL)
-    assert remote.info["finetune"]["workers"] == 1
-    assert "fine-tuned on 1 Ray Train worker(s)" in remote.info["summary"]["notes"]
-    assert [h["train_loss"] for h in remote.info["history"]] == pytest.approx(
-        [h["train_loss"] for h in local.info["history"]], rel=1e-5
+    assert remote.finetune.workers == 1
+    assert "fine-tuned on 1 Ray Train worker(s)" in remote.summary.notes
+    assert [h["train_loss"] for h in remote.history] == pytest.approx(
+        [h["train_loss"] for h in local.history], rel=1e-5
     )
     mine, theirs = tuned_weights(remote), tuned_weights(local)
     assert mine.keys() == theirs.keys() and mine
@@ -255,9 +255,9 @@ def test_fine_tuning_on_two_ray_workers_learns_as_well(cluster, presplit, cache_
     context = on_ray(context=RunContext(cache_dir=cache_dir), train_workers=2)
     remote = train(presplit, tmp_path / "m", settings=FINETUNE, context=context)
     local = train(presplit, settings=FINETUNE, context=RunContext(cache_dir=cache_dir))
-    assert remote.info["finetune"]["workers"] == 2
-    assert len(remote.info["history"]) == len(local.info["history"]) == 2
-    accuracy = [m.info["summary"]["val_accuracy"] for m in (remote, local)]
+    assert remote.finetune.workers == 2
+    assert len(remote.history) == len(local.history) == 2
+    accuracy = [m.summary.val_accuracy for m in (remote, local)]
     print(f"validation accuracy, 2 Ray workers vs local: {accuracy}")
     assert abs(accuracy[0] - accuracy[1]) <= 2 / 16  # two of the 16 validation photos
 
@@ -335,8 +335,8 @@ def test_a_run_stopped_here_resumes_on_ray_workers(
     assert (tmp_path / "m" / CHECKPOINT_FILE).exists()
     context = on_ray(context=local, train_workers=1)
     resumed = train(data, tmp_path / "m", settings=FINETUNE, context=context, resume=True, **NO_VAL)
-    assert [h["epoch"] for h in resumed.info["history"]] == [1, 2]
-    assert resumed.info["history"][0] == saved[0]  # epoch 1 came from the checkpoint, timing too
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[0] == saved[0]  # epoch 1 came from the checkpoint, timing too
     mine, theirs = tuned_weights(resumed), tuned_weights(uninterrupted)
     assert max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine) < 1e-5
 
@@ -415,7 +415,7 @@ def test_a_ray_run_whose_worker_died_resumes_from_the_run_storage(
     stored = [saved_history(p) for p in storage.glob("*/checkpoint_*/checkpoint.safetensors")]
     assert stored and all(1 <= len(history) < 4 for history in stored)
     resumed = train(data, "m", settings=settings, context=context, resume=True, **NO_VAL)
-    history = resumed.info["history"]
+    history = resumed.history
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     # epochs from a stored checkpoint, timings too (Ray resumes from the last it registered)
     assert any(history[: len(saved)] == saved for saved in stored)

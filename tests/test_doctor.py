@@ -134,10 +134,10 @@ def test_train_leaves_out_what_issues_csv_lists(messy, diagnosed, cache_dir):
     with open(output / "issues.csv", encoding="utf-8") as handle:
         listed = {row["path"] for row in csv.DictReader(handle)} - {""}
     classifier = train(root, context=RunContext(cache_dir=cache_dir), exclude=output / "issues.csv")
-    summary = classifier.info["summary"]
+    summary = classifier.summary
     readable = len(list(root.rglob("*.*"))) - 1  # less the broken file, listed as unreadable
-    assert sum(summary["used"].values()) == readable - (len(listed) - 1)
-    assert f"{len(listed)} images left out" in summary["notes"][0]
+    assert sum(summary.used.values()) == readable - (len(listed) - 1)
+    assert f"{len(listed)} images left out" in summary.notes[0]
 
 
 def test_a_plain_list_of_paths_with_comments_and_relative_paths(messy, cache_dir, tmp_path):

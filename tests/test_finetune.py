@@ -115,13 +115,13 @@ def test_pytorch_trunk_matches_onnx_and_fine_tunes(presplit, train_only, cache_d
         test_percent=0,
         context=RunContext(cache_dir=cache_dir, engine="torch"),
     )
-    assert classifier.fine_tuned and classifier.info["summary"]["epochs_run"] == 1
+    assert classifier.fine_tuned and classifier.summary.epochs_run == 1
 
 
 @pytest.mark.slow  # a fine-tuning run (the module's fixture)
 def test_history_checkpoint_and_summary(finetuned):
     classifier, folder = finetuned
-    history = classifier.info["history"]
+    history = classifier.history
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert all({"train_loss", "train_accuracy", "lr", "seconds"} <= set(h) for h in history)
     # The head's learning rate after each epoch follows the warm-up and cosine schedule,
@@ -132,11 +132,11 @@ def test_history_checkpoint_and_summary(finetuned):
     factor = warmup_cosine(round(SETTINGS.warmup_epochs * per_epoch), 3 * per_epoch)
     expected = [SETTINGS.finetune_learning_rate * factor(e * per_epoch) for e in (1, 2, 3)]
     assert [h["lr"] for h in history] == pytest.approx(expected)
-    assert classifier.info["head_history"], "fine-tuning starts from a trained linear head"
-    summary = classifier.info["summary"]
-    assert summary["strategy"] == "finetune" and summary["epochs_run"] == 3
+    assert classifier.record.head_history, "fine-tuning starts from a trained linear head"
+    summary = classifier.summary
+    assert summary.strategy == "finetune" and summary.epochs_run == 3
     assert not (folder / CHECKPOINT_FILE).exists(), "a finished run leaves no checkpoint"
-    assert classifier.info["finetune"]["improved"] and classifier.fine_tuned
+    assert classifier.finetune.improved and classifier.fine_tuned
 
 
 @pytest.mark.slow
@@ -209,7 +209,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(
     assert not (folder / METADATA_FILE).exists()
 
     resumed = finetune_run(train_only, folder, cache_dir, resume=True)
-    assert [h["epoch"] for h in resumed.info["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     ours = load_file(str(weights_file(folder)))
     theirs = load_file(str(weights_file(uninterrupted)))
     assert ours.keys() == theirs.keys()
@@ -247,9 +247,9 @@ def test_corrupt_training_image_is_skipped_when_fine_tuning(presplit, cache_dir,
     (data / "train" / "daisy" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200)
     settings = FitSettings(strategy="finetune", finetune_epochs=1, unfreeze="2", augment="none")
     classifier = train(data, settings=settings, context=RunContext(cache_dir=cache_dir))
-    summary = classifier.info["summary"]
-    assert [path.rsplit("/", 1)[1] for path, _ in summary["skipped"]] == ["broken.jpg"]
-    assert summary["used"]["train"] == 24 and summary["epochs_run"] == 1
+    summary = classifier.summary
+    assert [path.rsplit("/", 1)[1] for path, _ in summary.skipped] == ["broken.jpg"]
+    assert summary.used["train"] == 24 and summary.epochs_run == 1
 
 
 @pytest.mark.slow
@@ -261,11 +261,11 @@ def test_augmented_cache_stores_k_views_and_reuses_them(presplit, cache_dir, tmp
     shutil.copytree(cache_dir / "onnx", cache / "onnx")  # skip the one-time backbone export
     settings = FitSettings(aug_views=2)
     first = train(presplit, settings=settings, context=RunContext(cache_dir=cache))
-    assert first.info["summary"]["computed"] == 16 + 24 * 3  # val, then train plain + 2 views
-    assert "--aug-views 2 trains the head" in first.info["summary"]["reason"]  # auto: linear
+    assert first.summary.computed == 16 + 24 * 3  # val, then train plain + 2 views
+    assert "--aug-views 2 trains the head" in first.summary.reason  # auto: linear
     second = train(presplit, settings=settings, context=RunContext(cache_dir=cache))
-    assert second.info["summary"]["computed"] == 0
-    assert second.info["summary"]["augmented_views"] == 2
+    assert second.summary.computed == 0
+    assert second.summary.augmented_views == 2
 
     backbone = resolve_backbone("efficientnet_lite0", cache, first.preprocessing.input_size[0])
     store = FeatureCache(cache)
@@ -351,8 +351,8 @@ def test_preset_fast_never_fine_tunes(presplit, cache_dir, monkeypatch):
     monkeypatch.setattr("headstart.training.strategy.MIN_VAL_IMAGES", 1)
     settings = FitSettings(time_budget="1h")  # auto, the default
     context = RunContext(cache_dir=cache_dir, progress=False)
-    summary = train(presplit, preset="fast", settings=settings, context=context).info["summary"]
-    assert summary["strategy"] == "linear" and "--preset fast uses" in summary["reason"]
+    summary = train(presplit, preset="fast", settings=settings, context=context).summary
+    assert summary.strategy == "linear" and "--preset fast uses" in summary.reason
 
 
 @pytest.mark.slow
@@ -364,8 +364,8 @@ def test_auto_fine_tunes_digits(cache_dir, tmp_path):
     settings = FitSettings(finetune_epochs=1, time_budget="1h")  # auto, the default
     context = RunContext(cache_dir=cache_dir, progress=False)
     digits = train(tmp_path / "digits", settings=settings, context=context)
-    assert digits.info["summary"]["strategy"] == "finetune"
-    assert "earlier stages helped" in digits.info["summary"]["reason"]
+    assert digits.summary.strategy == "finetune"
+    assert "earlier stages helped" in digits.summary.reason
     assert "finetune" in digits.info
 
 

@@ -71,8 +71,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def test_temperature_scaling_lowers_validation_nll(trained):
     classifier, _ = trained
-    fitted = classifier.info["calibration"]
-    assert fitted["val_nll_after"] <= fitted["val_nll_before"] + 1e-9
+    fitted = classifier.calibration
+    assert fitted.val_nll_after <= fitted.val_nll_before + 1e-9
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 4, 400)
     logits = rng.normal(size=(400, 4))

@@ -97,15 +97,14 @@ def test_a_hashed_test_split_that_training_ignores_is_said(cache_dir, tmp_path):
     for label in ("daisy", "sunflower"):
         copy_photos(real_photos(label, 20), tmp_path / "data" / label)
     classifier = train(tmp_path / "data", context=RunContext(cache_dir=cache_dir))
-    held_out = classifier.info["summary"]["used"]["test"]
+    held_out = classifier.summary.used["test"]
     assert held_out > 0
     assert any(
-        f"{held_out} images (10%) were held out" in note
-        for note in classifier.info["summary"]["notes"]
+        f"{held_out} images (10%) were held out" in note for note in classifier.summary.notes
     )
     no_test = train(tmp_path / "data", context=RunContext(cache_dir=cache_dir), test_percent=0)
-    assert no_test.info["summary"]["used"]["test"] == 0
-    assert not [note for note in no_test.info["summary"]["notes"] if "held out" in note]
+    assert no_test.summary.used["test"] == 0
+    assert not [note for note in no_test.summary.notes if "held out" in note]
 
 
 def test_report_shows_what_the_model_trained_on(trained, cache_dir, tmp_path):
@@ -115,7 +114,7 @@ def test_report_shows_what_the_model_trained_on(trained, cache_dir, tmp_path):
     folder = held_out_folder(tmp_path / "heldout")
     write_report(classifier, folder, tmp_path / "report")
     numbers = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert numbers["images_per_split"] == classifier.info["summary"]["used"]
+    assert numbers["images_per_split"] == classifier.summary.used
     assert numbers["images"] == 12 and "every image in" in numbers["scope"]
     assert "every image in" in (tmp_path / "report" / "report.html").read_text()
 
