@@ -19,8 +19,8 @@ from headstart.settings import first_problem, number, setting
 
 # linear+imagenet: a linear head on the features and on the backbone's own ImageNet
 # classifier's log-probabilities, which it keeps (training/choice.py chooses it).
-HEAD_KINDS = ("linear", "mlp", "linear+imagenet")
 PRIOR_KIND = "linear+imagenet"
+HEAD_KINDS = ("linear", "mlp", PRIOR_KIND)
 HIDDEN_UNITS = number(1, 65536)
 DROPOUT = number(0.0, 0.95, kind=float)
 
