@@ -470,6 +470,13 @@ def predict(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout")] = False,
     tta: Tta = False,
     reject: Annotated[bool, typer.Option(help="Label images unlike every class 'unknown'")] = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write each image's heat map for its top label to this folder: STEM.png "
+            "(over the photo) and STEM.npy (at the photo's size)"
+        ),
+    ] = None,
     run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
     quiet: Quiet = False,
 ) -> None:
@@ -481,9 +488,15 @@ def predict(
         raise SettingError("choose one of --json and --csv")
     from headstart.model.prediction import image_list
 
+    if explain is not None:
+        from headstart.evaluation.overlays import check_explanations_folder
+
+        check_explanations_folder(explain, images)
     if output is not None:
-        if tta or as_json or as_csv or model.suffix == ".onnx":
-            raise SettingError("--output takes a model folder, without --tta, --json or --csv")
+        if tta or as_json or as_csv or model.suffix == ".onnx" or explain:
+            raise SettingError(
+                "--output takes a model folder, without --tta, --json, --csv or --explain"
+            )
         from headstart.model.batch import predict_to_file
         from headstart.model.classifier import Classifier
 
@@ -503,7 +516,10 @@ def predict(
             raise HeadstartError("--tta needs a model folder; an .onnx file has one view built in")
 
         runtime = OnnxClassifier(model)
+        if explain is not None and "heatmap" not in runtime.outputs:
+            raise HeadstartError(f"{model}: exported without heat maps; export with --explain")
         predictions = runtime.predict(image_list(images), top_k, reject=reject)
+        explainer: Any = runtime
     else:
         from headstart.model.classifier import Classifier
 
@@ -511,6 +527,7 @@ def predict(
         context = run.context(progress)
         classifier = Classifier.load(model, context)
         predictions = classifier.predict_files(image_list(images), top_k, tta=tta, reject=reject)
+        explainer = classifier
     if as_json:
         print(_json([p.to_dict() for p in predictions], indent=2))
     elif as_csv:
@@ -531,6 +548,15 @@ def predict(
         raise HeadstartError(f"none of the {unreadable} image(s) could be read")
     if unreadable:
         stderr.print(f"[yellow]{unreadable} image(s) unreadable[/]")
+    if explain is not None:
+        _write_explanations(explainer, [p.path for p in predictions if not p.error], explain)
+
+
+def _write_explanations(explainer, paths: list, folder: Path) -> None:
+    from headstart.evaluation.overlays import write_explanations
+
+    written = write_explanations(explainer.explain(paths), folder)
+    stderr.print(f"wrote {len(written)} heat maps to {shown(str(folder))}", highlight=False)
 
 
 def _write_csv(predictions, top_k: int) -> None:

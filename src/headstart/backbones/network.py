@@ -49,9 +49,17 @@ class StagePooled(nn.Module):
         self.network, self.stages = network, stages
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        final, outputs = stage_outputs(self.network, images, self.stages)
-        head = self.network.forward_head(final, pre_logits=True)
-        return torch.cat([head, *(x.mean((2, 3)) for x in outputs)], dim=1)
+        head, maps = self.maps(images)
+        return torch.cat([head, *(x.mean((2, 3)) for x in maps[1:])], dim=1)
+
+    def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The pooled head, and the maps the features are the means of: the final map (which
+        the head pools), then each stage's, in the features' order."""
+        if self.stages:
+            final, outputs = stage_outputs(self.network, images, self.stages)
+        else:
+            final, outputs = self.network.forward_features(images), []
+        return self.network.forward_head(final, pre_logits=True), [final, *outputs]
 
 
 class Concatenated(nn.Module):

@@ -163,6 +163,15 @@ class Backbone:
             module = StagePooled(module, self.pooled_stages)
         return module
 
+    def build_maps_module(self):
+        """The torch module whose `maps(images)` gives the maps the features pool (see
+        StagePooled); a joined backbone has no single grid to lay them on."""
+        if self.members:
+            raise HeadstartError(f"{self.name}: joined backbones have no heat maps")
+        from headstart.backbones.network import StagePooled
+
+        return StagePooled(self._build(False), self.pooled_stages)
+
     def head_only(self) -> Backbone:
         """This backbone with the pooled head alone as features (what fine-tuning trains)."""
         members = tuple(member.head_only() for member in self.members)

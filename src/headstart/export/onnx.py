@@ -19,28 +19,25 @@ EXPORT_NAME = "model.onnx"  # the export's name in a model folder, its only file
 MODEL_KEY = "headstart.model_key"  # in an export made for serving: the folder's model_key
 
 
-def export_classifier(classifier, path: Path, model_key: str | None = None) -> Path:
-    """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out.
+def export_classifier(
+    classifier, path: Path, model_key: str | None = None, explain: bool = False
+) -> Path:
+    """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out, then the
+    unknown-image score when the model has one, and with `explain` every label's heat map
+    (N, classes, h, w) as model/explanation.py computes it.
 
     Normalisation, backbone, head and softmax are all inside the graph; labels, backbone and
     preprocessing go into its metadata and a NAME.labels.txt beside it.
     """
     import onnx
-    from torch import nn
-
-    from headstart.backbones.network import PixelsToFeatures
 
     path = Path(path)
     check_export_target(path)
-    features = PixelsToFeatures(classifier.backbone_network(), classifier.preprocessing)
-    head = _calibrated_head(classifier.head.module(), classifier.temperature)
-    outputs: str | tuple[str, ...]
-    if classifier.unknown is None:
-        network, outputs = nn.Sequential(features, head, nn.Softmax(dim=1)), "probabilities"
-    else:
-        network = _with_unknown_score(features, head, classifier.unknown)
-        outputs = ("probabilities", "unknown_score")
-    export_pixels_module(network, classifier.preprocessing.input_size, path, outputs)
+    network = _exported_network(classifier, explain)
+    outputs = ["probabilities"]
+    outputs += ["unknown_score"] if classifier.unknown is not None else []
+    outputs += ["heatmap"] if explain else []
+    export_pixels_module(network, classifier.preprocessing.input_size, path, tuple(outputs))
     model = onnx.load(str(path))
     for key, value in onnx_metadata(classifier).items():
         model.metadata_props.add(key=key, value=value)
@@ -79,39 +76,60 @@ def check_export_target(onnx_file: Path) -> None:
         raise HeadstartError(f"{labels}: exists and is not from an earlier export; move it away")
 
 
-def _with_unknown_score(features, head, unknown):
-    """The network with a second output: the unknown-image score of model/unknown.py, computed
-    in the graph (nearest of the training features kept in the file, and the logits' energy)."""
+def _exported_network(classifier, explain: bool):
+    """Pixels to probabilities, the unknown-image score of model/unknown.py (nearest of the
+    training features kept in the file, and the logits' energy) when the model has one, and
+    the heat maps with `explain`."""
     import torch
     from torch import nn
 
-    class WithUnknownScore(nn.Module):
+    from headstart.backbones.network import PixelsToFeatures
+    from headstart.model.explanation import heat_map_network
+
+    head = classifier.head.module(classifier.temperature)
+    unknown = classifier.unknown
+    if explain:
+        maps = classifier.backbone_maps()
+        scorer = heat_map_network(maps, head, classifier.head_config, classifier.preprocessing)
+    else:
+        features = PixelsToFeatures(classifier.backbone_network(), classifier.preprocessing)
+        scorer = _scorer(features, head)
+
+    class Exported(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scorer = scorer
+            bank = None if unknown is None else torch.from_numpy(unknown.bank.astype("float32"))
+            self.register_buffer("bank", bank)
+
+        def forward(self, pixels):
+            vectors, logits, *maps = self.scorer(pixels)
+            outputs = [torch.softmax(logits, dim=1)]
+            if self.bank is not None:
+                kept = vectors[:, : self.bank.shape[1]]
+                unit = kept / kept.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                distance = 1.0 - (unit @ self.bank.T).max(dim=1).values
+                energy = -torch.logsumexp(logits, dim=1)
+                outputs.append(combine(unknown.stats, distance, energy))
+            return tuple(outputs + maps) if len(outputs) + len(maps) > 1 else outputs[0]
+
+    return Exported().eval()
+
+
+def _scorer(features, head):
+    """Pixels to (features, logits)."""
+    from torch import nn
+
+    class Scorer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.features, self.head = features, head
-            self.register_buffer("bank", torch.from_numpy(unknown.bank.astype("float32")))
 
         def forward(self, pixels):
             vectors = self.features(pixels)
-            logits = self.head(vectors)
-            kept = vectors[:, : self.bank.shape[1]]
-            unit = kept / kept.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            distance = 1.0 - (unit @ self.bank.T).max(dim=1).values
-            energy = -torch.logsumexp(logits, dim=1)
-            return torch.softmax(logits, dim=1), combine(unknown.stats, distance, energy)
+            return vectors, self.head(vectors)
 
-    return WithUnknownScore().eval()
-
-
-def _calibrated_head(head, temperature: float):
-    """The head (a fresh module) with its logits already divided by the temperature."""
-    import torch
-
-    scaled = head.eval()
-    with torch.no_grad():
-        scaled[-1].weight /= temperature
-        scaled[-1].bias /= temperature
-    return scaled
+    return Scorer()
 
 
 def onnx_metadata(classifier) -> dict[str, str]:

@@ -13,6 +13,7 @@ import numpy as np
 from headstart.backbones.preprocessing import Preprocessing, pixels_or_reason
 from headstart.data.locations import ImagePath
 from headstart.errors import HeadstartError
+from headstart.model.explanation import Explanation, explain_files
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.threads import onnx_session_options
 
@@ -43,6 +44,7 @@ class OnnxClassifier:
         )
         self.metadata = metadata
         outputs = [output.name for output in self.session.get_outputs()]
+        self.outputs = tuple(outputs)
         # Models exported with an unknown-image score: its threshold, else None.
         self.unknown_threshold: float | None = (
             float(json.loads(metadata["headstart.unknown_threshold"]))
@@ -50,13 +52,31 @@ class OnnxClassifier:
             else None
         )
 
+    def explain(
+        self, images: str | ImagePath | Iterable[str | ImagePath], label: str | None = None
+    ) -> list[Explanation]:
+        """Per image, the heat map of `label` (else of its top label), from the file's
+        `heatmap` output (export --explain): the maps Classifier.explain gives, without PyTorch."""
+        if "heatmap" not in self.outputs:
+            raise HeadstartError(
+                f"{self.path}: exported without heat maps; export it again with --explain"
+            )
+        return explain_files(
+            expand_image_paths(images), self.preprocessing, self.labels, self.explain_pixels, label
+        )
+
+    def explain_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, K) and every label's heat map (N, K, h, w) for network inputs."""
+        probabilities, maps = self.session.run(["probabilities", "heatmap"], {"pixels": pixels})
+        return probabilities, maps
+
     def is_unknown(self, score: float) -> bool:
         """Whether an unknown-image score is past the model's threshold (never without one)."""
         return self.unknown_threshold is not None and score > self.unknown_threshold
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 pixels of shape (N, H, W, 3)."""
-        return self.session.run(None, {"pixels": pixels})[0]
+        return self.session.run(["probabilities"], {"pixels": pixels})[0]
 
     def predict_pixels(
         self, pixels: list[np.ndarray], top_k: int = 5, batch_size: int = 32
@@ -102,8 +122,10 @@ class OnnxClassifier:
         self, pixels: list[np.ndarray], batch_size: int
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities, and unknown-image scores if the model has them, batch by batch."""
+        # The heat maps an export may also give are left uncomputed.
+        names = ["probabilities"] + (["unknown_score"] if "unknown_score" in self.outputs else [])
         runs = [
-            self.session.run(None, {"pixels": np.stack(pixels[start : start + batch_size])})
+            self.session.run(names, {"pixels": np.stack(pixels[start : start + batch_size])})
             for start in range(0, len(pixels), batch_size)
         ]
         if not runs:

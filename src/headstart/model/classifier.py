@@ -20,6 +20,7 @@ from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.features.store import open_feature_cache
 from headstart.features.views import TTA_VIEWS
+from headstart.model.explanation import Explanation, explain_files, heat_map_network
 from headstart.model.folder import METADATA_FILE, read_model_folder, write_model_folder
 from headstart.model.heads import Head, HeadConfig
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
@@ -68,6 +69,7 @@ class Classifier:
         self.unknown = unknown  # scores how unlike the training data an image is
         self.context = context or RunContext()
         self._extractors: dict[tuple[RunContext, int], FeatureExtractor] = {}
+        self._heat_map_network = None  # built on the first `explain`
 
     # -- what was fitted, as typed attributes (scikit-learn's `classes_`, say) ----------------
 
@@ -225,6 +227,33 @@ class Classifier:
                 predictions[index].mark_unknown(float(score), bool(flag), reject)
         return predictions
 
+    def explain(
+        self, images: str | ImagePath | Iterable[str | ImagePath], label: str | None = None
+    ) -> list[Explanation]:
+        """Per image, the heat map of `label` (else of its top label): where the photo speaks
+        for it and against it, in calibrated logit units whose mean over the map is the logit
+        minus its bias (model/explanation.py says how). Needs PyTorch."""
+        return explain_files(
+            expand_image_paths(images), self.preprocessing, self.labels, self.explain_pixels, label
+        )
+
+    def explain_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, K) and every label's heat map (N, K, h, w) for network inputs
+        (N, H, W, 3) uint8."""
+        import torch
+        from scipy.special import softmax
+
+        if self._heat_map_network is None:
+            self._heat_map_network = heat_map_network(
+                self.backbone_maps(),
+                self.head.module(self.temperature),
+                self.head_config,
+                self.preprocessing,
+            )
+        with torch.no_grad():
+            _, logits, maps = self._heat_map_network(torch.from_numpy(pixels))
+        return softmax(logits.numpy(), axis=1), maps.numpy()
+
     def evaluation_set(
         self,
         data: str | Path | Dataset,
@@ -299,6 +328,11 @@ class Classifier:
     def backbone_network(self):
         """The backbone as a torch module (pooled features out), fine-tuned weights included."""
         return self._backbone(self.context.workspace.root).build_module()
+
+    def backbone_maps(self):
+        """The backbone as a torch module whose `maps(images)` gives the maps its features
+        pool (what heat maps are made of), fine-tuned weights included."""
+        return self._backbone(self.context.workspace.root).build_maps_module()
 
     def _backbone(self, config_dir: Path) -> Backbone:
         """The backbone as trained: the pretrained one, with the fine-tuned weights if any."""

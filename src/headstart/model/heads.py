@@ -123,13 +123,17 @@ class Head:
         hidden = _gelu(x @ p["0.weight"].T + p["0.bias"])
         return hidden @ p["3.weight"].T + p["3.bias"]
 
-    def module(self):
-        """The head as a PyTorch module (eval mode), loaded with these parameters."""
+    def module(self, temperature: float = 1.0):
+        """The head as a PyTorch module (eval mode), loaded with these parameters; with a
+        temperature, its last layer gives the logits already divided by it."""
         import torch
 
         module = build_head(self.config)
         state = {name: torch.from_numpy(value.copy()) for name, value in self.parameters.items()}
         module.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            module[-1].weight /= temperature
+            module[-1].bias /= temperature
         return module.eval()
 
     @classmethod
@@ -190,3 +194,33 @@ def _log_probabilities_module(features: int, classes: int):
             return torch.cat([x, prior], dim=1)
 
     return WithLogProbabilities(features, classes)
+
+
+def logit_gradients(module, kind: str, features):
+    """Each logit's gradient with respect to the features, (N, classes, features), in closed
+    form (so that it exports to ONNX): the weights for a linear head, the chain rule through
+    GELU for the MLP, and through the ImageNet log-softmax for linear+imagenet."""
+    import math
+
+    import torch
+
+    count = features.shape[0]
+    if kind == "linear":
+        return module[1].weight.expand(count, -1, -1)
+    if kind == "mlp":
+        first, last = module[0], module[3]
+        z = first(features)
+        slope = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0))) + z * torch.exp(
+            -0.5 * z * z
+        ) / math.sqrt(2.0 * math.pi)
+        return torch.einsum("kh,nh,hd->nkd", last.weight, slope, first.weight)
+    prior, last = module[0], module[2]
+    width = features.shape[1]
+    direct, on_prior = last.weight[:, :width], last.weight[:, width:]
+    probabilities = torch.softmax(prior(features)[:, width:], dim=1)
+    # d log p_j / d x = W_j - sum_m p_m W_m, for the features the ImageNet classifier reads
+    through = (on_prior @ prior.weight).unsqueeze(0) - on_prior.sum(1).view(1, -1, 1) * (
+        probabilities @ prior.weight
+    ).unsqueeze(1)
+    rest = direct[:, prior.in_features :].expand(count, -1, -1)
+    return torch.cat([direct[:, : prior.in_features] + through, rest], dim=2)
