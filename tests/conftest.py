@@ -107,6 +107,44 @@ def exported(trained, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return classifier, path
 
 
+# Fine-tuning the top two units for three epochs: enough to change weights, quick on a CPU.
+FINETUNE_SETTINGS_OPTIONS = {
+    "strategy": "finetune",
+    "finetune_epochs": 3,
+    "unfreeze": "2",
+    "augment": "light",
+}
+
+
+def finetune_run(data, folder, cache_dir, **options):
+    from headstart import FitSettings, RunContext, train
+
+    return train(
+        data,
+        folder,
+        settings=FitSettings(**FINETUNE_SETTINGS_OPTIONS),
+        val_percent=0,
+        test_percent=0,
+        context=RunContext(cache_dir=cache_dir),
+        **options,
+    )
+
+
+@pytest.fixture(scope="session")
+def train_only(presplit, tmp_path_factory):
+    """The 24 training photos alone: with no validation split every epoch's weights are kept."""
+    root = tmp_path_factory.mktemp("train_only")
+    shutil.copytree(presplit / "train", root / "train")
+    return root
+
+
+@pytest.fixture(scope="session")
+def finetuned(train_only, cache_dir, tmp_path_factory):
+    """A classifier whose backbone's top two units were fine-tuned, and its model folder."""
+    folder = tmp_path_factory.mktemp("finetuned")
+    return finetune_run(train_only, folder, cache_dir), folder
+
+
 @dataclass(frozen=True)
 class ObjectStore:
     """A local S3 server holding `folder`'s images as s3://photos/<path in folder>."""

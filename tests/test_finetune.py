@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import headstart, real_photos, usage_check
+from conftest import FINETUNE_SETTINGS_OPTIONS, finetune_run, headstart, real_photos, usage_check
 from safetensors.torch import load_file
 
 from headstart import Classifier, FitSettings, HeadstartError, train
@@ -25,33 +25,7 @@ from headstart.model.folder import METADATA_FILE, read_metadata, weights_path
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.checkpoint import Checkpoint
 
-SETTINGS = FitSettings(strategy="finetune", finetune_epochs=3, unfreeze="2", augment="light")
-
-
-@pytest.fixture(scope="module")
-def train_only(presplit, tmp_path_factory):
-    """The 24 training photos alone: with no validation split every epoch's weights are kept."""
-    root = tmp_path_factory.mktemp("train_only")
-    shutil.copytree(presplit / "train", root / "train")
-    return root
-
-
-def finetune_run(data, folder, cache_dir, **options):
-    return train(
-        data,
-        folder,
-        settings=SETTINGS,
-        val_percent=0,
-        test_percent=0,
-        context=RunContext(cache_dir=cache_dir),
-        **options,
-    )
-
-
-@pytest.fixture(scope="module")
-def finetuned(train_only, cache_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("finetuned")
-    return finetune_run(train_only, folder, cache_dir), folder
+SETTINGS = FitSettings(**FINETUNE_SETTINGS_OPTIONS)
 
 
 @pytest.mark.slow  # a fine-tuning run (the module's fixture)

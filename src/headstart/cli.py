@@ -580,6 +580,12 @@ def export(
     calibration: Annotated[
         Path | None, typer.Option(help="Labelled dataset to calibrate and check int8 on")
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="Add an output `heatmap` (N, classes, h, w): predict --explain reads it"
+        ),
+    ] = False,
     cache_dir: CacheDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -606,7 +612,7 @@ def export(
     if quantize and calibration is not None:  # always given with --quantize (checked above)
         check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
         check_calibration_classes(classifier, calibration)
-    export_classifier(classifier, target)
+    export_classifier(classifier, target, explain=explain)
     stderr.print(f"wrote {shown(str(target))} and {shown(str(labels_path(target)))}")
     if quantize and calibration is not None:
         _quantize(classifier, target, calibration, as_json)
