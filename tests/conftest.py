@@ -145,6 +145,17 @@ def finetuned(train_only, cache_dir, tmp_path_factory):
     return finetune_run(train_only, folder, cache_dir), folder
 
 
+@pytest.fixture(scope="session")
+def exported_with_heat_maps(trained, tmp_path_factory):
+    """The trained classifier exported with its heat maps, as `serve` exports it."""
+    from headstart.export.onnx import export_classifier
+
+    classifier, _ = trained
+    path = tmp_path_factory.mktemp("export") / "why.onnx"
+    export_classifier(classifier, path, explain=True)
+    return classifier, path
+
+
 @dataclass(frozen=True)
 class ObjectStore:
     """A local S3 server holding `folder`'s images as s3://photos/<path in folder>."""

@@ -20,11 +20,11 @@ if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
 
 
 @pytest.fixture(scope="module")
-def server_url(exported):
+def server_url(exported_with_heat_maps):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(OnnxClassifier(exported[1]))
+    app = create_app(OnnxClassifier(exported_with_heat_maps[1]))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -62,7 +62,9 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_picking_photos_shows_their_labels_as_bars(server_url, browser, exported, tmp_path):
+def test_picking_photos_shows_their_labels_as_bars_and_heat_maps(
+    server_url, browser, exported, tmp_path
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -77,7 +79,8 @@ def test_picking_photos_shows_their_labels_as_bars(server_url, browser, exported
     for row, prediction in zip(rows, expected, strict=True):
         labels = [bar.text.split()[0] for bar in row.find_elements(By.CSS_SELECTOR, ".bar")]
         assert labels == prediction.labels  # the model's ranking, most probable first
-        assert row.find_element(By.TAG_NAME, "img").get_property("naturalWidth") > 0
+        overlay = row.find_element(By.CSS_SELECTOR, "img.overlay")  # the photo and its map
+        assert overlay.get_property("naturalWidth") >= 360
     screenshot = tmp_path / "page.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
 

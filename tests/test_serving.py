@@ -1,9 +1,11 @@
 """The HTTP API with FastAPI's TestClient: every endpoint and every kind of bad input."""
 
+import base64
 import io
 import socket
 
 import hostile
+import numpy as np
 import pytest
 from conftest import jpeg_bytes, real_photos
 from fastapi.testclient import TestClient
@@ -16,8 +18,8 @@ TOKEN = "s3cret-token"
 
 
 @pytest.fixture(scope="module")
-def model(exported) -> OnnxClassifier:
-    return OnnxClassifier(exported[1])
+def model(exported_with_heat_maps) -> OnnxClassifier:
+    return OnnxClassifier(exported_with_heat_maps[1])
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,47 @@ def test_predict_multipart_images(client, model, photos):
     for prediction, top in zip(predictions, expected, strict=True):
         assert [t["label"] for t in prediction["top"]] == [label for label, _ in top]
         assert [t["probability"] for t in prediction["top"]] == pytest.approx([p for _, p in top])
+
+
+def test_explain_adds_each_photo_with_its_heat_map(client, model, photos, tmp_path):
+    from headstart.evaluation.overlays import overlay, photo_of
+
+    assert client.get("/metadata").json()["explains"] is True
+    files = [("files", (name, data, "image/jpeg")) for name, data in photos]
+    response = client.post("/predict?top_k=1&explain=true", files=files)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    for prediction, (name, data) in zip(predictions, photos, strict=True):
+        served = Image.open(io.BytesIO(base64.b64decode(prediction["heatmap_png"])))
+        assert served.format == "PNG"
+        (tmp_path / name).write_bytes(data)
+        local = model.explain([tmp_path / name])[0]  # the same map, drawn here
+        assert local.label == prediction["top"][0]["label"]
+        drawn = overlay(photo_of(local), local)
+        assert served.size == drawn.size
+        served_pixels = np.asarray(served.convert("RGB"), np.float32)
+        difference = np.abs(served_pixels - np.asarray(drawn, np.float32)).mean()
+        plain = np.abs(served_pixels - np.asarray(overlay_free(drawn, data), np.float32)).mean()
+        assert difference < 2 < plain  # the map is there, and it is this photo's
+    plain = client.post("/predict?top_k=1", files=files).json()["predictions"]
+    assert all(p["heatmap_png"] is None for p in plain)
+
+
+def overlay_free(drawn, data):
+    """The photo alone, where an overlay of the same size shows it."""
+    photo = Image.open(io.BytesIO(data)).convert("RGB")
+    canvas = Image.new("RGB", drawn.size, "white")
+    width = drawn.width
+    canvas.paste(photo.resize((width, round(photo.height * width / photo.width))), (0, 0))
+    return canvas
+
+
+def test_explain_on_a_model_exported_without_heat_maps_says_so(exported, photos):
+    client = TestClient(create_app(OnnxClassifier(exported[1])))
+    assert client.get("/metadata").json()["explains"] is False
+    name, data = photos[0]
+    response = client.post("/predict?explain=true", files=[("files", (name, data, "image/jpeg"))])
+    assert response.status_code == 400 and "without heat maps" in response.json()["detail"]
 
 
 def test_predict_raw_bytes_matches_the_runtime(client, model, photos):

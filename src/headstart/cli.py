@@ -583,7 +583,8 @@ def export(
     explain: Annotated[
         bool,
         typer.Option(
-            "--explain", help="Add an output `heatmap` (N, classes, h, w): predict --explain reads it"
+            "--explain",
+            help="Add an output `heatmap` (N, classes, h, w): predict --explain reads it",
         ),
     ] = False,
     cache_dir: CacheDir = None,

@@ -17,6 +17,7 @@ EXPORT_NAME = "model.onnx"  # the export's name in a model folder, its only file
 
 
 MODEL_KEY = "headstart.model_key"  # in an export made for serving: the folder's model_key
+SERVED_WITH_HEAT_MAPS = "+heatmap"  # after the key: the export has the heat maps' output
 
 
 def export_classifier(
@@ -151,17 +152,17 @@ def onnx_metadata(classifier) -> dict[str, str]:
 
 
 def exported_for_serving(model: Path, context: RunContext) -> Path:
-    """MODEL/model.onnx, exported again unless it was exported from this very model (its
-    record's key is in the file); in the cache folder instead when the model folder is
-    read-only."""
-    key = model_key(model)
+    """MODEL/model.onnx with heat maps, exported again unless it was exported so from this
+    very model (its record's key is in the file); in the cache folder instead when the model
+    folder is read-only."""
+    key = f"{model_key(model)}{SERVED_WITH_HEAT_MAPS}"
     onnx_file = model / EXPORT_NAME
     if not os.access(model, os.W_OK):
-        onnx_file = context.workspace.served / f"{key}.onnx"
+        onnx_file = context.workspace.served / f"{model_key(model)}.onnx"
     if _exported_key(onnx_file) != key:
         from headstart.model.classifier import Classifier  # torch, only to export
 
-        export_classifier(Classifier.load(model, context), onnx_file, key)
+        export_classifier(Classifier.load(model, context), onnx_file, key, explain=True)
     return onnx_file
 
 

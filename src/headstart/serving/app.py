@@ -7,6 +7,7 @@ images are checked by decoding them (never by file name), and decompression bomb
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import ipaddress
 import socket
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
@@ -62,6 +64,8 @@ class ImagePrediction(BaseModel):
     top: list[Label]
     unknown: bool | None = None  # unlike every class (None: the model has no such score)
     unknown_score: float | None = None
+    # With ?explain=true: the photo with the top label's heat map over it, a PNG in base64.
+    heatmap_png: str | None = None
 
 
 class Predictions(BaseModel):
@@ -73,6 +77,7 @@ class Metadata(BaseModel):
     backbone: dict
     input_size: list[int]
     version: str
+    explains: bool  # whether ?explain=true gives heat maps (the model was exported with them)
 
 
 def is_loopback(host: str) -> bool:
@@ -163,6 +168,7 @@ def create_app(
             backbone=model.backbone,
             input_size=list(model.preprocessing.input_size),
             version=__version__,
+            explains="heatmap" in model.outputs,
         )
 
     @app.post(
@@ -172,17 +178,26 @@ def create_app(
         openapi_extra={"requestBody": {"content": {"multipart/form-data": {}, "image/*": {}}}},
     )
     async def predict(
-        request: Request, top_k: int = Query(5, ge=1, le=limits.max_top_k)
+        request: Request,
+        top_k: int = Query(5, ge=1, le=limits.max_top_k),
+        explain: bool = Query(False, description="Add each image's heat map as a PNG"),
     ) -> Predictions:
         """Images as multipart files (any field name) or one image as the raw request body."""
+        if explain and "heatmap" not in model.outputs:
+            raise HTTPException(400, "this model was exported without heat maps (--explain)")
         uploads = await _receive(request, limits, receiving)
         loop = asyncio.get_running_loop()
+        overlays: list[str | None] = [None] * len(uploads)
         async with busy:
             try:
                 decoded = await loop.run_in_executor(workers, _decode_all, model, uploads, limits)
                 ranked, scores = await loop.run_in_executor(
                     workers, model.rank_pixels, decoded, top_k
                 )
+                if explain:
+                    overlays = await loop.run_in_executor(
+                        workers, _overlays, model, uploads, decoded, limits
+                    )
             except HTTPException:
                 raise
             except Exception as error:
@@ -202,8 +217,11 @@ def create_app(
                     top=[Label(label=k, probability=p) for k, p in top],
                     unknown=None if score is None else model.is_unknown(score),
                     unknown_score=score,
+                    heatmap_png=overlay,
                 )
-                for (filename, _), top, score in zip(uploads, ranked, numbers, strict=True)
+                for (filename, _), top, score, overlay in zip(
+                    uploads, ranked, numbers, overlays, strict=True
+                )
             ]
         )
 
@@ -311,3 +329,32 @@ def _decode_all(model: OnnxClassifier, uploads: list[tuple[str, bytes]], limits:
         except ValueError as error:
             raise HTTPException(415, f"{name}: not a readable image: {error}") from None
     return decoded
+
+
+def _overlays(
+    model: OnnxClassifier, uploads: list[tuple[str, bytes]], decoded: list, limits: Limits
+) -> list[str | None]:
+    """Each photo, decoded small, with its top label's heat map over it: base64 PNGs."""
+    from headstart.data.images import decode_rgb
+    from headstart.evaluation.overlays import SHOWN_SIDE, overlay_png
+    from headstart.model.explanation import Explanation
+
+    def shown(width: int, height: int) -> tuple[int, int]:
+        scale = min(1.0, SHOWN_SIDE / max(width, height))
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    probabilities, maps = model.explain_pixels(np.stack(decoded))
+    encoded: list[str | None] = []
+    for (name, data), row, own_maps in zip(uploads, probabilities, maps, strict=True):
+        photo = decode_rgb(data, draft=shown, max_pixels=limits.max_pixels)
+        top = int(np.argmax(row))
+        explanation = Explanation(
+            Path(name),
+            model.labels[top],
+            float(row[top]),
+            own_maps[top],
+            model.preprocessing.crop_box(*photo.size),
+            photo.size,
+        )
+        encoded.append(base64.b64encode(overlay_png(photo, explanation)).decode("ascii"))
+    return encoded
