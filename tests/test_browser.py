@@ -109,3 +109,8 @@ def test_report_renders_offline_with_its_figures(trained, presplit, cache_dir, b
     assert values == sorted(values)
     screenshot = tmp_path / "report.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+    gallery = browser.find_elements(By.CSS_SELECTOR, ".gallery")[-1]
+    browser.execute_script("arguments[0].scrollIntoView()", gallery)
+    assert "speaks for that label" in browser.page_source  # the photos carry heat maps
+    screenshot = tmp_path / "gallery.png"
+    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000

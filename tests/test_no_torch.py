@@ -34,7 +34,14 @@ def test_warm_commands_never_import_torch(trained, presplit, cache_dir, tmp_path
         "train": ["train", str(presplit), "-o", str(tmp_path / "m"), "--json"],
         "evaluate": ["evaluate", str(model), str(presplit), "--json"],
         "predict": ["predict", str(model), photo, "--json"],
-        "report": ["report", str(model), str(presplit), "-o", str(tmp_path / "r")],
+        "report": [
+            "report",
+            str(model),
+            str(presplit),
+            "-o",
+            str(tmp_path / "r"),
+            "--no-heat-maps",
+        ],
     }[command]
     result = subprocess.run(
         [sys.executable, "-c", BLOCKER, *args, "--cache-dir", str(cache_dir)],

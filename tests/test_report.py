@@ -154,3 +154,20 @@ def test_evaluate_with_a_report_scores_once_and_keeps_tta(trained, presplit, tmp
     averaged = evaluate(classifier, presplit, tta=True).cross_entropy
     assert printed == pytest.approx(reported) == pytest.approx(averaged)
     assert averaged != pytest.approx(evaluate(classifier, presplit).cross_entropy, rel=1e-4)
+
+
+def test_galleries_show_each_photo_with_its_heat_map(report, presplit, tmp_path):
+    from headstart.data.images import thumbnail_base64 as plain_thumbnail
+    from headstart.evaluation.overlays import thumbnail_base64
+
+    classifier, _, page = report
+    html = page.read_text()
+    shown = re.findall(
+        r"<figure title='([^']+)'><img alt='[^']*' src='data:image/jpeg;base64,([^']+)'", html
+    )
+    assert shown and "speaks for that label" in html
+    path, drawn = shown[0]
+    explanation = classifier.explain([path])[0]
+    assert drawn == thumbnail_base64(explanation, 128) != plain_thumbnail(path, 128)
+    plain = write_report(classifier, presplit, tmp_path / "plain", heat_maps=False).read_text()
+    assert "speaks for" not in plain and plain_thumbnail(path, 128) in plain

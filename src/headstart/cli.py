@@ -429,6 +429,13 @@ def report(
     split: Split = None,
     tta: Tta = False,
     keep_duplicates: KeepDuplicates = False,
+    heat_maps: Annotated[
+        bool,
+        typer.Option(
+            help="Draw the galleries' photos with their heat maps (PyTorch computes them; "
+            "without, a warm report needs none)"
+        ),
+    ] = True,
     run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
 ) -> None:
     """Write report.html (self-contained) with PNG figures, metrics JSON and CSVs."""
@@ -442,6 +449,7 @@ def report(
         str(split) if split else None,
         keep_duplicates=keep_duplicates,
         tta=tta,
+        heat_maps=heat_maps,
     )
     stderr.print(f"wrote {shown(str(page))}")
 

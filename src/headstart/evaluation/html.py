@@ -65,7 +65,7 @@ def report_page(
     if "training_curves" in pngs:
         parts += ["<h2>Training curves</h2>", _image(pngs["training_curves"], "training curves")]
     for name, items in galleries.items():
-        parts += [f"<h2>{escape(name)}</h2>", _gallery(items)]
+        parts += [f"<h2>{escape(name)}</h2>", _heat_map_note(items), _gallery(items)]
     body = "\n".join(parts)
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -144,6 +144,15 @@ def _calibration(calibration: dict) -> str:
             f"{fitted['val_nll_after']:.4f}."
         )
     return text + "</p>"
+
+
+def _heat_map_note(items: list[dict]) -> str:
+    if not any(item.get("heat_map") for item in items):
+        return ""
+    return (
+        "<p>Over each photo, its predicted label's heat map: red where the photo speaks for "
+        "that label, blue where it speaks against it; grey: outside what the model sees.</p>"
+    )
 
 
 def _gallery(items: list[dict]) -> str:

@@ -7,6 +7,7 @@ crop) is greyed. A legend under the photo names the label and the scale.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterable
@@ -28,11 +29,15 @@ COLOUR_MAP = "RdBu_r"  # diverging: blue against, white neutral, red for
 INDEX = "explanations.json"  # marks a folder of explanations, and says what is in it
 
 
-def overlay(photo: Image.Image, explanation: Explanation, side: int = SHOWN_SIDE) -> Image.Image:
+def overlay(
+    photo: Image.Image, explanation: Explanation, side: int = SHOWN_SIDE, legend: bool = True
+) -> Image.Image:
     """The photo (upright RGB, as decoded) at most `side` pixels long, with the map over it
-    and a legend under it."""
+    and a legend under it (unless a page says once what the colours mean)."""
     # Large photos shrink to `side`; small ones grow so the legend fits under them.
-    scale = side / max(photo.size) if max(photo.size) > side else max(1.0, MIN_WIDTH / photo.width)
+    scale = side / max(photo.size)
+    if legend and scale > 1:
+        scale = max(1.0, MIN_WIDTH / photo.width)
     shown = photo.resize(
         (max(1, round(photo.width * scale)), max(1, round(photo.height * scale))),
         Image.Resampling.BILINEAR,
@@ -46,8 +51,11 @@ def overlay(photo: Image.Image, explanation: Explanation, side: int = SHOWN_SIDE
     base = np.asarray(shown, np.float32)
     base = np.where(seen[..., None], base, 0.35 * base + 0.65 * 128)  # unseen: greyed
     blended = (1 - alpha) * base + alpha * colours
+    drawn = Image.fromarray(blended.round().astype(np.uint8))
+    if not legend:
+        return drawn
     canvas = Image.new("RGB", (shown.width, shown.height + LEGEND_HEIGHT), "white")
-    canvas.paste(Image.fromarray(blended.round().astype(np.uint8)), (0, 0))
+    canvas.paste(drawn, (0, 0))
     _legend(canvas, explanation, limit, shown.height)
     return canvas
 
@@ -58,12 +66,22 @@ def overlay_png(photo: Image.Image, explanation: Explanation, side: int = SHOWN_
     return buffer.getvalue()
 
 
-def photo_of(explanation: Explanation) -> Image.Image:
-    """The explained photo, upright, as the model saw it before its resize."""
+def thumbnail_base64(explanation: Explanation, side: int) -> str:
+    """The overlay without its legend, at most `side` pixels long: a JPEG in base64."""
+    buffer = io.BytesIO()
+    overlay(photo_of(explanation, side), explanation, side, legend=False).save(
+        buffer, "JPEG", quality=85
+    )
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def photo_of(explanation: Explanation, side: int | None = None) -> Image.Image:
+    """The explained photo, upright, as the model saw it before its resize; with `side`,
+    decoded no larger than needed to show it that large."""
     data = read_file(explanation.path)
     if isinstance(data, str):
         raise HeadstartError(f"{explanation.path}: {data}")
-    return decode_rgb(data)
+    return decode_rgb(data, draft=None if side is None else lambda w, h: (side, side))
 
 
 def check_explanations_folder(folder: Path, images: Iterable[str] = ()) -> None:

@@ -39,11 +39,15 @@ def write_report(
     *,
     keep_duplicates: bool = False,
     tta: bool = False,
+    heat_maps: bool = True,
 ) -> Path:
     """Evaluate `classifier` on `data` (the images `headstart.evaluate` would score) and write
     the report into `folder`; returns report.html. Features come through the classifier's
-    context (cache folder, engine, progress)."""
-    return report_and_evaluation(classifier, data, folder, split, keep_duplicates, tta)[0]
+    context (cache folder, engine, progress). `heat_maps` draws the galleries' photos with
+    their predicted label's heat map (PyTorch computes them)."""
+    return report_and_evaluation(classifier, data, folder, split, keep_duplicates, tta, heat_maps)[
+        0
+    ]
 
 
 def report_and_evaluation(
@@ -53,6 +57,7 @@ def report_and_evaluation(
     split: str | None = None,
     keep_duplicates: bool = False,
     tta: bool = False,
+    heat_maps: bool = True,
 ) -> tuple[Path, Evaluation]:
     """`write_report`, also handing back the evaluation it scored (so it is scored once)."""
     folder = Path(folder)
@@ -73,7 +78,8 @@ def report_and_evaluation(
     _write_predictions_csv(
         folder / "predictions.csv", paths, labelled.y, calibrated, classifier.labels
     )
-    galleries = _galleries(paths, labelled.y, calibrated, classifier.labels)
+    explain = classifier.explain if heat_maps else None
+    galleries = _galleries(paths, labelled.y, calibrated, classifier.labels, explain)
     title = f"headstart report: {len(classifier.labels)} classes"
     page = report_page(title, numbers, pngs, galleries)
     atomic_write_text(folder / "report.html", page)
@@ -165,11 +171,14 @@ def _write_predictions_csv(path, paths, truth, probabilities, labels) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _galleries(paths, truth, probabilities, labels) -> dict[str, list[dict]]:
+def _galleries(paths, truth, probabilities, labels, explain=None) -> dict[str, list[dict]]:
+    """The most confident mistakes and the least confident correct predictions; with
+    `explain` (Classifier.explain), each photo with its predicted label's heat map."""
     predicted = probabilities.argmax(1)
     confidence = probabilities.max(1)
     wrong = [i for i in np.argsort(-confidence) if predicted[i] != truth[i]][:GALLERY_SIZE]
     unsure = [i for i in np.argsort(confidence) if predicted[i] == truth[i]][:GALLERY_SIZE]
+    shown = _thumbnails([paths[i] for i in wrong + unsure], explain)
 
     def items(indices):
         return [
@@ -178,9 +187,20 @@ def _galleries(paths, truth, probabilities, labels) -> dict[str, list[dict]]:
                 "true": labels[truth[i]],
                 "predicted": labels[predicted[i]],
                 "probability": float(confidence[i]),
-                "thumbnail": thumbnail_base64(paths[i], THUMBNAIL),
+                "thumbnail": shown[str(paths[i])],
+                "heat_map": explain is not None,
             }
             for i in indices
         ]
 
     return {"Most confident mistakes": items(wrong), "Least confident correct": items(unsure)}
+
+
+def _thumbnails(paths: list, explain) -> dict[str, str]:
+    """Each photo as a base64 JPEG: with its top label's heat map when `explain` is given
+    and the photo still reads, else a plain thumbnail."""
+    from headstart.evaluation.overlays import thumbnail_base64 as with_heat_map
+
+    explained = explain(paths) if explain is not None and paths else []
+    shown = {str(e.path): with_heat_map(e, THUMBNAIL) for e in explained if e.heatmap is not None}
+    return {str(p): shown.get(str(p)) or thumbnail_base64(p, THUMBNAIL) for p in paths}
