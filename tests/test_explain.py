@@ -2,8 +2,11 @@
 folder, from an exported file without PyTorch, and on the photo at its own size."""
 
 import json
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +16,11 @@ from PIL import Image
 from scipy.special import log_softmax
 from test_no_torch import BLOCKER
 
-from headstart import FitSettings, HeadstartError, RunContext, train
+from headstart import Classifier, FitSettings, HeadstartError, RunContext, train
 from headstart.backbones.preprocessing import pixels_or_reason
 from headstart.evaluation.faithfulness import measure_faithfulness
 from headstart.export.onnx import export_classifier
+from headstart.model.folder import METADATA_FILE
 from headstart.model.heads import PRIOR_KIND, HeadConfig, build_head, logit_gradients
 
 HELD_OUT = real_photos("daisy", 16, skip=20) + real_photos("sunflower", 16, skip=20)
@@ -193,3 +197,36 @@ def test_an_exported_file_explains_the_same_without_pytorch(trained, cache_dir, 
         assert np.array_equal(np.isnan(onnx_map), np.isnan(own_map))
         scale = np.nanmax(np.abs(own_map))
         np.testing.assert_allclose(onnx_map / scale, own_map / scale, atol=1e-4, equal_nan=True)
+
+
+def test_a_training_photo_s_nearest_training_photo_is_itself(trained, presplit):
+    classifier, _ = trained
+    photo = sorted((presplit / "train" / "sunflower").glob("*.jpg"))[3]
+    explained = classifier.explain([photo, HELD_OUT[-1]])
+    nearest = explained[0].neighbours
+    assert len(nearest) == 3 and nearest[0].path == str(photo)
+    assert nearest[0].similarity == pytest.approx(1.0, abs=1e-3) and nearest[0].label == "sunflower"
+    unseen = explained[1].neighbours  # a held-out sunflower: near training sunflowers
+    assert [n.similarity for n in unseen] == sorted((n.similarity for n in unseen), reverse=True)
+    assert unseen[0].similarity < 0.999 and unseen[0].label == "sunflower"
+    assert all(Path(n.path).is_relative_to(presplit) and Path(n.path).is_file() for n in unseen)
+
+
+@pytest.mark.parametrize(
+    ("photos", "message"),
+    [
+        ([["daisy/a.jpg", 2]], "bank_photos[0]: not [path, label index]"),
+        ([["", 0]], "bank_photos[0]"),
+        ("daisy/a.jpg", "bank_photos: a list"),
+        ([["daisy/a.jpg", 0]], "bank_photos names 1 photos for"),
+    ],
+)
+def test_a_crafted_list_of_training_photos_is_refused(trained, tmp_path, photos, message):
+    _, folder = trained
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    record = json.loads((copy / METADATA_FILE).read_text())
+    record["bank_photos"] = photos
+    (copy / METADATA_FILE).write_text(json.dumps(record))
+    with pytest.raises(HeadstartError, match=re.escape(message)):
+        Classifier.load(copy)

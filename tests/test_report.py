@@ -165,7 +165,7 @@ def test_galleries_show_each_photo_with_its_heat_map(report, presplit, tmp_path)
     shown = re.findall(
         r"<figure title='([^']+)'><img alt='[^']*' src='data:image/jpeg;base64,([^']+)'", html
     )
-    assert shown and "speaks for that label" in html
+    assert shown and "speaks for that label" in html and "nearest training photos" in html
     path, drawn = shown[0]
     explanation = classifier.explain([path])[0]
     assert drawn == thumbnail_base64(explanation, 128) != plain_thumbnail(path, 128)

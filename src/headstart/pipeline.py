@@ -42,7 +42,7 @@ from headstart.model.record import (
     class_names,
 )
 from headstart.model.scoring import digest_array
-from headstart.model.unknown import UnknownDetector
+from headstart.model.unknown import UnknownDetector, bank_step
 from headstart.settings import Strategy
 from headstart.storage import CHECKPOINT_FILE
 from headstart.training.choice import SMALL_VALIDATION, CrossValidated
@@ -332,7 +332,7 @@ def _calibration_and_unknown(
     width = run.extractor.backbone.distance_features  # the pooled head: what an image shows
     if refit is not None:
         return calibration, _unknown_detector_out_of_fold(
-            splits, refit.out_of_fold, calibration, width
+            splits, refit.out_of_fold, calibration, width, run.dataset
         )
     tuned_extractor = None
     if trained.backbone is not run.extractor.backbone:  # a tuned backbone sees other features
@@ -411,12 +411,33 @@ def _unknown_detector(
         )
     train_x, val_x = train.x, _or_empty(val, train)
     temperature = calibration.temperature if calibration else 1.0
-    return UnknownDetector.fit(
+    detector = UnknownDetector.fit(
         train_x[:, :width],
         val_x[:, :width],
         head.logits(train_x) / temperature,
         head.logits(val_x) / temperature,
     )
+    return replace(detector, photos=_bank_photos(train.samples, dataset))
+
+
+def _bank_photos(samples: list, dataset: Dataset) -> tuple[tuple[str, int], ...]:
+    """The photo behind each bank row (UnknownDetector.fit keeps every bank_step-th): local
+    paths, relative to the dataset when inside it; none when any is in an object store (a
+    URI may carry credentials, and a model file is shared)."""
+    kept = samples[:: bank_step(len(samples))]
+    if not all(isinstance(sample.path, Path) for sample in kept):
+        return ()
+    root = dataset.root.resolve()
+
+    def shown(path: Path) -> str:
+        absolute = path.resolve()
+        return (
+            absolute.relative_to(root).as_posix()
+            if absolute.is_relative_to(root)
+            else str(absolute)
+        )
+
+    return tuple((shown(s.path), dataset.classes.index(s.label)) for s in kept)
 
 
 def _training_digests(
@@ -433,6 +454,7 @@ def _unknown_detector_out_of_fold(
     logits: np.ndarray,
     calibration: Calibration | None,
     width: int | None,
+    dataset: Dataset,
 ) -> UnknownDetector:
     """The unknown-image score of a head fitted on training and validation alike: every such
     photo is in the bank, so each is scored against the others (itself skipped) with its
@@ -440,7 +462,9 @@ def _unknown_detector_out_of_fold(
     pool = np.concatenate([splits["train"].x, _or_empty(splits["val"], splits["train"])])
     temperature = calibration.temperature if calibration else 1.0
     empty = pool[:0, :width]
-    return UnknownDetector.fit(pool[:, :width], empty, logits / temperature, logits[:0])
+    detector = UnknownDetector.fit(pool[:, :width], empty, logits / temperature, logits[:0])
+    samples = splits["train"].samples + splits["val"].samples
+    return replace(detector, photos=_bank_photos(samples, dataset))
 
 
 def _small_data_note(folds: CrossValidated, refit: bool, validation: int) -> str:

@@ -20,6 +20,8 @@ th { cursor: pointer; text-align: left; background: #f6f8fa; } td.n { text-align
 .gallery { display: flex; flex-wrap: wrap; gap: .8rem; }
 .gallery figure { margin: 0; width: 140px; font-size: .8rem; }
 .gallery img { width: 128px; height: 128px; object-fit: cover; border-radius: 4px; }
+.gallery img.near { width: 40px; height: 40px; margin: 2px 2px 0 0; }
+.gallery span.near { color: #666; font-size: .7rem; }
 """
 
 _SORT = """
@@ -155,6 +157,19 @@ def _heat_map_note(items: list[dict]) -> str:
     )
 
 
+def _neighbours(neighbours: list[dict]) -> str:
+    """The nearest training photos, small, each titled with its label and similarity."""
+    if not neighbours:
+        return ""
+    pictures = "".join(
+        f"<img class='near' alt='{escape(n['label'])}' "
+        f"title='{escape(n['label'])} {n['similarity']:.2f}: {escape(n['path'])}' "
+        f"src='data:image/jpeg;base64,{n['thumbnail']}'>"
+        for n in neighbours
+    )
+    return f"<br><span class='near'>nearest training photos</span><br>{pictures}"
+
+
 def _gallery(items: list[dict]) -> str:
     if not items:
         return "<p>None.</p>"
@@ -162,7 +177,8 @@ def _gallery(items: list[dict]) -> str:
         f"<figure title='{escape(item['path'])}'>"
         f"<img alt='{escape(item['true'])}' src='data:image/jpeg;base64,{item['thumbnail']}'>"
         f"<figcaption>true <b>{escape(item['true'])}</b><br>predicted "
-        f"<b>{escape(item['predicted'])}</b> {item['probability']:.1%}</figcaption></figure>"
+        f"<b>{escape(item['predicted'])}</b> {item['probability']:.1%}"
+        f"{_neighbours(item.get('neighbours', []))}</figcaption></figure>"
         for item in items
     )
     return f"<div class='gallery'>{figures}</div>"

@@ -25,6 +25,8 @@ from headstart.storage import atomic_write_bytes, atomic_write_text, check_outpu
 SHOWN_SIDE = 640  # the overlay's longest side, in pixels
 LEGEND_HEIGHT = 44
 MIN_WIDTH = 360  # room for the legend
+NEIGHBOUR_SIDE = 96  # the nearest training photos' thumbnails
+NEIGHBOUR_STRIP = NEIGHBOUR_SIDE + 44
 COLOUR_MAP = "RdBu_r"  # diverging: blue against, white neutral, red for
 INDEX = "explanations.json"  # marks a folder of explanations, and says what is in it
 
@@ -54,9 +56,12 @@ def overlay(
     drawn = Image.fromarray(blended.round().astype(np.uint8))
     if not legend:
         return drawn
-    canvas = Image.new("RGB", (shown.width, shown.height + LEGEND_HEIGHT), "white")
+    strip = NEIGHBOUR_STRIP if explanation.neighbours else 0
+    canvas = Image.new("RGB", (shown.width, shown.height + LEGEND_HEIGHT + strip), "white")
     canvas.paste(drawn, (0, 0))
     _legend(canvas, explanation, limit, shown.height)
+    if strip:
+        _neighbours(canvas, explanation, shown.height + LEGEND_HEIGHT)
     return canvas
 
 
@@ -116,6 +121,10 @@ def write_explanations(explanations: Iterable[Explanation], folder: Path) -> lis
                 "map": f"{stem}.npy",
                 "label": explanation.label,
                 "probability": explanation.probability,
+                "nearest_training_photos": [
+                    {"path": n.path, "label": n.label, "similarity": n.similarity}
+                    for n in explanation.neighbours
+                ],
             }
         )
     atomic_write_text(folder / INDEX, json.dumps(index, indent=2) + "\n")
@@ -162,3 +171,34 @@ def _legend(canvas: Image.Image, explanation: Explanation, limit: float, top: in
         font=font,
     )
     draw.text((left, top + 22), "red speaks for it, blue against", fill="dimgray", font=font)
+
+
+def _neighbours(canvas: Image.Image, explanation: Explanation, top: int) -> None:
+    """The nearest training photos in a row, each with its label and similarity."""
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=12)
+    draw.text((8, top), "nearest training photos", fill="dimgray", font=font)
+    for number, neighbour in enumerate(explanation.neighbours):
+        left = 8 + number * (NEIGHBOUR_SIDE + 12)
+        if left + NEIGHBOUR_SIDE > canvas.width:
+            break
+        canvas.paste(_thumbnail(neighbour.path), (left, top + 16))
+        caption = f"{neighbour.label} {neighbour.similarity:.2f}"
+        draw.text((left, top + 20 + NEIGHBOUR_SIDE), caption, fill="black", font=font)
+
+
+def _thumbnail(path: str) -> Image.Image:
+    """A square thumbnail; flat grey when the photo no longer reads."""
+    side = NEIGHBOUR_SIDE
+    data = read_file(path)
+    try:
+        if isinstance(data, str):
+            raise ValueError(data)
+        image = decode_rgb(data, draft=lambda w, h: (side, side))
+    except ValueError:
+        return Image.new("RGB", (side, side), (200, 200, 200))
+    short = min(image.size)
+    left, top = (image.width - short) // 2, (image.height - short) // 2
+    return image.resize(
+        (side, side), Image.Resampling.BILINEAR, (left, top, left + short, top + short)
+    )

@@ -27,6 +27,7 @@ from headstart.storage import (
 
 GALLERY_SIZE = 24  # per gallery: keeps a 10,000-image report to a few MB
 THUMBNAIL = 128
+NEIGHBOUR_THUMBNAIL = 40
 TOP_K = 5
 REPORT_FILES = ("report.html", "metrics.json")  # what an earlier report left
 
@@ -173,12 +174,14 @@ def _write_predictions_csv(path, paths, truth, probabilities, labels) -> None:
 
 def _galleries(paths, truth, probabilities, labels, explain=None) -> dict[str, list[dict]]:
     """The most confident mistakes and the least confident correct predictions; with
-    `explain` (Classifier.explain), each photo with its predicted label's heat map."""
+    `explain` (Classifier.explain), each photo with its predicted label's heat map and the
+    training photos nearest to it."""
     predicted = probabilities.argmax(1)
     confidence = probabilities.max(1)
     wrong = [i for i in np.argsort(-confidence) if predicted[i] != truth[i]][:GALLERY_SIZE]
     unsure = [i for i in np.argsort(confidence) if predicted[i] == truth[i]][:GALLERY_SIZE]
-    shown = _thumbnails([paths[i] for i in wrong + unsure], explain)
+    shown = [paths[i] for i in wrong + unsure]
+    explained = {str(e.path): e for e in (explain(shown) if explain and shown else [])}
 
     def items(indices):
         return [
@@ -187,8 +190,7 @@ def _galleries(paths, truth, probabilities, labels, explain=None) -> dict[str, l
                 "true": labels[truth[i]],
                 "predicted": labels[predicted[i]],
                 "probability": float(confidence[i]),
-                "thumbnail": shown[str(paths[i])],
-                "heat_map": explain is not None,
+                **_pictures(paths[i], explained.get(str(paths[i]))),
             }
             for i in indices
         ]
@@ -196,11 +198,23 @@ def _galleries(paths, truth, probabilities, labels, explain=None) -> dict[str, l
     return {"Most confident mistakes": items(wrong), "Least confident correct": items(unsure)}
 
 
-def _thumbnails(paths: list, explain) -> dict[str, str]:
-    """Each photo as a base64 JPEG: with its top label's heat map when `explain` is given
-    and the photo still reads, else a plain thumbnail."""
+def _pictures(path, explanation) -> dict[str, Any]:
+    """The photo as a base64 JPEG, with its heat map when it has one, and the nearest
+    training photos as small thumbnails."""
     from headstart.evaluation.overlays import thumbnail_base64 as with_heat_map
 
-    explained = explain(paths) if explain is not None and paths else []
-    shown = {str(e.path): with_heat_map(e, THUMBNAIL) for e in explained if e.heatmap is not None}
-    return {str(p): shown.get(str(p)) or thumbnail_base64(p, THUMBNAIL) for p in paths}
+    if explanation is None or explanation.heatmap is None:
+        return {"thumbnail": thumbnail_base64(path, THUMBNAIL), "heat_map": False}
+    return {
+        "thumbnail": with_heat_map(explanation, THUMBNAIL),
+        "heat_map": True,
+        "neighbours": [
+            {
+                "path": n.path,
+                "label": n.label,
+                "similarity": n.similarity,
+                "thumbnail": thumbnail_base64(n.path, NEIGHBOUR_THUMBNAIL),
+            }
+            for n in explanation.neighbours
+        ],
+    }

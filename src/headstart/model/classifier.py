@@ -13,14 +13,19 @@ import numpy as np
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import Backbone, resolve_backbone
 from headstart.context import RunContext
-from headstart.data.locations import ImagePath
+from headstart.data.locations import ImagePath, image_location
 from headstart.data.sources import Dataset, load_dataset
 from headstart.errors import HeadstartError
 from headstart.features.extract import FeatureExtractor
 from headstart.features.labelled import LabelledFeatures, labelled_features
 from headstart.features.store import open_feature_cache
 from headstart.features.views import TTA_VIEWS
-from headstart.model.explanation import Explanation, explain_files, heat_map_network
+from headstart.model.explanation import (
+    Explanation,
+    Neighbour,
+    explain_files,
+    heat_map_network,
+)
 from headstart.model.folder import METADATA_FILE, read_model_folder, write_model_folder
 from headstart.model.heads import Head, HeadConfig
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
@@ -61,7 +66,11 @@ class Classifier:
         context: RunContext | None = None,
     ) -> None:
         # The detector's statistics are the record's: one copy of them.
-        self.record = replace(record, unknown=unknown.stats if unknown is not None else None)
+        self.record = replace(
+            record,
+            unknown=unknown.stats if unknown is not None else None,
+            bank_photos=unknown.photos if unknown is not None else (),
+        )
         self.head = head
         self.backbone_tensors = backbone_tensors or None  # weights changed by fine-tuning
         # Content digests of the training and validation images, (n, 20) uint8 per split.
@@ -228,14 +237,50 @@ class Classifier:
         return predictions
 
     def explain(
-        self, images: str | ImagePath | Iterable[str | ImagePath], label: str | None = None
+        self,
+        images: str | ImagePath | Iterable[str | ImagePath],
+        label: str | None = None,
+        neighbours: int = 3,
     ) -> list[Explanation]:
         """Per image, the heat map of `label` (else of its top label): where the photo speaks
         for it and against it, in calibrated logit units whose mean over the map is the logit
-        minus its bias (model/explanation.py says how). Needs PyTorch."""
-        return explain_files(
-            expand_image_paths(images), self.preprocessing, self.labels, self.explain_pixels, label
+        minus its bias (model/explanation.py says how); and the `neighbours` training photos
+        closest to it, where the model knows them. Needs PyTorch."""
+        paths = expand_image_paths(images)
+        explained = explain_files(
+            paths, self.preprocessing, self.labels, self.explain_pixels, label
         )
+        if not neighbours or self.unknown is None or not self.unknown.photos:
+            return explained
+        return self._with_neighbours(explained, neighbours)
+
+    def _with_neighbours(self, explained: list[Explanation], count: int) -> list[Explanation]:
+        """The explanations with the training photos nearest to each, by the features the
+        unknown-image score compares (cached ones: predict has computed them)."""
+        assert self.unknown is not None
+        readable = [e.path for e in explained if e.heatmap is not None]
+        result = self.extractor().extract_files(readable, False, "Nearest training photos")
+        rows, similarities = self.unknown.nearest(result.features, count)
+        found = {
+            str(readable[i]): (r, s)
+            for i, r, s in zip(result.kept, rows, similarities, strict=True)
+        }
+        root = Path(self.training.dataset) if self.training else None
+        out = []
+        for explanation in explained:
+            if str(explanation.path) not in found:
+                out.append(explanation)
+                continue
+            near = [
+                Neighbour(
+                    str(image_location(self.unknown.photos[row][0], root)),
+                    self.labels[self.unknown.photos[row][1]],
+                    float(similarity),
+                )
+                for row, similarity in zip(*found[str(explanation.path)], strict=True)
+            ]
+            out.append(replace(explanation, neighbours=tuple(near)))
+        return out
 
     def explain_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, K) and every label's heat map (N, K, h, w) for network inputs
@@ -382,4 +427,7 @@ def _unknown_detector(
     width = record.head.in_features
     if bank.ndim != 2 or not len(bank) or not 0 < bank.shape[1] <= width:
         raise ValueError(f"unknown.bank of shape {bank.shape} for {width} features")
-    return UnknownDetector(bank.astype(np.float32), record.unknown)
+    photos = record.bank_photos
+    if photos and len(photos) != len(bank):
+        raise ValueError(f"bank_photos names {len(photos)} photos for {len(bank)} bank rows")
+    return UnknownDetector(bank.astype(np.float32), record.unknown, photos)

@@ -248,6 +248,9 @@ class ModelRecord:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row a training epoch
     head_history: list[dict[str, Any]] = field(default_factory=list)  # before fine-tuning
     versions: dict[str, str] = field(default_factory=dict)  # libraries that wrote it
+    # The training photo behind each row of the unknown-image score's bank: (path relative to
+    # the dataset, or as given, and label index), so explanations can show the nearest.
+    bank_photos: tuple[tuple[str, int], ...] = ()
 
     @property
     def temperature(self) -> float:
@@ -270,6 +273,8 @@ class ModelRecord:
         out["history"] = self.history
         if self.head_history:
             out["head_history"] = self.head_history
+        if self.bank_photos:
+            out["bank_photos"] = [list(photo) for photo in self.bank_photos]
         return out
 
     @classmethod
@@ -315,7 +320,36 @@ class ModelRecord:
             history=_rows(m, "history"),
             head_history=_rows(m, "head_history"),
             versions=_versions(m.get("versions")),
+            bank_photos=_bank_photos(m.get("bank_photos"), len(labels)),
         )
+
+
+MAX_BANK_PHOTOS = 4096  # as many as the unknown-image score keeps
+MAX_PATH_CHARACTERS = 4096
+
+
+def _bank_photos(value: Any, classes: int) -> tuple[tuple[str, int], ...]:
+    """[[path, label index], ...]: each checked, so a crafted record cannot point outside
+    the labels or hold a path no file system has."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_BANK_PHOTOS:
+        raise HeadstartError(f"bank_photos: a list of at most {MAX_BANK_PHOTOS} photos")
+    photos = []
+    for index, photo in enumerate(value):
+        valid = (
+            isinstance(photo, list)
+            and len(photo) == 2
+            and isinstance(photo[0], str)
+            and 0 < len(photo[0]) <= MAX_PATH_CHARACTERS
+            and "\x00" not in photo[0]
+            and type(photo[1]) is int
+            and 0 <= photo[1] < classes
+        )
+        if not valid:
+            raise HeadstartError(f"bank_photos[{index}]: not [path, label index]")
+        photos.append((photo[0], photo[1]))
+    return tuple(photos)
 
 
 def _part(kind: type[Part], metadata: dict[str, Any], name: str) -> Part | None:

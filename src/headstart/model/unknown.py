@@ -26,6 +26,17 @@ _CHUNK = 1024
 class UnknownDetector:
     bank: np.ndarray  # (n, dim) float32, L2-normalised training features
     stats: UnknownStats
+    # The photo of each bank row: (local path, relative to the dataset when inside it, and
+    # label index); empty when not known (older models, photos in object stores).
+    photos: tuple[tuple[str, int], ...] = ()
+
+    def nearest(self, features: np.ndarray, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """The bank rows most similar to each image, most similar first, and their cosine
+        similarities: (n, count) each."""
+        similarity = normalised(features[:, : self.bank.shape[1]]) @ self.bank.T
+        count = min(count, len(self.bank))
+        rows = np.argsort(-similarity, axis=1)[:, :count]
+        return rows, np.take_along_axis(similarity, rows, axis=1)
 
     @classmethod
     def fit(
@@ -34,7 +45,7 @@ class UnknownDetector:
         """Keep up to MAX_BANK training features; z-score and threshold on validation (on the
         training images, each without itself, when there is none). The distance compares the
         features as wide as `train` is; wider ones given later are cut to that width."""
-        step = max(1, -(-len(train) // MAX_BANK))
+        step = bank_step(len(train))
         # float16 as stored in the model file, so a saved model scores exactly the same
         bank = normalised(train[::step]).astype(np.float16).astype(np.float32)
         if len(val):
@@ -63,6 +74,11 @@ class UnknownDetector:
 
     def flags(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(self.stats.is_unknown(scores), bool)
+
+
+def bank_step(count: int) -> int:
+    """Every how many training images one is kept in the bank."""
+    return max(1, -(-count // MAX_BANK))
 
 
 def nearest_distances(bank: np.ndarray, features: np.ndarray, skip_self: bool = False):
