@@ -230,3 +230,18 @@ def test_a_crafted_list_of_training_photos_is_refused(trained, tmp_path, photos,
     (copy / METADATA_FILE).write_text(json.dumps(record))
     with pytest.raises(HeadstartError, match=re.escape(message)):
         Classifier.load(copy)
+
+
+def test_an_unreadable_photo_is_reported_and_the_others_explained(trained, tmp_path):
+    classifier, _ = trained
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(HELD_OUT[0].read_bytes()[:300])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    alone = classifier.explain([broken, empty])  # a batch with nothing readable
+    assert [e.heatmap for e in alone] == [None, None]
+    assert all("not a readable image" in e.error for e in alone)
+    mixed = classifier.explain([broken, HELD_OUT[0]])
+    assert mixed[0].error and mixed[1].heatmap is not None and mixed[1].label == "daisy"
+    with pytest.raises(HeadstartError, match="no heat map"):
+        alone[0].at_photo_size()

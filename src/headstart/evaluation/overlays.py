@@ -104,7 +104,9 @@ def write_explanations(explanations: Iterable[Explanation], folder: Path) -> lis
     folder = Path(folder)
     check_explanations_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    written, taken, index = [], set(), []
+    written: list[Path] = []
+    taken: set[str] = set()
+    index: list[dict] = []
     for explanation in explanations:
         if explanation.heatmap is None:
             continue

@@ -7,15 +7,18 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing, pixels_or_reason
 from headstart.data.locations import ImagePath
 from headstart.errors import HeadstartError
-from headstart.model.explanation import Explanation, explain_files
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.threads import onnx_session_options
+
+if TYPE_CHECKING:
+    from headstart.model.explanation import Explanation
 
 
 class OnnxClassifier:
@@ -57,6 +60,8 @@ class OnnxClassifier:
     ) -> list[Explanation]:
         """Per image, the heat map of `label` (else of its top label), from the file's
         `heatmap` output (export --explain): the maps Classifier.explain gives, without PyTorch."""
+        from headstart.model.explanation import explain_files  # only when asked
+
         if "heatmap" not in self.outputs:
             raise HeadstartError(
                 f"{self.path}: exported without heat maps; export it again with --explain"

@@ -78,7 +78,7 @@ class Classifier:
         self.unknown = unknown  # scores how unlike the training data an image is
         self.context = context or RunContext()
         self._extractors: dict[tuple[RunContext, int], FeatureExtractor] = {}
-        self._heat_map_network = None  # built on the first `explain`
+        self._heat_map_network: Any = None  # built on the first `explain`
 
     # -- what was fitted, as typed attributes (scikit-learn's `classes_`, say) ----------------
 
@@ -259,13 +259,15 @@ class Classifier:
         unknown-image score compares (cached ones: predict has computed them)."""
         assert self.unknown is not None
         readable = [e.path for e in explained if e.heatmap is not None]
+        if not readable:
+            return explained
         result = self.extractor().extract_files(readable, False, "Nearest training photos")
         rows, similarities = self.unknown.nearest(result.features, count)
         found = {
             str(readable[i]): (r, s)
             for i, r, s in zip(result.kept, rows, similarities, strict=True)
         }
-        root = Path(self.training.dataset) if self.training else None
+        root = Path(self.training.dataset) if self.training and self.training.dataset else None
         out = []
         for explanation in explained:
             if str(explanation.path) not in found:
@@ -295,8 +297,9 @@ class Classifier:
                 self.head_config,
                 self.preprocessing,
             )
+        network: Any = self._heat_map_network
         with torch.no_grad():
-            _, logits, maps = self._heat_map_network(torch.from_numpy(pixels))
+            _, logits, maps = network(torch.from_numpy(pixels))
         return softmax(logits.numpy(), axis=1), maps.numpy()
 
     def evaluation_set(

@@ -98,10 +98,10 @@ def explain_files(
 
 def _explain_batch(paths, preprocessing, labels, run_batch, label) -> list[Explanation]:
     seen = [_seen(path, preprocessing) for path in paths]
-    readable = [s for s in seen if s.error is None]
+    readable = [s.pixels for s in seen if s.pixels is not None]
     if not readable:
-        return seen
-    probabilities, maps = run_batch(np.stack([s.pixels for s in readable]))
+        return [s.explanation for s in seen]
+    probabilities, maps = run_batch(np.stack(readable))
     results = iter(range(len(readable)))
     explained = []
     for item in seen:
