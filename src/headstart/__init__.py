@@ -23,6 +23,7 @@ _EXPORTS = {
     "SettingError": "headstart.errors",
     "Classifier": "headstart.model.classifier",
     "Prediction": "headstart.model.prediction",
+    "Explanation": "headstart.model.explanation",
     "load_dataset": "headstart.data.sources",
     "list_backbones": "headstart.backbones.registry",
     "HeadstartError": "headstart.errors",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from headstart.evaluation.score import evaluate
     from headstart.model.batch import predict_to_file
     from headstart.model.classifier import Classifier
+    from headstart.model.explanation import Explanation
     from headstart.model.prediction import Prediction
     from headstart.pipeline import train
     from headstart.training.settings import FitSettings
@@ -55,6 +57,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Classifier",
+    "Explanation",
     "FitSettings",
     "HeadstartError",
     "Prediction",

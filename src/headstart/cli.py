@@ -369,6 +369,77 @@ def evaluate(
 
 @app.command()
 @with_run_options
+def suggest(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="[MODEL] POOL...: a model folder (optional), then the unlabelled photos: "
+            "files, folders, URIs or one manifest (.csv/.parquet, `path`)"
+        ),
+    ],
+    count: Annotated[
+        int, typer.Option("--count", "-n", min=1, max=100_000, help="Photos to suggest")
+    ] = 20,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write path,rank,suggested,score,reason to a CSV"),
+    ] = None,
+    labelled: Annotated[
+        Path | None,
+        typer.Option(help="The dataset labelled so far: never suggested, nor copies of it"),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Makes a run repeatable")] = 0,
+    as_json: AsJson = False,
+    run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
+    quiet: Quiet = False,
+) -> None:
+    """Which photos to label next: typical ones while few are labelled, then those the model
+    is least sure of, spread over the data; copies of labelled photos and of each other left
+    out, photos unlike every class marked."""
+    from headstart.labelling.suggest import check_suggestions_file, write_suggestions
+    from headstart.labelling.suggest import suggest as rank
+    from headstart.model.folder import METADATA_FILE
+
+    if output is not None:
+        check_suggestions_file(output)
+    context = run.context(not (quiet or as_json))
+    model = None
+    if len(sources) > 1 and (Path(sources[0]) / METADATA_FILE).is_file():
+        from headstart.model.classifier import Classifier
+
+        model, sources = Classifier.load(Path(sources[0]), context), sources[1:]
+    suggestions = rank(sources, count, model, labelled, context, seed)
+    if output is not None:
+        write_suggestions(suggestions, output)
+    _show_suggestions(suggestions, output, as_json, quiet)
+
+
+def _show_suggestions(suggestions, output: Path | None, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        rows = [
+            {
+                "path": str(s.path), "rank": s.rank, "suggested": s.suggested,
+                "score": s.score, "reason": s.reason, "unknown": s.unknown,
+            }
+            for s in suggestions.rows
+        ]  # fmt: skip
+        print(_json({"strategy": suggestions.strategy, "suggestions": rows}, indent=2))
+        return
+    if not quiet:
+        table = Table("rank", "photo", "suggested", "why", title=f"by {suggestions.strategy}")
+        for s in suggestions.rows:
+            table.add_row(str(s.rank), shown(str(s.path)), shown(s.suggested or ""), s.reason)
+        stdout.print(table)
+    left = (
+        f"{suggestions.pool} photos in the pool: {len(suggestions.skipped)} unreadable, "
+        f"{suggestions.already_labelled} already labelled, {suggestions.duplicates} copies "
+        "left out"
+    )
+    stderr.print(left + (f"; wrote {shown(str(output))}" if output else ""), highlight=False)
+
+
+@app.command()
+@with_run_options
 def doctor(
     data: Annotated[Path, typer.Argument(help="Class folders, train/val/test folders, CSV or map")],
     output: Annotated[
