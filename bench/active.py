@@ -22,7 +22,7 @@ import numpy as np
 from small_data import each_dataset, features_and_backbone, labelled_and_test
 
 from headstart.labelling import strategies
-from headstart.labelling.suggest import default_picks
+from headstart.labelling.suggest import default_picks, leading
 from headstart.training.solver import fit_linear
 
 START, STEP, BUDGET = 10, 10, 200
@@ -57,9 +57,10 @@ def picks(name, z, x, y, labelled, classes, seed) -> list[int]:
 
 
 def run(name: str, path: Path, seeds: int) -> None:
-    splits, _, classes = features_and_backbone(path)
+    splits, backbone, classes = features_and_backbone(path)
     x, y, test_x, test_y = labelled_and_test(splits)
-    x, test_x = x.astype(np.float32), test_x.astype(np.float32)
+    # The pooled head's features, as labelling/suggest.py uses them.
+    x, test_x = leading(x, backbone.distance_features), leading(test_x, backbone.distance_features)
     z = strategies.embedded(x)
     everything = accuracy(x, y, test_x, test_y, classes)
     budgets = np.arange(START, BUDGET + 1, STEP)

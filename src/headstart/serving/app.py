@@ -135,7 +135,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    authorised = Depends(_bearer_check(token))
+    authorised = Depends(bearer_check(token))
     receiving = asyncio.Semaphore(limits.max_receiving)  # bounds the bodies held in memory
     # Decoding and inference run on this many threads, no more: each thread that decodes a
     # large photo keeps its own malloc arena, and the server's address space with it.
@@ -144,7 +144,7 @@ def create_app(
 
     @app.middleware("http")
     async def same_origin_only(request: Request, call_next):
-        refusal = _origin_refusal(request, hosts)
+        refusal = origin_refusal(request, hosts)
         if refusal:
             return JSONResponse({"detail": refusal}, status_code=403)
         return await call_next(request)
@@ -228,7 +228,7 @@ def create_app(
     return app
 
 
-def _origin_refusal(request: Request, hosts: frozenset[str] | None) -> str | None:
+def origin_refusal(request: Request, hosts: frozenset[str] | None) -> str | None:
     host = request.headers.get("host", "").lower()
     if hosts is not None and host not in hosts:
         return f"unexpected Host header {host!r}"
@@ -238,7 +238,7 @@ def _origin_refusal(request: Request, hosts: frozenset[str] | None) -> str | Non
     return None
 
 
-def _bearer_check(token: str | None):
+def bearer_check(token: str | None):
     def check(request: Request) -> None:
         if token is None:
             return
