@@ -174,3 +174,37 @@ def test_a_dataset_and_a_pool_folder_must_not_hold_each_other(tmp_path):
     with pytest.raises(HeadstartError, match="must not hold each other"):
         check_pool_and_dataset([str(tmp_path / "pool")], tmp_path)
     check_pool_and_dataset([str(tmp_path / "pool")], tmp_path / "labelled")
+
+
+def test_a_label_that_cannot_name_a_folder_is_refused(session, tmp_path):
+    for labels in (["../escape", "ok"], ["a/b", "ok"], [".hidden", "ok"]):
+        with pytest.raises(HeadstartError, match="cannot name a class folder"):
+            Session([], tmp_path / "x", labels, session.extractor)
+
+
+def test_the_page_s_api_keeps_serve_s_security(session):
+    from fastapi.testclient import TestClient
+
+    from headstart.labelling.page import create_label_app
+    from headstart.serving.app import allowed_hosts
+
+    client = TestClient(create_label_app(session, "s3cret", allowed_hosts("127.0.0.1", 8765)))
+    client.base_url = "http://127.0.0.1:8765"
+    bearer = {"Authorization": "Bearer s3cret"}
+    assert client.get("/").status_code == 200  # the page itself holds nothing
+    assert client.get("/state").status_code == 401
+    state = client.get("/state", headers=bearer).json()
+    photo = state["cards"][0]["photo"]
+    assert client.get(f"/photo/{photo}", headers=bearer).headers["content-type"] == "image/jpeg"
+    assert client.get("/photo/99999", headers=bearer).status_code == 404
+    foreign = {**bearer, "Origin": "http://evil.example"}
+    assert client.post("/undo", headers=foreign).status_code == 403
+    rebound = {**bearer, "Host": "evil.example"}
+    assert client.get("/state", headers=rebound).status_code == 403
+    wrong = client.post("/label", json={"photo": photo, "label": "tulip"}, headers=bearer)
+    assert wrong.status_code == 409 and "not one of" in wrong.json()["detail"]
+    assert (
+        client.post("/label", json={"photo": -1, "label": "x"}, headers=bearer).status_code == 422
+    )
+    done = client.post("/label", json={"photo": photo, "label": "daisy"}, headers=bearer).json()
+    assert done["labelled"]["daisy"] == 1 and photo not in [c["photo"] for c in done["cards"]]

@@ -29,6 +29,7 @@ _EXPORTS = {
     "HeadstartError": "headstart.errors",
     "on_ray": "headstart.cluster",
     "predict_to_file": "headstart.model.batch",
+    "suggest": "headstart.labelling.suggest",
 }
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from headstart.doctor.run import diagnose
     from headstart.errors import HeadstartError, SettingError
     from headstart.evaluation.score import evaluate
+    from headstart.labelling.suggest import suggest
     from headstart.model.batch import predict_to_file
     from headstart.model.classifier import Classifier
     from headstart.model.explanation import Explanation
@@ -70,5 +72,6 @@ __all__ = [
     "load_dataset",
     "on_ray",
     "predict_to_file",
+    "suggest",
     "train",
 ]

@@ -86,7 +86,7 @@ class Session:
     _pending: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        problem = class_names(self.classes)
+        problem = class_names(self.classes) or folder_names_problem(self.classes)
         if problem or not 2 <= len(self.classes) <= MAX_CLASSES:
             raise HeadstartError(
                 f"labels {self.classes}: {problem or f'give 2 to {MAX_CLASSES} (keys 1-9)'}"
@@ -330,3 +330,12 @@ def check_pool_and_dataset(pool: Sequence[str], dataset: Path) -> None:
             raise HeadstartError(
                 f"{dataset}: the dataset and the pool folder {source} must not hold each other"
             )
+
+
+def folder_names_problem(labels: Sequence[str]) -> str | None:
+    """Why a label cannot name a class folder of its own, or None: a label becomes
+    DATASET/LABEL/, so it must stay one visible folder inside DATASET."""
+    for label in labels:
+        if label.startswith(".") or any(c in label for c in "/\\:\x00") or len(label) > 255:
+            return f"the label {label!r} cannot name a class folder (no /, \\, :, leading .)"
+    return None
