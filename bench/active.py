@@ -3,14 +3,15 @@ picking them, simulated on fully labelled datasets.
 
 Every run starts from 10 photos labelled at random (the same for every strategy of a seed),
 then asks its strategy for 10 more at a time up to 200, refitting the linear head on the
-labelled photos' cached features each round (training/solver.py, its L2 strength by
-cross-validation) and scoring it on the dataset's whole test split. Strategies: random,
+labelled photos' cached features each round (training/solver.py, at the strength the labelling
+page uses) and scoring it on the dataset's whole test split. Strategies: random,
 typical (TypiClust), margin (least sure first), margin over clusters, and headstart's
 default (labelling/suggest.py). Prints mean test accuracy over the seeds at each budget, the
 labels each strategy needs to reach 90% and 95% of the accuracy of a head fitted on every
 labelled photo, and writes the curves to active.png.
 
     python bench/active.py [--only flowers5 chest_xray digits] [--seeds 5] [--png active.png]
+        [--switch N] [--strategies random,default]
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import numpy as np
 from small_data import each_dataset, features_and_backbone, labelled_and_test
 
 from headstart.labelling import strategies
+from headstart.labelling import suggest as suggest_module
 from headstart.labelling.suggest import default_picks, leading
-from headstart.training.solver import fit_linear
+from headstart.training.solver import DEFAULT_L2, fit_linear
 
 START, STEP, BUDGET = 10, 10, 200
 NAMES = ("random", "typical", "margin", "margin over clusters", "default")
@@ -32,7 +34,7 @@ CURVES: dict[str, dict[str, np.ndarray]] = {}
 
 def accuracy(x, y, test_x, test_y, classes) -> float:
     empty = x[:0]
-    fit = fit_linear(x, y, empty, y[:0], classes)
+    fit = fit_linear(x, y, empty, y[:0], classes, l2=DEFAULT_L2)
     return float(((test_x @ fit.weight.T + fit.bias).argmax(1) == test_y).mean())
 
 
@@ -45,7 +47,7 @@ def picks(name, z, x, y, labelled, classes, seed) -> list[int]:
     elif name == "default":
         chosen = default_picks(z, x, y, labelled, classes, STEP, seed)
     else:
-        fit = fit_linear(x[labelled], y[labelled], x[:0], y[:0], classes)
+        fit = fit_linear(x[labelled], y[labelled], x[:0], y[:0], classes, l2=DEFAULT_L2)
         logits = x @ fit.weight.T + fit.bias
         probabilities = np.exp(logits - logits.max(1, keepdims=True))
         probabilities /= probabilities.sum(1, keepdims=True)
@@ -120,10 +122,24 @@ def _figure(path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def _option(name: str) -> str | None:
+    """An option of this bench's own, taken off the command line before the shared ones."""
+    if name not in sys.argv:
+        return None
+    at = sys.argv.index(name)
+    value = sys.argv[at + 1]
+    del sys.argv[at : at + 2]
+    return value
+
+
 if __name__ == "__main__":
-    png = Path(sys.argv[sys.argv.index("--png") + 1]) if "--png" in sys.argv else None
-    if png is not None:
-        del sys.argv[sys.argv.index("--png") : sys.argv.index("--png") + 2]
+    png = _option("--png")
+    switch = _option("--switch")  # labels a class before the default turns to the margin
+    if switch is not None:
+        suggest_module.SWITCH_PER_CLASS = int(switch)
+    only = _option("--strategies")
+    if only is not None:
+        NAMES = tuple(name for name in NAMES if name in only.split(","))
     each_dataset(run, __doc__ or "")
     if png is not None:
-        _figure(png)
+        _figure(Path(png))

@@ -96,6 +96,25 @@ def test_linear_maps_point_at_the_evidence(trained):
     assert_maps_point_at_the_evidence(trained[0])
 
 
+def test_mlp_maps_add_up_to_the_logits_first_order_part(mlp_trained):
+    """For an MLP the weights are the logit's gradient g at the photo's features f: the map's
+    mean is g . f, the logit's first-order part."""
+    from headstart.model.explanation import heat_map_network
+
+    classifier = mlp_trained
+    head = classifier.head.module(classifier.temperature)
+    network = heat_map_network(
+        classifier.backbone_maps(), head, classifier.head_config, classifier.preprocessing
+    )
+    with torch.no_grad():
+        pixels = torch.from_numpy(network_inputs(classifier, HELD_OUT[::8]))
+        features, logits, maps = network(pixels)
+        first_order = torch.einsum("nkd,nd->nk", logit_gradients(head, "mlp", features), features)
+    np.testing.assert_allclose(maps.mean((2, 3)), first_order, rtol=1e-4, atol=1e-4)
+    probabilities, _ = classifier.explain_pixels(pixels.numpy())
+    np.testing.assert_allclose(torch.softmax(logits, 1), probabilities, atol=1e-6)
+
+
 def test_mlp_maps_point_at_the_evidence(mlp_trained):
     assert mlp_trained.head_config.kind == "mlp"
     assert_maps_point_at_the_evidence(mlp_trained)

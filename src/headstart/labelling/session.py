@@ -28,7 +28,7 @@ from headstart.labelling.suggest import (
 from headstart.model.record import class_names
 from headstart.storage import atomic_write_bytes, check_writable_folder
 from headstart.training.choice import stratified_folds
-from headstart.training.solver import fit_linear
+from headstart.training.solver import DEFAULT_L2, fit_linear
 
 SHOWN = 12  # suggestions on the page at once
 REFIT_EVERY = 5  # labels between background refits
@@ -299,7 +299,7 @@ def cross_validated_accuracy(x: np.ndarray, y: np.ndarray, classes: int) -> floa
     correct = 0
     for fold in np.unique(folds):
         held = folds == fold
-        fit = fit_linear(x[~held], y[~held], x[:0], y[:0], classes)
+        fit = fit_linear(x[~held], y[~held], x[:0], y[:0], classes, l2=DEFAULT_L2)
         correct += int(((x[held] @ fit.weight.T + fit.bias).argmax(1) == y[held]).sum())
     return correct / len(y)
 

@@ -24,7 +24,7 @@ from headstart.features.blocks import column_mean, float32_blocks, map_rows, wor
 # Strongest first; the path stops once validation loss has risen twice in a row.
 L2_PATH = tuple(float(v) for v in np.geomspace(1e-1, 1e-5, 9))
 _MAX_ITERATIONS = 500
-_DEFAULT_L2 = 1e-3  # without validation images: the best strength on the sets measured
+DEFAULT_L2 = 1e-3  # without validation images: the best strength on the sets measured
 _CV_FOLDS = 3
 
 
@@ -96,7 +96,7 @@ def _path(problem: LinearProblem, val_x: np.ndarray, val_y: np.ndarray) -> Linea
 def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight, mean) -> float:
     folds = np.arange(len(y)) % _CV_FOLDS
     if len(y) < 2 * _CV_FOLDS:
-        return _DEFAULT_L2
+        return DEFAULT_L2
     losses = np.zeros(len(L2_PATH))
     for fold in range(_CV_FOLDS):
         train, held = folds != fold, folds == fold
