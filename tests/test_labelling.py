@@ -11,6 +11,7 @@ from conftest import XRAYS, copy_photos, headstart, real_photos
 from PIL import Image
 
 from headstart import HeadstartError, RunContext
+from headstart.data.locations import image_location
 from headstart.labelling.session import REFIT_EVERY, Session, check_pool_and_dataset
 from headstart.labelling.strategies import at_random, embedded, margin, typical
 from headstart.labelling.suggest import default_extractor, suggest
@@ -132,7 +133,8 @@ def test_labels_are_copies_undo_takes_them_back_and_the_head_is_refitted(session
     session.wait()
     progress = session.progress()
     assert progress.refits >= 3 and sum(progress.labelled.values()) == 2 * REFIT_EVERY
-    assert progress.accuracy is not None and progress.accuracy >= 0.7
+    # Cross-validated on the photos picked as the hardest: lower than on the rest.
+    assert progress.accuracy is not None and progress.accuracy >= 0.5
     assert all(path.parent.name == truth(path) and path.is_file() for path in written)
     shown = session.cards()
     assert all(card.suggested in ("daisy", "sunflower") for card in shown)
@@ -208,3 +210,40 @@ def test_the_page_s_api_keeps_serve_s_security(session):
     )
     done = client.post("/label", json={"photo": photo, "label": "daisy"}, headers=bearer).json()
     assert done["labelled"]["daisy"] == 1 and photo not in [c["photo"] for c in done["cards"]]
+
+
+def test_a_pool_with_unreadable_files_copies_and_labelled_photos(pool, cache_dir, tmp_path):
+    from headstart.model.prediction import image_list
+
+    dataset = tmp_path / "labelled"
+    copy_photos(pool[:2], dataset / "daisy")  # labelled already
+    shutil.copy(pool[5], pool[0].parent / "again.jpg")  # an exact copy in the pool
+    (pool[0].parent / "broken.jpg").write_bytes(b"GIF89a broken")
+    listing = tmp_path / "pool.csv"
+    listing.write_text("path\n" + "".join(f"{p}\n" for p in sorted(pool[0].parent.iterdir())))
+    paths = image_list([str(listing)])
+    extractor = default_extractor(paths, RunContext(cache_dir=cache_dir))
+    session = Session(paths, dataset, ["daisy", "sunflower"], extractor)
+    left_out = session.left_out
+    assert left_out.unreadable == 1 and left_out.already_labelled == 2 and left_out.copies >= 1
+    assert session.progress().left == len(paths) - 1 - 2 - left_out.copies
+    assert session.progress().labelled == {"daisy": 2, "sunflower": 0}
+    shown = {str(session.photo(card.photo)).rsplit("/", 1)[-1] for card in session.cards()}
+    assert not {pool[5].name, "again.jpg"} <= shown and "broken.jpg" not in shown
+
+
+def test_photos_in_an_object_store_are_labelled_by_copy(
+    object_store, cache_dir, monkeypatch, tmp_path
+):
+    for name, value in object_store.env.items():
+        monkeypatch.setenv(name, value)
+    photos = sorted(object_store.folder.rglob("*.jpg"))[:6]
+    uris = [object_store.uri(p.relative_to(object_store.folder).as_posix()) for p in photos]
+    extractor = default_extractor(uris, RunContext(cache_dir=cache_dir))
+    session = Session(
+        [image_location(uri) for uri in uris], tmp_path / "d", ["daisy", "sunflower"], extractor
+    )
+    card = session.cards()[0]
+    written = session.label(card.photo, "daisy")
+    source = photos[uris.index(str(session.photo(card.photo)))]
+    assert written.read_bytes() == source.read_bytes() and written.name == source.name

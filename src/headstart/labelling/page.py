@@ -112,6 +112,7 @@ def _state(session: Session) -> dict:
         "accuracy": progress.accuracy,
         "refits": progress.refits,
         "left": progress.left,
+        "left_out": session.left_out.__dict__,
     }
 
 

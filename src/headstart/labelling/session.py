@@ -21,9 +21,11 @@ from headstart.errors import HeadstartError
 from headstart.features.extract import FeatureExtractor
 from headstart.labelling.strategies import embedded
 from headstart.labelling.suggest import (
+    Labelled,
     default_picks,
     head_probabilities,
     leading,
+    unlabelled,
 )
 from headstart.model.record import class_names
 from headstart.storage import atomic_write_bytes, check_writable_folder
@@ -51,6 +53,15 @@ class Given:
     written: Path | None  # the copy this label made (None for a skip)
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """Pool photos never shown: unreadable, already in the dataset, copies of another."""
+
+    unreadable: int
+    already_labelled: int
+    copies: int
+
+
 @dataclass
 class Progress:
     """What the page shows beside the photos."""
@@ -73,6 +84,7 @@ class Session:
     features: np.ndarray = field(init=False, repr=False)
     kept: list[int] = field(init=False)  # pool positions that have features
     width: int | None = field(init=False)  # the leading features used (the pooled head's)
+    left_out: LeftOut = field(init=False)
     _x: np.ndarray = field(init=False, repr=False)  # labelled photos' features (dataset's own)
     _y: np.ndarray = field(init=False, repr=False)
     _done: dict[int, Given] = field(init=False, default_factory=dict)
@@ -92,10 +104,15 @@ class Session:
                 f"labels {self.classes}: {problem or f'give 2 to {MAX_CLASSES} (keys 1-9)'}"
             )
         check_writable_folder(self.dataset, "dataset")
-        result = self.extractor.extract_files(self.pool, False, "Pool")
         self.width = self.extractor.backbone.distance_features
-        self.features, self.kept = leading(result.features, self.width), result.kept
-        self._x, self._y = self._dataset_features()
+        result = self.extractor.extract_files(self.pool, False, "Pool")
+        known = self._dataset_photos(result.features.shape[1])
+        # Unreadable files, photos already in the dataset and copies are never shown.
+        candidates, already, copies = unlabelled(result, known, self.width)
+        self.left_out = LeftOut(len(result.skipped), already, copies)
+        self.kept = [result.kept[i] for i in candidates]
+        self.features = leading(result.features[candidates], self.width)
+        self._x, self._y = leading(known.x, self.width), known.y
         self._refit()
         self._suggest()
 
@@ -188,8 +205,9 @@ class Session:
         atomic_write_bytes(target, data)
         return target
 
-    def _dataset_features(self) -> tuple[np.ndarray, np.ndarray]:
-        """The features of the photos already in DATASET's class folders."""
+    def _dataset_photos(self, width: int) -> Labelled:
+        """The photos already in DATASET's class folders: features (`width` wide when there
+        are none), labels and digests."""
         paths: list[ImagePath] = []
         labels: list[int] = []
         for index, label in enumerate(self.classes):
@@ -198,9 +216,10 @@ class Session:
             paths += found
             labels += [index] * len(found)
         if not paths:
-            return self.features[:0], np.zeros(0, np.int64)
+            return Labelled(np.zeros((0, width), np.float32), np.zeros(0, np.int64), [], [])
         result = self.extractor.extract_files(paths, False, "Labelled")
-        return leading(result.features, self.width), np.asarray(labels)[result.kept]
+        y = np.asarray(labels, np.int64)[result.kept]
+        return Labelled(result.features.astype(np.float32), y, result.digests, self.classes)
 
     def _all_x(self) -> np.ndarray:
         rows = [self._row(given.photo) for given in self._history if given.written]

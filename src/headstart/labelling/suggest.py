@@ -115,7 +115,7 @@ def suggest(
     known = _labelled(extractor, labelled, model, context.progress)
     result = extractor.extract_files(paths, context.progress, "Pool")
     width = extractor.backbone.distance_features
-    candidates, already, copies = _unlabelled(result, known, width)
+    candidates, already, copies = unlabelled(result, known, width)
     every = result.features[candidates]
     kept_paths = [paths[result.kept[i]] for i in candidates]
     predicted = model.probabilities(every) if model is not None and len(every) else None
@@ -158,7 +158,7 @@ def leading(features: np.ndarray, width: int | None) -> np.ndarray:
     return np.asarray(features[:, :width], np.float32)
 
 
-def _unlabelled(result, known: Labelled, width: int | None) -> tuple[list[int], int, int]:
+def unlabelled(result, known: Labelled, width: int | None) -> tuple[list[int], int, int]:
     """Positions (in result's kept rows) of pool photos worth suggesting: not a labelled
     photo's content, not a near-duplicate of one, one photo of each group of copies."""
     labelled_digests = set(known.digests)
