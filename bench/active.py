@@ -137,6 +137,7 @@ if __name__ == "__main__":
     switch = _option("--switch")  # labels a class before the default turns to the margin
     if switch is not None:
         suggest_module.SWITCH_PER_CLASS = int(switch)
+        suggest_module.SWITCH_AT_LEAST = 0
     only = _option("--strategies")
     if only is not None:
         NAMES = tuple(name for name in NAMES if name in only.split(","))

@@ -60,7 +60,8 @@ def typical(z: np.ndarray, labelled: np.ndarray, count: int, seed: int = 0) -> l
         best = int(members[int(np.argmax(density))])
         taken[best] = True
         state = "already covered" if group in covered else "no labelled photo covers"
-        reason = f"typical of a group of {sizes[group]} photos that {state}"
+        photos = f"{sizes[group]} photo" + ("s" if sizes[group] != 1 else "")
+        reason = f"typical of a group of {photos} that {state}"
         picks.append(Pick(best, float(density.max()), reason))
         if len(picks) == count:
             break

@@ -27,9 +27,16 @@ from headstart.model.prediction import image_list
 from headstart.storage import SafeCsvWriter, atomic_write_text, check_writable_file
 from headstart.training.solver import DEFAULT_L2, fit_linear
 
-# Below this many labelled photos a class, a head's uncertainty says little: typical photos
-# cover the data better (bench/active.py measured where the margin overtakes).
-SWITCH_PER_CLASS = 3
+# Below this many labelled photos (a class, and in all), a head's uncertainty says little:
+# typical photos cover the data better. bench/active.py measured 3, 5 and 10 a class: 5 was
+# best on digits and flowers5, and typical photos led or tied up to 30 labels everywhere.
+SWITCH_PER_CLASS = 5
+SWITCH_AT_LEAST = 30
+
+
+def enough_for_margin(labelled: int, classes: int) -> bool:
+    """Whether so many labelled photos make a head's doubts the better guide."""
+    return labelled >= max(SWITCH_PER_CLASS * classes, SWITCH_AT_LEAST)
 
 
 def default_picks(
@@ -44,7 +51,7 @@ def default_picks(
     """`count` photos to label next among the rows of `labelled` that are False. `z`: the
     embeddings (strategies.embedded), `x`: the features, `y`: labels (read where labelled)."""
     known = y[labelled]
-    if len(known) < SWITCH_PER_CLASS * classes or len(np.unique(known)) < 2:
+    if not enough_for_margin(len(known), classes) or len(np.unique(known)) < 2:
         return typical(z, labelled, count, seed)
     probabilities = head_probabilities(x[labelled], known, x, classes)
     return margin_over_clusters(z, probabilities, ~labelled, count, seed)
@@ -193,11 +200,10 @@ def _ranked(x, known: Labelled, predicted, trained_on: int, count: int, seed: in
     labelled[len(x) :] = True
     classes = len(known.classes)
     probabilities = predicted
-    enough = len(known.y) >= SWITCH_PER_CLASS * classes and len(np.unique(known.y)) >= 2
-    if probabilities is None and enough:
+    if probabilities is None and len(np.unique(known.y)) >= 2:  # a guess for each photo
         probabilities = head_probabilities(labelled_x, known.y, x, classes)
     trained_on = len(known.y) or trained_on
-    if probabilities is None or trained_on < SWITCH_PER_CLASS * max(classes, 1):
+    if probabilities is None or not enough_for_margin(trained_on, max(classes, 1)):
         return typical(z, labelled, min(count, len(x)), seed), "typical", probabilities
     every = np.zeros((len(z), probabilities.shape[1]), np.float32)
     every[: len(x)] = probabilities
