@@ -409,6 +409,8 @@ def suggest(
 
         model, sources = Classifier.load(Path(sources[0]), context), sources[1:]
     suggestions = rank(sources, count, model, labelled, context, seed)
+    if suggestions.pool and len(suggestions.skipped) == suggestions.pool:
+        raise HeadstartError(f"none of the {suggestions.pool} photo(s) could be read")
     if output is not None:
         write_suggestions(suggestions, output)
     _show_suggestions(suggestions, output, as_json, quiet)

@@ -39,6 +39,8 @@ def embedded(features: np.ndarray, seed: int = 0) -> np.ndarray:
     x = np.asarray(features, np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     components = min(COMPONENTS, x.shape[0], x.shape[1])
+    if len(x) < 3:  # too few photos to have directions of variance
+        return x
     return PCA(components, random_state=seed).fit_transform(x).astype(np.float32)
 
 
