@@ -164,6 +164,8 @@ def heat_map_network(maps_module, head, config, preprocessing: Preprocessing):
 
         def forward(self, pixels: torch.Tensor):
             pooled, maps = self.maps.maps(self.normalize(pixels))
+            if any(m.dim() != 4 for m in maps):  # tokens (a ViT), not a grid of cells
+                raise HeadstartError("heat maps need a backbone whose features are maps")
             features = torch.cat([pooled, *(m.mean((2, 3)) for m in maps[1:])], dim=1)
             logits = self.head(features)
             gradients = logit_gradients(self.head, config.kind, features)
