@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from headstart import __version__
@@ -20,7 +20,7 @@ from headstart.data.images import decode_rgb
 from headstart.data.locations import read_file
 from headstart.errors import HeadstartError
 from headstart.labelling.session import Session
-from headstart.serving.app import bearer_check, origin_refusal
+from headstart.serving.app import bearer_check, refuse_other_origins
 
 PAGE = Path(__file__).with_name("page.html")
 PHOTO_SIDE = 320
@@ -50,12 +50,7 @@ def create_label_app(
     )
     authorised = Depends(bearer_check(token))
 
-    @app.middleware("http")
-    async def same_origin_only(request: Request, call_next):
-        refusal = origin_refusal(request, hosts)
-        if refusal:
-            return JSONResponse({"detail": refusal}, status_code=403)
-        return await call_next(request)
+    refuse_other_origins(app, hosts)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:

@@ -142,12 +142,7 @@ def create_app(
     workers = ThreadPoolExecutor(cpu_threads(), thread_name_prefix="headstart-predict")
     busy = asyncio.Semaphore(cpu_threads())  # bounds the uploads decoded at once
 
-    @app.middleware("http")
-    async def same_origin_only(request: Request, call_next):
-        refusal = origin_refusal(request, hosts)
-        if refusal:
-            return JSONResponse({"detail": refusal}, status_code=403)
-        return await call_next(request)
+    refuse_other_origins(app, hosts)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[authorised])
     def openapi() -> dict:
@@ -226,6 +221,17 @@ def create_app(
         )
 
     return app
+
+
+def refuse_other_origins(app: FastAPI, hosts: frozenset[str] | None) -> None:
+    """Answer 403 to a request from another origin, or naming a Host not in `hosts`."""
+
+    @app.middleware("http")
+    async def same_origin_only(request: Request, call_next):
+        refusal = origin_refusal(request, hosts)
+        if refusal:
+            return JSONResponse({"detail": refusal}, status_code=403)
+        return await call_next(request)
 
 
 def origin_refusal(request: Request, hosts: frozenset[str] | None) -> str | None:
