@@ -724,6 +724,14 @@ def export(
             help="Add an output `heatmap` (N, classes, h, w): predict --explain reads it",
         ),
     ] = False,
+    any_size: Annotated[
+        bool,
+        typer.Option(
+            "--any-size",
+            help="Input `image`: one decoded photo (H, W, 3) of any size, resized and cropped "
+            "in the graph",
+        ),
+    ] = False,
     cache_dir: CacheDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -744,13 +752,15 @@ def export(
         raise SettingError(f"unknown quantization {quantize!r}: the one available is int8")
     if quantize and calibration is None:
         raise SettingError("--quantize int8 needs --calibration DATA (a labelled dataset)")
+    if quantize and any_size:
+        raise SettingError("--quantize int8 quantizes the fixed-size export, not --any-size")
     target = output or model / EXPORT_NAME
     check_export_target(target)
     classifier = Classifier.load(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
     if quantize and calibration is not None:  # always given with --quantize (checked above)
         check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
         check_calibration_classes(classifier, calibration)
-    export_classifier(classifier, target, explain=explain)
+    export_classifier(classifier, target, explain=explain, any_size=any_size)
     stderr.print(f"wrote {shown(str(target))} and {shown(str(labels_path(target)))}")
     if quantize and calibration is not None:
         _quantize(classifier, target, calibration, as_json)

@@ -21,19 +21,26 @@ SERVED_WITH_HEAT_MAPS = "+heatmap"  # after the key: the export has the heat map
 
 
 def export_classifier(
-    classifier, path: Path, model_key: str | None = None, explain: bool = False
+    classifier,
+    path: Path,
+    model_key: str | None = None,
+    explain: bool = False,
+    any_size: bool = False,
 ) -> Path:
     """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out, then the
     unknown-image score when the model has one, and with `explain` every label's heat map
     (N, classes, h, w) as model/explanation.py computes it.
 
     Normalisation, backbone, head and softmax are all inside the graph; labels, backbone and
-    preprocessing go into its metadata and a NAME.labels.txt beside it.
+    preprocessing go into its metadata and a NAME.labels.txt beside it. With `any_size` the
+    input is one decoded photo of any size instead (export/any_size.py).
     """
     import onnx
 
     path = Path(path)
     check_export_target(path)
+    if any_size and explain:
+        raise HeadstartError("--any-size and --explain: one or the other (maps need the crop)")
     network = _exported_network(classifier, explain)
     outputs = ["probabilities"]
     outputs += ["unknown_score"] if classifier.unknown is not None else []
@@ -44,6 +51,10 @@ def export_classifier(
         model.metadata_props.add(key=key, value=value)
     if model_key is not None:
         model.metadata_props.add(key=MODEL_KEY, value=model_key)
+    if any_size:
+        from headstart.export.any_size import with_any_size_input
+
+        model = with_any_size_input(model, classifier.preprocessing)
     atomic_write_bytes(path, model.SerializeToString())
     atomic_write_bytes(labels_path(path), labels_file(classifier.labels))
     return path

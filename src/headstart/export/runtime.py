@@ -12,10 +12,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing, pixels_or_reason
+from headstart.data.images import decode_rgb
 from headstart.data.locations import ImagePath
 from headstart.errors import HeadstartError
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.threads import onnx_session_options
+
+# An `export --any-size` file's input: one decoded photo (H, W, 3) uint8 of any size.
+ANY_SIZE_INPUT = "image"
 
 if TYPE_CHECKING:
     from headstart.model.explanation import Explanation
@@ -48,6 +52,8 @@ class OnnxClassifier:
         self.metadata = metadata
         outputs = [output.name for output in self.session.get_outputs()]
         self.outputs = tuple(outputs)
+        # export --any-size: one decoded photo of any size in, resized and cropped in the graph
+        self.any_size = self.session.get_inputs()[0].name == ANY_SIZE_INPUT
         # Models exported with an unknown-image score: its threshold, else None.
         self.unknown_threshold: float | None = (
             float(json.loads(metadata["headstart.unknown_threshold"]))
@@ -62,7 +68,7 @@ class OnnxClassifier:
         `heatmap` output (export --explain): the maps Classifier.explain gives, without PyTorch."""
         from headstart.model.explanation import explain_files  # only when asked
 
-        if "heatmap" not in self.outputs:
+        if "heatmap" not in self.outputs or self.any_size:
             raise HeadstartError(
                 f"{self.path}: exported without heat maps; export it again with --explain"
             )
@@ -79,9 +85,16 @@ class OnnxClassifier:
         """Whether an unknown-image score is past the model's threshold (never without one)."""
         return self.unknown_threshold is not None and score > self.unknown_threshold
 
+    def network_input(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """What the file takes for one image's bytes: the resized and cropped pixels, or for
+        an any-size file the whole decoded photo. ValueError when it does not decode."""
+        if self.any_size:
+            return np.asarray(decode_rgb(data, max_pixels=max_pixels), np.uint8)
+        return self.preprocessing.pixels(data, max_pixels)
+
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 pixels of shape (N, H, W, 3)."""
-        return self.session.run(["probabilities"], {"pixels": pixels})[0]
+        return self._batched(list(pixels), len(pixels) or 1)[0]
 
     def predict_pixels(
         self, pixels: list[np.ndarray], top_k: int = 5, batch_size: int = 32
@@ -110,8 +123,11 @@ class OnnxClassifier:
         reject: bool = False,
     ) -> list[Prediction]:
         paths = expand_image_paths(images)
+        view = (lambda data, limit: self.network_input(data, limit)) if self.any_size else None
         with ThreadPoolExecutor() as pool:
-            decoded = list(pool.map(partial(pixels_or_reason, self.preprocessing), paths))
+            decoded = list(
+                pool.map(partial(pixels_or_reason, self.preprocessing, view=view), paths)
+            )
         kept = [i for i, (pixels, _) in enumerate(decoded) if pixels is not None]
         skipped = [(paths[i], error) for i, (_, error) in enumerate(decoded) if error]
         pixels = [image for image, _ in decoded if image is not None]
@@ -129,10 +145,13 @@ class OnnxClassifier:
         """Probabilities, and unknown-image scores if the model has them, batch by batch."""
         # The heat maps an export may also give are left uncomputed.
         names = ["probabilities"] + (["unknown_score"] if "unknown_score" in self.outputs else [])
-        runs = [
-            self.session.run(names, {"pixels": np.stack(pixels[start : start + batch_size])})
-            for start in range(0, len(pixels), batch_size)
-        ]
+        if self.any_size:  # photos of different sizes: one at a time
+            runs = [self.session.run(names, {ANY_SIZE_INPUT: photo}) for photo in pixels]
+        else:
+            runs = [
+                self.session.run(names, {"pixels": np.stack(pixels[start : start + batch_size])})
+                for start in range(0, len(pixels), batch_size)
+            ]
         if not runs:
             empty = np.zeros((0, len(self.labels)), np.float32)
             return empty, (np.zeros(0, np.float32) if self.unknown_threshold is not None else None)

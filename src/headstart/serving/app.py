@@ -329,7 +329,7 @@ def _decode_all(model: OnnxClassifier, uploads: list[tuple[str, bytes]], limits:
     decoded = []
     for name, data in uploads:
         try:
-            decoded.append(model.preprocessing.pixels(data, limits.max_pixels))
+            decoded.append(model.network_input(data, limits.max_pixels))
         except DecodingMemoryError:
             raise MemoryError from None
         except ValueError as error:
