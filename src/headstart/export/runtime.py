@@ -78,7 +78,8 @@ class OnnxClassifier:
 
     def explain_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, K) and every label's heat map (N, K, h, w) for network inputs."""
-        probabilities, maps = self.session.run(["probabilities", "heatmap"], {"pixels": pixels})
+        probabilities, _, maps = self._batched(list(pixels), len(pixels) or 1, heat_maps=True)
+        assert maps is not None
         return probabilities, maps
 
     def is_unknown(self, score: float) -> bool:
@@ -107,13 +108,25 @@ class OnnxClassifier:
     ) -> tuple[list[list[tuple[str, float]]], np.ndarray | None]:
         """Top-k (label, probability) pairs, and the unknown-image scores (None when the model
         has none), for already decoded network inputs."""
+        probabilities, scores, _ = self._batched(pixels, batch_size)
+        return self._ranked(probabilities, top_k), scores
+
+    def rank_and_map_pixels(
+        self, pixels: list[np.ndarray], top_k: int = 5, batch_size: int = 32
+    ) -> tuple[list[list[tuple[str, float]]], np.ndarray | None, np.ndarray, np.ndarray]:
+        """`rank_pixels`, and the probabilities with every label's heat maps (N, K, h, w),
+        from the same run (a file exported with --explain)."""
+        probabilities, scores, maps = self._batched(pixels, batch_size, heat_maps=True)
+        assert maps is not None
+        return self._ranked(probabilities, top_k), scores, probabilities, maps
+
+    def _ranked(self, probabilities: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
         k = max(1, min(top_k, len(self.labels)))
-        probabilities, scores = self._batched(pixels, batch_size)
         ranked = []
         for row in probabilities:
             top = np.argsort(-row)[:k]
             ranked.append([(self.labels[i], float(row[i])) for i in top])
-        return ranked, scores
+        return ranked
 
     def predict(
         self,
@@ -131,7 +144,7 @@ class OnnxClassifier:
         kept = [i for i, (pixels, _) in enumerate(decoded) if pixels is not None]
         skipped = [(paths[i], error) for i, (_, error) in enumerate(decoded) if error]
         pixels = [image for image, _ in decoded if image is not None]
-        probabilities, scores = self._batched(pixels, batch_size)
+        probabilities, scores, _ = self._batched(pixels, batch_size)
         predictions = top_k_predictions(paths, kept, probabilities, skipped, self.labels, top_k)
         if scores is not None:
             for index, score in zip(kept, scores, strict=True):
@@ -140,11 +153,13 @@ class OnnxClassifier:
         return predictions
 
     def _batched(
-        self, pixels: list[np.ndarray], batch_size: int
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities, and unknown-image scores if the model has them, batch by batch."""
-        # The heat maps an export may also give are left uncomputed.
-        names = ["probabilities"] + (["unknown_score"] if "unknown_score" in self.outputs else [])
+        self, pixels: list[np.ndarray], batch_size: int, heat_maps: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Probabilities, unknown-image scores if the model has them, and with `heat_maps`
+        the maps, batch by batch; maps not asked for are left uncomputed."""
+        scored = "unknown_score" in self.outputs
+        names = ["probabilities", *(["unknown_score"] if scored else [])]
+        names += ["heatmap"] if heat_maps else []
         if self.any_size:  # photos of different sizes: one at a time
             runs = [self.session.run(names, {ANY_SIZE_INPUT: photo}) for photo in pixels]
         else:
@@ -154,8 +169,10 @@ class OnnxClassifier:
             ]
         if not runs:
             empty = np.zeros((0, len(self.labels)), np.float32)
-            return empty, (np.zeros(0, np.float32) if self.unknown_threshold is not None else None)
+            scores = np.zeros(0, np.float32) if self.unknown_threshold is not None else None
+            return empty, scores, (np.zeros((0, len(self.labels), 0, 0)) if heat_maps else None)
         probabilities = np.concatenate([run[0] for run in runs])
+        maps = np.concatenate([run[-1] for run in runs]) if heat_maps else None
         if self.unknown_threshold is None:
-            return probabilities, None
-        return probabilities, np.concatenate([run[1] for run in runs])
+            return probabilities, None, maps
+        return probabilities, np.concatenate([run[1] for run in runs]), maps

@@ -186,12 +186,16 @@ def create_app(
         async with busy:
             try:
                 decoded = await loop.run_in_executor(workers, _decode_all, model, uploads, limits)
-                ranked, scores = await loop.run_in_executor(
-                    workers, model.rank_pixels, decoded, top_k
-                )
-                if explain:
+                if explain:  # one run gives the labels and the maps
+                    ranked, scores, probabilities, maps = await loop.run_in_executor(
+                        workers, model.rank_and_map_pixels, decoded, top_k
+                    )
                     overlays = await loop.run_in_executor(
-                        workers, _overlays, model, uploads, decoded, limits
+                        workers, _overlays, model, uploads, probabilities, maps, limits
+                    )
+                else:
+                    ranked, scores = await loop.run_in_executor(
+                        workers, model.rank_pixels, decoded, top_k
                     )
             except HTTPException:
                 raise
@@ -338,7 +342,11 @@ def _decode_all(model: OnnxClassifier, uploads: list[tuple[str, bytes]], limits:
 
 
 def _overlays(
-    model: OnnxClassifier, uploads: list[tuple[str, bytes]], decoded: list, limits: Limits
+    model: OnnxClassifier,
+    uploads: list[tuple[str, bytes]],
+    probabilities: np.ndarray,
+    maps: np.ndarray,
+    limits: Limits,
 ) -> list[str | None]:
     """Each photo, decoded small, with its top label's heat map over it: base64 PNGs."""
     from headstart.data.images import decode_rgb
@@ -349,7 +357,6 @@ def _overlays(
         scale = min(1.0, SHOWN_SIDE / max(width, height))
         return max(1, round(width * scale)), max(1, round(height * scale))
 
-    probabilities, maps = model.explain_pixels(np.stack(decoded))
     encoded: list[str | None] = []
     for (name, data), row, own_maps in zip(uploads, probabilities, maps, strict=True):
         photo = decode_rgb(data, draft=shown, max_pixels=limits.max_pixels)
