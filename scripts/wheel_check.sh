@@ -14,8 +14,14 @@ python3 -m venv "$user/venv"
 cd "$user"
 bin="$user/venv/bin"
 "$bin/headstart" --version
-"$bin/python" -c "import headstart, pathlib; assert (pathlib.Path(headstart.__file__).parent / 'py.typed').exists()"
+"$bin/python" -c "import headstart, pathlib
+here = pathlib.Path(headstart.__file__).parent
+for name in ('py.typed', 'serving/page.html', 'labelling/page.html', 'export/web/index.html',
+             'export/web/runtime/ort-wasm-simd-threaded.wasm'):
+    assert (here / name).is_file(), name
+"
 "$bin/headstart" sample digits digits
 "$bin/headstart" train digits -o model --strategy linear --quiet --cache-dir cache
 "$bin/headstart" predict model digits/3/0003.png digits/7/0007.png --top-k 1 --cache-dir cache
+"$bin/headstart" export model --web page --cache-dir cache
 echo "the wheel installs and runs"

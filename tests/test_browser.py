@@ -1,73 +1,22 @@
 """The web page at / in headless Chromium: pick real photos, see their labels as bars."""
 
-import contextlib
 import os
-import shutil
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
-from conftest import copy_photos, real_photos
+from conftest import CHROMEDRIVER, CHROMIUM, copy_photos, real_photos, running
 
 from headstart.export.runtime import OnnxClassifier
 from headstart.serving.app import create_app
 
 pytestmark = pytest.mark.slow  # a browser's start and a page load: seconds each
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
     pytest.skip("Debian's chromium and chromium-driver are not installed", allow_module_level=True)
-
-
-@contextlib.contextmanager
-def running(make_app):
-    """`make_app(port)` served on a free loopback port, in a thread: its address."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(make_app(port), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "server did not start"
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def server_url(exported_with_heat_maps):
     with running(lambda port: create_app(OnnxClassifier(exported_with_heat_maps[1]))) as url:
         yield url
-
-
-@pytest.fixture
-def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=900,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def test_picking_photos_shows_their_labels_as_bars_and_heat_maps(

@@ -732,10 +732,18 @@ def export(
             "in the graph",
         ),
     ] = False,
+    web: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a static web page to this folder that classifies photos and the webcam "
+            "in the browser, offline (the --any-size model and onnxruntime-web)",
+        ),
+    ] = None,
     cache_dir: CacheDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Export a model to one ONNX file: uint8 RGB pixels in, class probabilities out."""
+    """Export a model to one ONNX file (uint8 RGB pixels in, class probabilities out), or to
+    a web page with --web."""
     from headstart.export.onnx import (
         EXPORT_NAME,
         check_export_target,
@@ -748,6 +756,9 @@ def export(
 
     if format != "onnx":
         raise SettingError(f"unknown export format {format!r}: the one available is onnx")
+    if web is not None:
+        _export_web_page(model, web, output, quantize, explain, cache_dir=cache_dir)
+        return
     if quantize not in (None, "int8"):
         raise SettingError(f"unknown quantization {quantize!r}: the one available is int8")
     if quantize and calibration is None:
@@ -764,6 +775,20 @@ def export(
     stderr.print(f"wrote {shown(str(target))} and {shown(str(labels_path(target)))}")
     if quantize and calibration is not None:
         _quantize(classifier, target, calibration, as_json)
+
+
+def _export_web_page(model: Path, folder: Path, *others, cache_dir: Path | None) -> None:
+    from headstart.export.web_page import export_web_page
+    from headstart.model.classifier import Classifier
+
+    if any(others):
+        raise SettingError("--web writes its own any-size model: no -o, --quantize or --explain")
+    classifier = Classifier.load(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
+    export_web_page(classifier, folder)
+    stderr.print(
+        f"wrote the page in {shown(str(folder))}: serve that folder from any web server "
+        f"(python3 -m http.server --directory {shown(str(folder))}) and open it"
+    )
 
 
 def _quantize(classifier, source: Path, calibration: Path, as_json: bool) -> None:
