@@ -65,7 +65,7 @@ def test_a_folder_of_other_things_or_a_missing_runtime_is_refused(trained, tmp_p
     with pytest.raises(HeadstartError, match="holds other files"):
         export_web_page(classifier, tmp_path)
     monkeypatch.setattr(web_page, "RUNTIME_FILES", ("ort-missing.wasm",))
-    with pytest.raises(HeadstartError, match="ort-missing.wasm missing.*vendor_web.sh"):
+    with pytest.raises(HeadstartError, match=r"ort-missing\.wasm missing.*vendor_web\.sh"):
         export_web_page(classifier, tmp_path / "new")
     assert not (tmp_path / "new").exists()
     result = headstart("export", str(folder), "--web", str(tmp_path / "w"), "-o", "x.onnx")
