@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv and installs headstart into it, with its test and docs tools and the Ray extra,
+# Creates .venv and installs headstart into it, with its test and docs tools and the Ray, TFLite
+# and Core ML extras,
 # and with npm, onnxruntime-web's files for `export --web` and the JavaScript example's packages
 # (idempotent).
 set -euo pipefail
@@ -7,7 +8,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # pip names every local index folder this machine lacks: not news
-.venv/bin/python -m pip install --quiet -e ".[dev,ray,docs]" 2> >(grep -v "^WARNING: Location" >&2)
+.venv/bin/python -m pip install --quiet -e ".[dev,ray,docs,tflite,coreml]" 2> >(grep -v "^WARNING: Location" >&2)
 if command -v npm >/dev/null; then
   bash scripts/vendor_web.sh
   # the JavaScript client in examples/, which the tests compare with Python

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from headstart.console import shown, stderr, warn
@@ -712,7 +713,10 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="[default: MODEL/model.onnx]")
     ] = None,
-    format: Annotated[str, typer.Option(help="Export format: onnx")] = "onnx",
+    format: Annotated[
+        str | None,
+        typer.Option(help="onnx, tflite or coreml [default: from -o's suffix, else onnx]"),
+    ] = None,
     quantize: Annotated[str | None, typer.Option(help="int8: also write OUTPUT.int8.onnx")] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Labelled dataset to calibrate and check int8 on")
@@ -742,8 +746,8 @@ def export(
     cache_dir: CacheDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Export a model to one ONNX file (uint8 RGB pixels in, class probabilities out), or to
-    a web page with --web."""
+    """Export a model to one ONNX file (uint8 RGB pixels in, class probabilities out), a
+    TFLite file (-o NAME.tflite), a Core ML package (-o NAME.mlpackage), or a web page (--web)."""
     from headstart.export.onnx import (
         EXPORT_NAME,
         check_export_target,
@@ -754,8 +758,12 @@ def export(
     from headstart.model.classifier import Classifier
     from headstart.storage import check_writable_file
 
-    if format != "onnx":
-        raise SettingError(f"unknown export format {format!r}: the one available is onnx")
+    chosen = _export_format(format, output)
+    if chosen != "onnx":
+        assert output is not None  # _export_format asks for it
+        others = (quantize, explain, any_size)
+        _export_other_format(model, chosen, output, *others, cache_dir=cache_dir)
+        return
     if web is not None:
         _export_web_page(model, web, output, quantize, explain, cache_dir=cache_dir)
         return
@@ -775,6 +783,45 @@ def export(
     stderr.print(f"wrote {shown(str(target))} and {shown(str(labels_path(target)))}")
     if quantize and calibration is not None:
         _quantize(classifier, target, calibration, as_json)
+
+
+EXPORT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
+
+
+def _export_format(format: str | None, output: Path | None) -> str:
+    """The format asked for, or the one -o's suffix names; a mismatch is refused."""
+    by_suffix = EXPORT_SUFFIXES.get(output.suffix.lower()) if output is not None else None
+    chosen = format or by_suffix or "onnx"
+    if chosen not in EXPORT_SUFFIXES.values():
+        raise SettingError(
+            f"unknown export format {chosen!r}: the ones available are onnx, tflite and coreml"
+        )
+    suffix = next(s for s, name in EXPORT_SUFFIXES.items() if name == chosen)
+    if chosen != "onnx" and (output is None or output.suffix.lower() != suffix):
+        raise SettingError(f"--format {chosen} writes -o NAME{suffix}")
+    return chosen
+
+
+def _export_other_format(
+    model: Path, chosen: str, output: Path, *others, cache_dir: Path | None
+) -> None:
+    from headstart.model.classifier import Classifier
+
+    if any(others):
+        raise SettingError(
+            f"--format {chosen} exports the plain model: no --quantize, --explain or --any-size"
+        )
+    if chosen == "tflite":
+        from headstart.export.tflite import check_tflite_target as check
+        from headstart.export.tflite import export_tflite as write
+    else:
+        from headstart.export.coreml import check_coreml_target as check
+        from headstart.export.coreml import export_coreml as write
+    check(output)
+    classifier = Classifier.load(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
+    with Status(f"converting to {chosen} (seconds to a minute)", console=stderr):
+        write(classifier, output)
+    stderr.print(f"wrote {shown(str(output))}")
 
 
 def _export_web_page(model: Path, folder: Path, *others, cache_dir: Path | None) -> None:
