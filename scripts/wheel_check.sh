@@ -16,7 +16,8 @@ bin="$user/venv/bin"
 "$bin/headstart" --version
 "$bin/python" -c "import headstart, pathlib
 here = pathlib.Path(headstart.__file__).parent
-for name in ('py.typed', 'serving/page.html', 'labelling/page.html', 'export/web/index.html',
+for name in ('py.typed', 'serving/page.html', 'labelling/page.html', 'studio/studio.html',
+             'export/web/index.html',
              'export/web/runtime/ort-wasm-simd-threaded.wasm'):
     assert (here / name).is_file(), name
 "

@@ -1,7 +1,7 @@
 """Stages point one way: a stage may import those before it, never one after it.
 
 data -> backbones -> features -> model -> training -> doctor -> evaluation -> export -> serving
--> labelling -> cluster,
+-> labelling -> studio -> cluster,
 with errors, storage, console and threads as a floor every stage may use, and the top (cli, the
 pipeline that ties the stages together, the package's __init__) free to import anything. Lazy
 imports inside functions count too: they are dependencies all the same.
@@ -26,6 +26,7 @@ STAGES = [
     "export",
     "serving",
     "labelling",
+    "studio",
     "cluster",
 ]
 FLOOR = {"errors", "storage", "console", "threads", "settings", "context", "lazy"}

@@ -376,7 +376,7 @@ def test_a_request_is_bounded_in_pixels_and_memory_failures_are_503(model, photo
 def test_too_many_uploads_at_once_are_503(model, photos):
     import asyncio
 
-    from headstart.serving.app import _receive
+    from headstart.serving.app import receive_uploads
 
     limits = Limits(max_receiving=1)
     receiving = asyncio.Semaphore(1)
@@ -384,7 +384,7 @@ def test_too_many_uploads_at_once_are_503(model, photos):
     async def while_one_is_receiving() -> int:
         await receiving.acquire()
         try:
-            await _receive(None, limits, receiving)
+            await receive_uploads(None, limits, receiving)
         except Exception as error:
             return error.status_code
         return 200

@@ -498,6 +498,46 @@ def label(
 
 
 @app.command()
+def studio(
+    project: Annotated[
+        Path, typer.Argument(help="Project folder: photos/ (class folders), model/, cache/")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on")] = 8766,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HEADSTART_TOKEN",
+            help="Require this bearer token [default: a new one when not on loopback]",
+        ),
+    ] = None,
+) -> None:
+    """The whole loop in a local page: make classes, add photos or take them with the
+    webcam, train in the background as they arrive, test live, export."""
+    import secrets
+
+    import uvicorn
+
+    from headstart.pipeline import train
+    from headstart.serving.app import allowed_hosts, check_listenable, is_loopback
+    from headstart.studio.app import create_studio_app
+    from headstart.studio.project import Project
+    from headstart.studio.trainer import Trainer
+
+    if token is not None and not token.strip():
+        raise SettingError("--token (or $HEADSTART_TOKEN) is empty; give a real token or none")
+    check_listenable(host, port)
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(24)  # beyond loopback, never without one
+    trainer = Trainer(Project(project), train)
+    trainer.changed()  # a project with photos already gets its model
+    address = f"http://{host}:{port}/" + (f"#token={token}" if token else "")
+    stderr.print(f"Open {address} for the studio of {shown(str(project))}")
+    app_ = create_studio_app(trainer, token, allowed_hosts(host, port))
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
 @with_run_options
 def doctor(
     data: Annotated[Path, typer.Argument(help="Class folders, train/val/test folders, CSV or map")],

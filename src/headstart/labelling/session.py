@@ -309,18 +309,25 @@ class Session:
 def cross_validated_accuracy(x: np.ndarray, y: np.ndarray, classes: int) -> float | None:
     """Accuracy of a linear head over stratified folds of the labelled photos; None until
     every labelled class has at least 2 photos."""
+    predicted = out_of_fold_predictions(x, y, classes)
+    return None if predicted is None else float((predicted == y).mean())
+
+
+def out_of_fold_predictions(x: np.ndarray, y: np.ndarray, classes: int) -> np.ndarray | None:
+    """Each photo's label from a linear head fitted on the folds it is not in (stratified,
+    2 to 5 folds); None until every labelled class has at least 2 photos."""
     counts = np.bincount(y, minlength=classes)
     present = counts[counts > 0]
     if len(present) < 2 or present.min() < 2:
         return None
     labels = np.flatnonzero(counts)  # the folds deal only the classes labelled so far
     folds = stratified_folds(np.searchsorted(labels, y), len(labels))
-    correct = 0
+    predicted = np.empty(len(y), np.int64)
     for fold in np.unique(folds):
         held = folds == fold
         fit = fit_linear(x[~held], y[~held], x[:0], y[:0], classes, l2=DEFAULT_L2)
-        correct += int(((x[held] @ fit.weight.T + fit.bias).argmax(1) == y[held]).sum())
-    return correct / len(y)
+        predicted[held] = (x[held] @ fit.weight.T + fit.bias).argmax(1)
+    return predicted
 
 
 def session_classes(dataset: Path, given: Sequence[str], model_labels: Sequence[str]) -> list[str]:

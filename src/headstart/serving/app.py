@@ -180,9 +180,9 @@ def create_app(
         """Images as multipart files (any field name) or one image as the raw request body."""
         if explain and "heatmap" not in model.outputs:
             raise HTTPException(400, "this model was exported without heat maps (--explain)")
-        uploads = await _receive(request, limits, receiving)
+        uploads = await receive_uploads(request, limits, receiving)
         loop = asyncio.get_running_loop()
-        overlays: list[str | None] = [None] * len(uploads)
+        shown: list[str | None] = [None] * len(uploads)
         async with busy:
             try:
                 decoded = await loop.run_in_executor(workers, _decode_all, model, uploads, limits)
@@ -190,8 +190,8 @@ def create_app(
                     ranked, scores, probabilities, maps = await loop.run_in_executor(
                         workers, model.rank_and_map_pixels, decoded, top_k
                     )
-                    overlays = await loop.run_in_executor(
-                        workers, _overlays, model, uploads, probabilities, maps, limits
+                    shown = await loop.run_in_executor(
+                        workers, overlays, model, uploads, probabilities, maps, limits.max_pixels
                     )
                 else:
                     ranked, scores = await loop.run_in_executor(
@@ -219,7 +219,7 @@ def create_app(
                     heatmap_png=overlay,
                 )
                 for (filename, _), top, score, overlay in zip(
-                    uploads, ranked, numbers, overlays, strict=True
+                    uploads, ranked, numbers, shown, strict=True
                 )
             ]
         )
@@ -262,7 +262,7 @@ def bearer_check(token: str | None):
     return check
 
 
-async def _receive(
+async def receive_uploads(
     request: Request, limits: Limits, receiving: asyncio.Semaphore
 ) -> list[tuple[str, bytes]]:
     """The request's uploads, read within limits.upload_seconds, or a 4xx/503 saying why."""
@@ -341,14 +341,15 @@ def _decode_all(model: OnnxClassifier, uploads: list[tuple[str, bytes]], limits:
     return decoded
 
 
-def _overlays(
-    model: OnnxClassifier,
+def overlays(
+    model,
     uploads: list[tuple[str, bytes]],
     probabilities: np.ndarray,
     maps: np.ndarray,
-    limits: Limits,
+    max_pixels: int | None,
 ) -> list[str | None]:
-    """Each photo, decoded small, with its top label's heat map over it: base64 PNGs."""
+    """Each photo, decoded small, with its top label's heat map over it: base64 PNGs. `model`
+    is an OnnxClassifier or a Classifier (their labels and preprocessing)."""
     from headstart.data.images import decode_rgb
     from headstart.evaluation.overlays import SHOWN_SIDE, overlay_png
     from headstart.model.explanation import Explanation
@@ -359,7 +360,7 @@ def _overlays(
 
     encoded: list[str | None] = []
     for (name, data), row, own_maps in zip(uploads, probabilities, maps, strict=True):
-        photo = decode_rgb(data, draft=shown, max_pixels=limits.max_pixels)
+        photo = decode_rgb(data, draft=shown, max_pixels=max_pixels)
         top = int(np.argmax(row))
         explanation = Explanation(
             Path(name),

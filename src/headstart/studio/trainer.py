@@ -1,0 +1,220 @@
+"""The studio's model: `headstart train` on the project, again in the background after every
+change (the linear head on cached features: a fraction of a second once a photo's features
+are in the cache), with a cross-validated accuracy and confusion matrix beside it.
+
+A request never waits for training: predictions use the newest finished model, and a change
+made while a training runs is trained on right after it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from headstart.context import RunContext
+from headstart.errors import HeadstartError
+from headstart.labelling.session import out_of_fold_predictions
+from headstart.labelling.suggest import leading
+from headstart.studio.project import Project
+from headstart.training.choice import FOLDS
+from headstart.training.settings import FitSettings, Strategy
+
+MIN_PHOTOS = 2  # a class, before the first training (cross-validation needs 2 as well)
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the page shows of the model."""
+
+    version: int  # trainings finished so far
+    current: bool  # trained on the project as it is now
+    training: bool
+    labels: list[str]
+    photos: int  # that the newest model trained on
+    accuracy: float | None  # cross-validated, linear head on the pooled features
+    folds: int | None
+    confusion: list[list[int]] | None  # rows: true label, columns: predicted, as `labels`
+    seconds: float | None  # the newest training's, features included
+    message: str | None  # why there is no model yet, or why the last training failed
+
+
+@dataclass
+class Answer:
+    """One photo's prediction."""
+
+    ranked: list[tuple[str, float]]
+    unknown: bool | None
+    unknown_score: float | None
+    heatmap_png: str | None = None
+
+
+@dataclass
+class Trainer:
+    """`train` is headstart.train, handed down by the layer above (the CLI), which the stages
+    below it do not import."""
+
+    project: Project
+    train: Callable
+    settings: FitSettings = field(
+        default_factory=lambda: FitSettings(seed=0, strategy=Strategy.LINEAR)
+    )
+    _classifier: object | None = field(init=False, default=None)
+    _state: ModelState = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _worker: threading.Thread | None = field(init=False, default=None)
+    _pending: bool = field(init=False, default=False)
+    _trained_changes: int = field(init=False, default=-1)
+    _idle: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.context = RunContext(cache_dir=self.project.cache)
+        self._state = ModelState(0, False, False, [], 0, None, None, None, None, None)
+        self._idle = threading.Condition(self._lock)
+
+    # -- what the API reads ------------------------------------------------------------------
+
+    def state(self) -> ModelState:
+        with self._lock:
+            current = self._trained_changes == self.project.changes and self._worker is None
+            return _replaced(self._state, current=current, training=self._worker is not None)
+
+    def classifier(self):
+        """The newest trained model (a Classifier), or HeadstartError saying why none."""
+        with self._lock:
+            if self._classifier is None:
+                raise HeadstartError(self._state.message or "no model yet: add photos")
+            return self._classifier
+
+    def predict(self, data: bytes, explain: bool = False, max_pixels: int | None = None) -> Answer:
+        """The newest model's answer for one photo's bytes; ValueError when it does not
+        decode. Its features are not cached: a webcam frame is seen once."""
+        classifier = self.classifier()
+        batch = classifier.extractor().extract_batch([data])
+        if not batch.indices:
+            raise ValueError(batch.errors.get(0, "not a readable image"))
+        probabilities = classifier.probabilities(batch.features)[0]
+        order = np.argsort(-probabilities)
+        ranked = [(classifier.labels[i], float(probabilities[i])) for i in order]
+        scores = classifier.unknown_scores(batch.features)
+        score = None if scores is None else float(scores[0])
+        flag = None if scores is None else bool(classifier.unknown.flags(scores)[0])
+        answer = Answer(ranked, flag, score)
+        if explain:
+            answer.heatmap_png = _heat_map(classifier, data, max_pixels)
+        return answer
+
+    # -- what changes it ---------------------------------------------------------------------
+
+    def changed(self) -> None:
+        """The project changed: train again in the background (after the running one)."""
+        with self._lock:
+            self._pending = True
+            if self._worker is not None:
+                return
+            self._worker = threading.Thread(target=self._train_while_pending, daemon=True)
+            self._worker.start()
+
+    def wait(self, timeout: float = 120.0) -> bool:
+        """Until no training runs or is due; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._worker is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _train_while_pending(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._worker = None
+                    self._idle.notify_all()
+                    return
+                self._pending = False
+            try:
+                self._train_once()
+            except Exception as error:  # a worker that died would leave the page waiting
+                self._settle(self.project.changes, message=f"training failed: {error}")
+
+    def _train_once(self) -> None:
+        changes = self.project.changes
+        counts = self.project.counts()
+        short = [label for label, count in counts.items() if count < MIN_PHOTOS]
+        if len(counts) < 2 or short:
+            self._settle(changes, message=_waiting(counts, short))
+            return
+        started = time.perf_counter()
+        try:
+            classifier = self.train(
+                self.project.photos,
+                self.project.model,
+                settings=self.settings,
+                context=self.context,
+            )
+            accuracy, folds, confusion, photos = self._cross_validated(classifier)
+        except HeadstartError as error:
+            self._settle(changes, message=f"training failed: {error}")
+            return
+        seconds = time.perf_counter() - started
+        with self._lock:
+            self._classifier = classifier
+            self._state = ModelState(
+                self._state.version + 1, True, True, list(classifier.labels), photos,
+                accuracy, folds, confusion, seconds, None,
+            )  # fmt: skip
+            self._trained_changes = changes
+
+    def _settle(self, changes: int, message: str) -> None:
+        with self._lock:
+            self._state = _replaced(self._state, message=message)
+            self._trained_changes = changes
+
+    def _cross_validated(self, classifier) -> tuple[float | None, int | None, list | None, int]:
+        """Accuracy and confusion matrix of a linear head over stratified folds of every
+        project photo (the pooled features train cached)."""
+        photos = self.project.labelled_photos()
+        extractor = classifier.extractor()
+        result = extractor.extract_files([path for path, _ in photos], False, "Studio")
+        labels = list(classifier.labels)
+        y = np.asarray([labels.index(photos[i][1]) for i in result.kept], np.int64)
+        x = leading(result.features, extractor.backbone.distance_features)
+        predicted = out_of_fold_predictions(x, y, len(labels))
+        if predicted is None:
+            return None, None, None, len(y)
+        confusion = np.zeros((len(labels), len(labels)), np.int64)
+        np.add.at(confusion, (y, predicted), 1)
+        folds = int(min(FOLDS, np.bincount(y, minlength=len(labels)).min()))
+        return float((predicted == y).mean()), folds, confusion.tolist(), len(y)
+
+
+def _waiting(counts: dict[str, int], short: list[str]) -> str:
+    if len(counts) < 2:
+        return "make at least 2 classes"
+    return f"add at least {MIN_PHOTOS} photos to: {', '.join(short)}"
+
+
+def _replaced(state: ModelState, **changes) -> ModelState:
+    from dataclasses import replace
+
+    return replace(state, **changes)
+
+
+def _heat_map(classifier, data: bytes, max_pixels: int | None) -> str | None:
+    """The photo with its top label's heat map over it (base64 PNG); None where the model has
+    no maps (a backbone without feature maps)."""
+    from headstart.serving.app import overlays
+
+    pixels = classifier.preprocessing.pixels(data, max_pixels)
+    try:
+        probabilities, maps = classifier.explain_pixels(pixels[None].copy())
+    except HeadstartError:
+        return None
+    return overlays(classifier, [("photo", data)], probabilities, maps, max_pixels)[0]
