@@ -102,6 +102,9 @@ def test_exports_are_the_onnx_model_and_the_photos_with_their_labels(studio):
     assert rows[0] == "path,label" and len(rows) == 1 + sum(trainer.project.counts().values())
     first_path, first_label = rows[1].split(",")
     assert first_path in archive.namelist() and first_path.startswith(first_label + "/")
+    report = zipfile.ZipFile(io.BytesIO(client.get("/api/export/report.zip").content))
+    assert {"report/report.html", "report/metrics.json"} <= set(report.namelist())
+    assert "daisy" in report.read("report/report.html").decode()
 
 
 def test_classes_are_renamed_and_deleted_into_the_trash(tmp_path):
@@ -243,3 +246,55 @@ def test_from_an_empty_project_to_an_exported_model_in_the_browser(browser, tmp_
     assert exported.labels == ["camera", "daisy"]
     assert exported.predict([HELD_OUT[0]], top_k=1)[0].labels[0] == "daisy"
     shutil.copy(screenshot, os.environ.get("STUDIO_SCREENSHOT", tmp_path / "kept.png"))
+
+
+@pytest.mark.slow  # the doctor on a project of its own: seconds
+def test_the_doctor_finds_a_planted_copy_and_one_request_fixes_it(tmp_path):
+    trainer = Trainer(Project(tmp_path / "p"), train)
+    client = TestClient(create_studio_app(trainer))
+    for name, photos in (("daisy", DAISIES), ("sunflower", SUNFLOWERS)):
+        client.post("/api/classes", json={"name": name})
+        client.post(f"/api/classes/{name}/photos", files=files(photos))
+    planted = client.post("/api/classes/sunflower/photos", content=DAISIES[3].read_bytes())
+    name = planted.json()["added"][0]["name"]
+    findings = client.get("/api/doctor").json()["findings"]
+    about = [(f["issue"], f["label"]) for f in findings if f["photo"] == name]
+    assert ("exact-conflict", "sunflower") in about and ("exact-conflict", "daisy") in about
+    wrong = [f for f in findings if f["issue"] == "label-error" and f["label"] == "sunflower"]
+    assert any(f["photo"] == name and f["suggested"] == "daisy" for f in wrong)
+    moved = client.post(f"/api/classes/sunflower/photos/{name}/move", json={"to": "daisy"})
+    assert moved.status_code == 200
+    counts = {c["name"]: c["count"] for c in moved.json()["classes"]}
+    assert counts == {"daisy": 8, "sunflower": 8}  # the copy was the daisy's own bytes
+    after = client.get("/api/doctor").json()["findings"]
+    assert not [f for f in after if f["issue"] == "exact-conflict"]
+    refused = client.post(f"/api/classes/daisy/photos/{name}/move", json={"to": "../x"})
+    assert refused.status_code == 404
+
+
+@pytest.mark.slow  # a pool's features and a training: seconds
+def test_labels_given_in_the_labelling_view_join_the_project(tmp_path, cache_dir):
+    from conftest import copy_photos
+
+    from headstart.context import RunContext
+    from headstart.labelling.session import Session
+    from headstart.labelling.suggest import default_extractor
+
+    trainer = Trainer(Project(tmp_path / "p"), train)
+    pool = copy_photos(real_photos("daisy", 4, skip=20), tmp_path / "pool")
+    for name, photos in (("daisy", DAISIES[:3]), ("sunflower", SUNFLOWERS[:3])):
+        trainer.project.create_class(name)
+        for photo in photos:
+            trainer.project.add_photo(name, photo.read_bytes(), 10**7)
+    extractor = default_extractor(pool, RunContext(cache_dir=cache_dir))
+    session = Session(pool, trainer.project.photos, trainer.project.classes(), extractor)
+    client = TestClient(create_studio_app(trainer, labelling=session))
+    left = session.progress().left
+    assert left >= 3 and client.get("/api/project").json()["labelling"] == {"left": left}
+    assert "<html" in client.get("/label/").text
+    card = client.get("/label/state").json()["cards"][0]
+    given = client.post("/label/label", json={"photo": card["photo"], "label": "daisy"})
+    assert given.status_code == 200
+    state = client.get("/api/model?wait=120").json()
+    assert state["current"] and state["photos"] == 7  # trained on the labelled photo too
+    assert client.get("/api/project").json()["classes"][0] == {"name": "daisy", "count": 4}

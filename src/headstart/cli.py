@@ -511,6 +511,10 @@ def studio(
             help="Require this bearer token [default: a new one when not on loopback]",
         ),
     ] = None,
+    pool: Annotated[
+        list[str] | None,
+        typer.Option(help="Unlabelled photos to label at /label/, the most useful first"),
+    ] = None,
 ) -> None:
     """The whole loop in a local page: make classes, add photos or take them with the
     webcam, train in the background as they arrive, test live, export."""
@@ -531,10 +535,26 @@ def studio(
         token = secrets.token_urlsafe(24)  # beyond loopback, never without one
     trainer = Trainer(Project(project), train)
     trainer.changed()  # a project with photos already gets its model
+    labelling = _studio_labelling(trainer, pool) if pool else None
     address = f"http://{host}:{port}/" + (f"#token={token}" if token else "")
     stderr.print(f"Open {address} for the studio of {shown(str(project))}")
-    app_ = create_studio_app(trainer, token, allowed_hosts(host, port))
+    app_ = create_studio_app(trainer, token, allowed_hosts(host, port), labelling=labelling)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _studio_labelling(trainer, pool: list[str]):
+    """A labelling session of the pool into the project's photos, with its classes."""
+    from headstart.labelling.session import Session, check_pool_and_dataset
+    from headstart.labelling.suggest import default_extractor
+    from headstart.model.prediction import image_list
+
+    photos = trainer.project.photos
+    check_pool_and_dataset(pool, photos)
+    classes = trainer.project.classes()
+    if len(classes) < 2:
+        raise SettingError("--pool: make at least 2 classes first (labels go into them)")
+    paths = image_list(pool)
+    return Session(paths, photos, classes, default_extractor(paths, trainer.context))
 
 
 @app.command()

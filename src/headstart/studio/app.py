@@ -24,6 +24,8 @@ from pydantic import BaseModel, Field
 from headstart import __version__
 from headstart.data.images import decode_rgb
 from headstart.errors import HeadstartError
+from headstart.labelling.page import create_label_app
+from headstart.labelling.session import Session
 from headstart.serving.app import Limits, bearer_check, receive_uploads, refuse_other_origins
 from headstart.storage import SafeCsvWriter, atomic_file
 from headstart.studio.project import Project
@@ -37,13 +39,19 @@ class NewClass(BaseModel):
     name: str = Field(min_length=1, max_length=255)
 
 
+class Move(BaseModel):
+    to: str = Field(min_length=1, max_length=255)
+
+
 def create_studio_app(
     trainer: Trainer,
     token: str | None = None,
     hosts: frozenset[str] | None = None,
     limits: Limits | None = None,
+    labelling: Session | None = None,
 ) -> FastAPI:
-    """The studio for `trainer.project`."""
+    """The studio for `trainer.project`; with `labelling` (a session labelling a pool of
+    photos into the project's photos/), the labelling page at /label/ as one of its views."""
     if token is not None and not token.strip():
         raise ValueError("an empty token would let every request in; give a real one or None")
     project, limits = trainer.project, limits or Limits()
@@ -63,7 +71,18 @@ def create_studio_app(
 
     def changed():
         trainer.changed()
-        return _project(project, trainer)
+        return _project(project, trainer, labelling)
+
+    if labelling is not None:
+        app.mount("/label", create_label_app(labelling, token, hosts))
+
+        @app.middleware("http")
+        async def labelled(request: Request, call_next):
+            response = await call_next(request)
+            is_label = request.url.path.startswith("/label/") and request.method == "POST"
+            if is_label and response.status_code < 400:  # a label copies a photo into photos/
+                trainer.changed()
+            return response
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -71,7 +90,7 @@ def create_studio_app(
 
     @app.get("/api/project", dependencies=authorised)
     def read_project() -> dict:
-        return _project(project, trainer)
+        return _project(project, trainer, labelling)
 
     @app.post("/api/classes", dependencies=authorised, status_code=201)
     async def create_class(given: NewClass) -> dict:
@@ -119,6 +138,18 @@ def create_studio_app(
         await run(project.remove_photo, name, photo)
         return changed()
 
+    @app.post("/api/classes/{name}/photos/{photo}/move", dependencies=authorised)
+    async def move_photo(name: str, photo: str, given: Move) -> dict:
+        await run(project.move_photo, name, photo, given.to)
+        return changed()
+
+    @app.get("/api/doctor", dependencies=authorised)
+    async def doctor() -> dict:
+        """The dataset doctor on the project's photos: each finding names its photo by class
+        and name, so that the page's fix (remove it, or move it to the suggested class) is one
+        request."""
+        return {"findings": await run(findings, trainer)}
+
     @app.get("/api/model", dependencies=authorised)
     async def model(wait: float = Query(0, ge=0, le=120)) -> dict:
         """The model's state; with `wait`, once it is trained on the project as it is (or
@@ -149,6 +180,13 @@ def create_studio_app(
         path = await run(_export_onnx, trainer)
         return FileResponse(path, media_type="application/octet-stream", filename=path.name)
 
+    @app.get("/api/export/report.zip", dependencies=authorised)
+    async def export_report() -> FileResponse:
+        """The newest model's report on the project's held-out photos, written to
+        PROJECT/report/ and zipped to PROJECT/exports/report.zip."""
+        path = await run(report_zip, trainer)
+        return FileResponse(path, media_type="application/zip", filename=path.name)
+
     @app.get("/api/export/photos.zip", dependencies=authorised)
     async def export_photos() -> FileResponse:
         """Every photo and a labels.csv, written to PROJECT/exports/photos.zip."""
@@ -158,12 +196,38 @@ def create_studio_app(
     return app
 
 
-def _project(project: Project, trainer: Trainer) -> dict:
+def _project(project: Project, trainer: Trainer, labelling: Session | None) -> dict:
     return {
         "project": str(project.root),
         "classes": [{"name": name, "count": count} for name, count in project.counts().items()],
         "model": asdict(trainer.state()),
+        "labelling": None if labelling is None else {"left": labelling.progress().left},
     }
+
+
+def findings(trainer: Trainer) -> list[dict]:
+    from headstart.doctor.findings import ISSUES
+    from headstart.doctor.run import diagnose
+
+    project = trainer.project
+    if len(project.classes()) < 2:
+        raise HeadstartError("the doctor needs at least 2 classes")
+    diagnosis = diagnose(project.photos, context=trainer.context)
+    found = []
+    for finding in diagnosis.findings:
+        located = project.locate(finding.path) if finding.path else None
+        found.append(
+            {
+                "issue": finding.issue,
+                "meaning": ISSUES[finding.issue],
+                "label": located[0] if located else None,
+                "photo": located[1] if located else None,
+                "details": finding.details,
+                "suggested": finding.suggested or None,
+                "group": finding.group,
+            }
+        )
+    return found
 
 
 def _thumbnail(path: Path) -> bytes:
@@ -184,11 +248,29 @@ def _export_onnx(trainer: Trainer) -> Path:
     return export_classifier(classifier, trainer.project.model / EXPORT_NAME)
 
 
+def report_zip(trainer: Trainer) -> Path:
+    from headstart.evaluation.report import write_report
+    from headstart.model.classifier import Classifier
+
+    if not trainer.wait(120):
+        raise HeadstartError("the model is still training; export again in a moment")
+    trainer.classifier()  # says why when there is no model yet
+    project = trainer.project
+    # loaded here: the trained one's feature cache belongs to the training thread (SQLite)
+    classifier = Classifier.load(project.model, trainer.context)
+    folder = write_report(classifier, project.photos, project.root / "report").parent
+    target = project.root / "exports" / "report.zip"
+    with atomic_file(target) as file, zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"report/{path.relative_to(folder)}")
+    return target
+
+
 def photos_zip(project: Project) -> Path:
     """PROJECT/exports/photos.zip: every photo as LABEL/NAME, and labels.csv (path,label),
     which `headstart train` reads; written beside, then renamed into place."""
     target = project.root / "exports" / "photos.zip"
-    target.parent.mkdir(exist_ok=True)
     rows = io.StringIO()
     writer = SafeCsvWriter(rows)
     writer.writerow(["path", "label"])

@@ -135,6 +135,25 @@ class Project:
             self.changes += 1
             return target
 
+    def move_photo(self, label: str, name: str, to: str) -> None:
+        """Relabel a photo: move it into another class's folder."""
+        with self._lock:
+            path = self.photo_path(label, name)
+            target = self.class_folder(to) / name
+            if target.exists():  # these very bytes are there already
+                path.unlink()
+            else:
+                path.rename(target)
+            self.changes += 1
+
+    def locate(self, path: str | Path) -> tuple[str, str] | None:
+        """(class, name) of a path inside photos/, or None for one outside it."""
+        try:
+            parts = Path(path).resolve().relative_to(self.photos.resolve()).parts
+        except ValueError:
+            return None
+        return (parts[0], parts[1]) if len(parts) == 2 else None
+
     def labelled_photos(self) -> list[tuple[Path, str]]:
         """Every photo with its class, in a stable order."""
         return [
