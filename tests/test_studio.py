@@ -3,6 +3,7 @@
 import io
 import os
 import shutil
+import time
 import zipfile
 
 import numpy as np
@@ -234,10 +235,13 @@ def test_from_an_empty_project_to_an_exported_model_in_the_browser(browser, tmp_
         tested = browser.find_element(By.CSS_SELECTOR, "#test-result .bars").get_attribute(
             "data-label"
         )
+        browser.find_element(By.ID, "doctor").click()
+        findings = browser.find_element(By.ID, "findings")
+        wait.until(lambda d: findings.get_attribute("data-count"), "the doctor did not answer")
         browser.find_element(By.ID, "export-onnx").click()
         note = browser.find_element(By.ID, "export-note")
         wait.until(lambda d: note.get_attribute("data-done") == "model.onnx", "no export")
-        browser.set_window_size(1200, 1500)
+        browser.set_window_size(1200, 2300)
         screenshot = tmp_path / "studio.png"
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
         assert not browser.find_element(By.ID, "message").text
@@ -298,3 +302,31 @@ def test_labels_given_in_the_labelling_view_join_the_project(tmp_path, cache_dir
     state = client.get("/api/model?wait=120").json()
     assert state["current"] and state["photos"] == 7  # trained on the labelled photo too
     assert client.get("/api/project").json()["classes"][0] == {"name": "daisy", "count": 4}
+
+
+@pytest.mark.slow  # fine-tuning one epoch on a CPU: a minute
+def test_fine_tuning_runs_in_the_background_with_an_estimate_and_exports(tmp_path):
+    trainer = Trainer(Project(tmp_path / "p"), train)
+    client = TestClient(create_studio_app(trainer))
+    assert client.post("/api/finetune", json={"epochs": 1}).status_code == 409  # no model yet
+    for name, photos in (("daisy", DAISIES), ("sunflower", SUNFLOWERS)):
+        client.post("/api/classes", json={"name": name})
+        client.post(f"/api/classes/{name}/photos", files=files(photos))
+    client.get("/api/model?wait=120")
+    before = client.get("/api/finetune").json()
+    assert not before["running"] and not before["ready"] and before["estimate_seconds"] > 0
+    assert client.post("/api/finetune", json={"epochs": 0}).status_code == 422
+    started = client.post("/api/finetune", json={"epochs": 1})
+    assert started.status_code == 202 and started.json()["running"]
+    assert client.post("/api/finetune", json={"epochs": 1}).status_code == 409  # one at a time
+    deadline = time.monotonic() + 600
+    while client.get("/api/finetune").json()["running"] and time.monotonic() < deadline:
+        time.sleep(1)
+    done = client.get("/api/finetune").json()
+    assert done["ready"] and done["message"] is None and done["elapsed_seconds"] > 0
+    assert Classifier.load(tmp_path / "p" / "model-finetuned").fine_tuned
+    exported = client.get("/api/export/finetuned.onnx")
+    assert exported.status_code == 200
+    runtime = OnnxClassifier(tmp_path / "p" / "model-finetuned" / "model.onnx")
+    assert runtime.labels == ["daisy", "sunflower"]
+    assert client.get("/api/model").json()["current"]  # the linear model is untouched

@@ -28,8 +28,10 @@ from headstart.labelling.page import create_label_app
 from headstart.labelling.session import Session
 from headstart.serving.app import Limits, bearer_check, receive_uploads, refuse_other_origins
 from headstart.storage import SafeCsvWriter, atomic_file
+from headstart.studio.finetuning import FineTuner
 from headstart.studio.project import Project
 from headstart.studio.trainer import Trainer
+from headstart.training.settings import FitSettings
 
 PAGE = Path(__file__).with_name("studio.html")
 THUMBNAIL_SIDE = 160
@@ -41,6 +43,10 @@ class NewClass(BaseModel):
 
 class Move(BaseModel):
     to: str = Field(min_length=1, max_length=255)
+
+
+class FineTune(BaseModel):
+    epochs: int = Field(default=FitSettings().finetune_epochs, ge=1, le=50)
 
 
 def create_studio_app(
@@ -150,6 +156,17 @@ def create_studio_app(
         request."""
         return {"findings": await run(findings, trainer)}
 
+    finetuner = FineTuner(trainer)
+
+    @app.get("/api/finetune", dependencies=authorised)
+    def finetune_state() -> dict:
+        return asdict(finetuner.state())
+
+    @app.post("/api/finetune", dependencies=authorised, status_code=202)
+    async def finetune(given: FineTune) -> dict:
+        """Start fine-tuning into PROJECT/model-finetuned/ (minutes): GET says how it goes."""
+        return asdict(await run(finetuner.start, given.epochs))
+
     @app.get("/api/model", dependencies=authorised)
     async def model(wait: float = Query(0, ge=0, le=120)) -> dict:
         """The model's state; with `wait`, once it is trained on the project as it is (or
@@ -187,6 +204,12 @@ def create_studio_app(
         path = await run(report_zip, trainer)
         return FileResponse(path, media_type="application/zip", filename=path.name)
 
+    @app.get("/api/export/finetuned.onnx", dependencies=authorised)
+    async def export_finetuned() -> FileResponse:
+        """The fine-tuned model as ONNX, written to PROJECT/model-finetuned/model.onnx."""
+        path = await run(_export_finetuned, finetuner)
+        return FileResponse(path, media_type="application/octet-stream", filename="finetuned.onnx")
+
     @app.get("/api/export/photos.zip", dependencies=authorised)
     async def export_photos() -> FileResponse:
         """Every photo and a labels.csv, written to PROJECT/exports/photos.zip."""
@@ -213,6 +236,7 @@ def findings(trainer: Trainer) -> list[dict]:
     if len(project.classes()) < 2:
         raise HeadstartError("the doctor needs at least 2 classes")
     diagnosis = diagnose(project.photos, context=trainer.context)
+    inside = f"{project.photos.resolve()}/"  # the project's paths, shown from photos/ on
     found = []
     for finding in diagnosis.findings:
         located = project.locate(finding.path) if finding.path else None
@@ -222,7 +246,7 @@ def findings(trainer: Trainer) -> list[dict]:
                 "meaning": ISSUES[finding.issue],
                 "label": located[0] if located else None,
                 "photo": located[1] if located else None,
-                "details": finding.details,
+                "details": finding.details.replace(inside, "").replace(f"{project.photos}/", ""),
                 "suggested": finding.suggested or None,
                 "group": finding.group,
             }
@@ -246,6 +270,16 @@ def _export_onnx(trainer: Trainer) -> Path:
         raise HeadstartError("the model is still training; export again in a moment")
     classifier = trainer.classifier()
     return export_classifier(classifier, trainer.project.model / EXPORT_NAME)
+
+
+def _export_finetuned(finetuner: FineTuner) -> Path:
+    from headstart.export.onnx import EXPORT_NAME, export_classifier
+    from headstart.model.classifier import Classifier
+
+    if not finetuner.state().ready:
+        raise HeadstartError("no fine-tuned model yet: fine-tune first")
+    classifier = Classifier.load(finetuner.folder, finetuner.trainer.context)
+    return export_classifier(classifier, finetuner.folder / EXPORT_NAME)
 
 
 def report_zip(trainer: Trainer) -> Path:

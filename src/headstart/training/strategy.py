@@ -35,14 +35,7 @@ def choose_strategy(
     """The strategy for this dataset and budget (images fed at `input_size` px square), and
     the reason in one sentence."""
     budget = parse_duration(settings.time_budget)
-    per_image = CPU_SECONDS_PER_IMAGE_EPOCH_2_CORES * 2 / cpu_threads()
-    per_image *= (input_size / MEASURED_AT) ** 2
-    if cuda:
-        per_image /= GPU_SPEEDUP
-    # Validation runs only the small top each epoch; count it as a tenth of a training image.
-    images = train_images + val_images / 10
-    # One pass more: the tuned backbone's features of the images, for the unknown-image score.
-    estimate = FIXED_SECONDS + (settings.finetune_epochs + 1) * images * per_image
+    estimate = finetune_seconds(train_images, val_images, settings, cuda, input_size)
     where = "the GPU" if cuda else f"{cpu_threads()} CPU cores"
     if estimate <= budget:
         return "finetune", (
@@ -54,6 +47,20 @@ def choose_strategy(
         f"fine-tuning {train_images} images would take about {_minutes(estimate)} on {where}, "
         f"over the {settings.time_budget} budget; a linear head on cached features takes seconds"
     )
+
+
+def finetune_seconds(
+    train_images: int, val_images: int, settings: FitSettings, cuda: bool, input_size: int
+) -> float:
+    """About how long fine-tuning takes, from the cost measured per image and epoch."""
+    per_image = CPU_SECONDS_PER_IMAGE_EPOCH_2_CORES * 2 / cpu_threads()
+    per_image *= (input_size / MEASURED_AT) ** 2
+    if cuda:
+        per_image /= GPU_SPEEDUP
+    # Validation runs only the small top each epoch; count it as a tenth of a training image.
+    images = train_images + val_images / 10
+    # One pass more: the tuned backbone's features of the images, for the unknown-image score.
+    return FIXED_SECONDS + (settings.finetune_epochs + 1) * images * per_image
 
 
 def auto_strategy(
