@@ -13,29 +13,17 @@ two probabilities of the model folder's label (mean, 99th percentile, largest, s
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from data_paths import DATASETS, require
+from data_paths import hymenoptera_model
 
-from headstart import train
-from headstart.context import RunContext
 from headstart.export.onnx import export_classifier
 from headstart.export.runtime import OnnxClassifier
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path)
-    args = parser.parse_args()
-    root = require(DATASETS / "hymenoptera")
-    photos = sorted((root / "val").rglob("*.jpg"))
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        classifier = train(root, folder / "model", context=RunContext(cache_dir=args.cache_dir))
+    with hymenoptera_model(__doc__.splitlines()[0]) as (classifier, photos, folder):
         export_classifier(classifier, folder / "fixed.onnx")
         export_classifier(classifier, folder / "any.onnx", any_size=True)
         ours = classifier.predict(photos, top_k=2)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 DATASETS = Path(
@@ -28,3 +31,22 @@ def require(path: Path) -> Path:
         f"{'get ' + origin + ', ' if origin else ''}put it there or set HEADSTART_DATASETS "
         "to the folder that holds it (docs/benchmarks.md lists each one)."
     )
+
+
+@contextlib.contextmanager
+def hymenoptera_model(description: str):
+    """For a benchmark on the hymenoptera model: parses --cache-dir, trains the default model
+    on the training folder in a scratch folder, and yields it, the validation photos and the
+    scratch folder (removed after)."""
+    from headstart import train
+    from headstart.context import RunContext
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cache-dir", type=Path)
+    args = parser.parse_args()
+    root = require(DATASETS / "hymenoptera")
+    photos = sorted((root / "val").rglob("*.jpg"))
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        classifier = train(root, folder / "model", context=RunContext(cache_dir=args.cache_dir))
+        yield classifier, photos, folder

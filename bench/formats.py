@@ -16,20 +16,16 @@ systems: its size alone is measured here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from data_paths import DATASETS, require
+from data_paths import hymenoptera_model
 
-from headstart import train
-from headstart.context import RunContext
 from headstart.data.images import decode_rgb
 from headstart.export.coreml import export_coreml
 from headstart.export.onnx import export_classifier
@@ -40,14 +36,7 @@ NODE_CLIENT = Path(__file__).resolve().parents[1] / "examples" / "node"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path)
-    args = parser.parse_args()
-    root = require(DATASETS / "hymenoptera")
-    photos = sorted((root / "val").rglob("*.jpg"))
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        classifier = train(root, folder / "model", context=RunContext(cache_dir=args.cache_dir))
+    with hymenoptera_model(__doc__.splitlines()[0]) as (classifier, photos, folder):
         files = {
             "onnx": export_classifier(classifier, folder / "fixed.onnx"),
             "any-size onnx": export_classifier(classifier, folder / "any.onnx", any_size=True),

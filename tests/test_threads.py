@@ -102,3 +102,26 @@ def test_the_linear_solver_puts_scipys_blas_on_one_thread():
         with scipy_blas_single_threaded():
             assert scipy_threads() == [1] * len(before)
         assert scipy_threads() == before
+
+
+def test_a_rerun_asked_for_while_running_runs_once_more_after():
+    import threading
+
+    from headstart.threads import Rerun
+
+    started, release, runs = threading.Event(), threading.Event(), []
+
+    def work() -> None:
+        runs.append(len(runs))
+        started.set()
+        release.wait(10)
+
+    rerun = Rerun(work)
+    rerun.request()
+    assert started.wait(10) and rerun.busy
+    for _ in range(3):  # three requests while it runs: one more run, not three
+        rerun.request()
+    assert not rerun.wait(0.05)  # still running
+    release.set()
+    assert rerun.wait(10) and not rerun.busy
+    assert runs == [0, 1]

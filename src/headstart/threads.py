@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +55,43 @@ def prefer_passive_waiting() -> None:
     Must run before PyTorch is first imported: OpenMP reads it once.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class Rerun:
+    """Runs `work` in a background thread when asked; asked again while it runs, it runs once
+    more right after (never twice at once, never a request lost), so a request never waits."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work = work
+        self._pending = False
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Condition()
+
+    def request(self) -> None:
+        with self._idle:
+            self._pending = True
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run_while_pending, daemon=True)
+            self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        """Running, or about to."""
+        with self._idle:
+            return self._thread is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until nothing runs or is due; False when `timeout` seconds pass first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._thread is None, timeout)
+
+    def _run_while_pending(self) -> None:
+        while True:
+            with self._idle:
+                if not self._pending:
+                    self._thread = None
+                    self._idle.notify_all()
+                    return
+                self._pending = False
+            self._work()

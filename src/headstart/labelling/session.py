@@ -29,6 +29,7 @@ from headstart.labelling.suggest import (
 )
 from headstart.model.record import class_names
 from headstart.storage import atomic_write_bytes, check_writable_folder
+from headstart.threads import Rerun
 from headstart.training.choice import stratified_folds
 from headstart.training.solver import DEFAULT_L2, fit_linear
 
@@ -94,10 +95,10 @@ class Session:
     _accuracy: float | None = field(init=False, default=None)
     _refits: int = field(init=False, default=0)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
-    _refitting: threading.Thread | None = field(init=False, default=None)
-    _pending: bool = field(init=False, default=False)
+    _refits_due: Rerun = field(init=False)
 
     def __post_init__(self) -> None:
+        self._refits_due = Rerun(self._refit)
         problem = class_names(self.classes) or folder_names_problem(self.classes)
         if problem or not 2 <= len(self.classes) <= MAX_CLASSES:
             raise HeadstartError(
@@ -169,8 +170,7 @@ class Session:
 
     def wait(self) -> None:
         """Until the refits in the background have finished (for tests and a clean exit)."""
-        while (thread := self._refitting) is not None:
-            thread.join()
+        self._refits_due.wait()
 
     # -- inside ------------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ class Session:
     def _after_change(self, refit: bool = True) -> None:
         labels = sum(1 for given in self._history if given.written is not None)
         if refit and labels and labels % REFIT_EVERY == 0:
-            self._refit_in_background()
+            self._refits_due.request()  # never blocks a request
         if len(self._cards) < SHOWN // 2:
             self._suggest()
 
@@ -231,24 +231,6 @@ class Session:
 
     def _row(self, position: int) -> int:
         return self.kept.index(position)
-
-    def _refit_in_background(self) -> None:
-        """Never blocks a request: a refit asked for while one runs follows it."""
-        with self._lock:
-            self._pending = True
-            if self._refitting is not None:
-                return
-            self._refitting = threading.Thread(target=self._refit_while_pending, daemon=True)
-        self._refitting.start()
-
-    def _refit_while_pending(self) -> None:
-        while True:
-            with self._lock:
-                if not self._pending:
-                    self._refitting = None
-                    return
-                self._pending = False
-            self._refit()
 
     def _refit(self) -> None:
         """A head on the labelled photos (probabilities for the pool) and its cross-validated

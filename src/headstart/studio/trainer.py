@@ -20,6 +20,7 @@ from headstart.errors import HeadstartError
 from headstart.labelling.session import out_of_fold_predictions
 from headstart.labelling.suggest import leading
 from headstart.studio.project import Project
+from headstart.threads import Rerun
 from headstart.training.choice import FOLDS
 from headstart.training.settings import FitSettings, Strategy
 
@@ -65,22 +66,21 @@ class Trainer:
     _classifier: object | None = field(init=False, default=None)
     _state: ModelState = field(init=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
-    _worker: threading.Thread | None = field(init=False, default=None)
-    _pending: bool = field(init=False, default=False)
     _trained_changes: int = field(init=False, default=-1)
-    _idle: threading.Condition = field(init=False)
+    _trainings: Rerun = field(init=False)
 
     def __post_init__(self) -> None:
         self.context = RunContext(cache_dir=self.project.cache)
         self._state = ModelState(0, False, False, [], 0, None, None, None, None, None)
-        self._idle = threading.Condition(self._lock)
+        self._trainings = Rerun(self._train_once_safely)
 
     # -- what the API reads ------------------------------------------------------------------
 
     def state(self) -> ModelState:
+        training = self._trainings.busy
         with self._lock:
-            current = self._trained_changes == self.project.changes and self._worker is None
-            return _replaced(self._state, current=current, training=self._worker is not None)
+            current = self._trained_changes == self.project.changes and not training
+            return _replaced(self._state, current=current, training=training)
 
     def classifier(self):
         """The newest trained model (a Classifier), or HeadstartError saying why none."""
@@ -111,38 +111,19 @@ class Trainer:
 
     def changed(self) -> None:
         """The project changed: train again in the background (after the running one)."""
-        with self._lock:
-            self._pending = True
-            if self._worker is not None:
-                return
-            self._worker = threading.Thread(target=self._train_while_pending, daemon=True)
-            self._worker.start()
+        self._trainings.request()
 
     def wait(self, timeout: float = 120.0) -> bool:
         """Until no training runs or is due; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._worker is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        return self._trainings.wait(timeout)
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _train_while_pending(self) -> None:
-        while True:
-            with self._lock:
-                if not self._pending:
-                    self._worker = None
-                    self._idle.notify_all()
-                    return
-                self._pending = False
-            try:
-                self._train_once()
-            except Exception as error:  # a worker that died would leave the page waiting
-                self._settle(self.project.changes, message=f"training failed: {error}")
+    def _train_once_safely(self) -> None:
+        try:
+            self._train_once()
+        except Exception as error:  # a worker that died would leave the page waiting
+            self._settle(self.project.changes, message=f"training failed: {error}")
 
     def _train_once(self) -> None:
         changes = self.project.changes
