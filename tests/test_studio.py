@@ -175,6 +175,26 @@ def test_with_a_token_only_the_page_is_open(studio):
         create_studio_app(trainer, " ")
 
 
+DROP = """
+const [target, photos] = arguments;
+const transfer = new DataTransfer();
+for (const [name, encoded] of photos) {
+  const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+  transfer.items.add(new File([bytes], name, {type: "image/jpeg"}));
+}
+const event = {dataTransfer: transfer, bubbles: true, cancelable: true};
+target.dispatchEvent(new DragEvent("drop", event));
+"""
+
+
+def drop(browser, target, photos) -> None:
+    """Photos dropped on an element, as a drag from the desktop delivers them."""
+    import base64
+
+    encoded = [[p.name, base64.b64encode(p.read_bytes()).decode()] for p in photos]
+    browser.execute_script(DROP, target, encoded)
+
+
 @pytest.mark.slow  # a browser, a camera and several trainings: about a minute
 def test_from_an_empty_project_to_an_exported_model_in_the_browser(browser, tmp_path):
     if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
@@ -216,8 +236,10 @@ def test_from_an_empty_project_to_an_exported_model_in_the_browser(browser, tmp_
         ActionChains(browser).click_and_hold(record).pause(2.5).release().perform()
         wait.until(lambda d: count("camera") >= 3, "fewer than 3 photos recorded")
         picker = card("daisy").find_element(By.CSS_SELECTOR, "input.pick-files")
-        picker.send_keys("\n".join(str(p) for p in DAISIES))
-        wait.until(lambda d: count("daisy") == len(DAISIES), "the picked photos were not added")
+        picker.send_keys("\n".join(str(p) for p in DAISIES[:4]))
+        wait.until(lambda d: count("daisy") == 4, "the picked photos were not added")
+        drop(browser, card("daisy"), DAISIES[4:])
+        wait.until(lambda d: count("daisy") == len(DAISIES), "the dropped photos were not added")
         state = browser.find_element(By.ID, "model-state")
         wait.until(
             lambda d: (
