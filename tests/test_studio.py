@@ -24,6 +24,34 @@ DAISIES, SUNFLOWERS = real_photos("daisy", 8), real_photos("sunflower", 8)
 HELD_OUT = real_photos("daisy", 3, skip=24) + real_photos("sunflower", 3, skip=24)
 
 
+TRAINERS: list[Trainer] = []
+
+
+def trainer_for(folder) -> Trainer:
+    """A project's trainer, left idle after the test that made it (its background work must
+    not run into the next test's)."""
+    trainer = Trainer(Project(folder), train)
+    TRAINERS.append(trainer)
+    return trainer
+
+
+@pytest.fixture(autouse=True)
+def idle_after():
+    yield
+    for trainer in TRAINERS:
+        assert trainer.wait_idle(300)
+
+
+def scored(client) -> dict:
+    """The model's state once its cross-validated accuracy is in (it follows the model)."""
+    deadline = time.monotonic() + 120
+    while True:
+        state = client.get("/api/model?wait=120").json()
+        if state["accuracy"] is not None or not state["training"] or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
 def files(photos) -> list:
     return [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
 
@@ -31,7 +59,7 @@ def files(photos) -> list:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     """A project made through the API: two classes of 8 real photos each, trained."""
-    trainer = Trainer(Project(tmp_path_factory.mktemp("studio") / "project"), train)
+    trainer = trainer_for(tmp_path_factory.mktemp("studio") / "project")
     client = TestClient(create_studio_app(trainer))
     for name, photos in (("daisy", DAISIES), ("sunflower", SUNFLOWERS)):
         assert client.post("/api/classes", json={"name": name}).status_code == 201
@@ -42,7 +70,7 @@ def studio(tmp_path_factory):
 
 def test_photos_added_train_a_model_that_the_cli_reads(studio):
     trainer, client = studio
-    state = client.get("/api/model?wait=120").json()
+    state = scored(client)
     assert state["current"] and state["version"] >= 1 and state["message"] is None
     assert state["labels"] == ["daisy", "sunflower"] and state["photos"] == 16
     assert state["accuracy"] >= 0.8 and np.array(state["confusion"]).sum() == 16
@@ -109,7 +137,7 @@ def test_exports_are_the_onnx_model_and_the_photos_with_their_labels(studio):
 
 
 def test_classes_are_renamed_and_deleted_into_the_trash(tmp_path):
-    trainer = Trainer(Project(tmp_path / "p"), train)
+    trainer = trainer_for(tmp_path / "p")
     client = TestClient(create_studio_app(trainer))
     client.post("/api/classes", json={"name": "cat"})
     client.post("/api/classes/cat/photos", files=files(DAISIES[:2]))
@@ -205,7 +233,7 @@ def test_from_an_empty_project_to_an_exported_model_in_the_browser(browser, tmp_
 
     from headstart.serving.app import allowed_hosts
 
-    trainer = Trainer(Project(tmp_path / "project"), train)
+    trainer = trainer_for(tmp_path / "project")
     wait = WebDriverWait(browser, 180)
 
     def card(name):
@@ -276,7 +304,7 @@ def test_from_an_empty_project_to_an_exported_model_in_the_browser(browser, tmp_
 
 @pytest.mark.slow  # the doctor on a project of its own: seconds
 def test_the_doctor_finds_a_planted_copy_and_one_request_fixes_it(tmp_path):
-    trainer = Trainer(Project(tmp_path / "p"), train)
+    trainer = trainer_for(tmp_path / "p")
     client = TestClient(create_studio_app(trainer))
     for name, photos in (("daisy", DAISIES), ("sunflower", SUNFLOWERS)):
         client.post("/api/classes", json={"name": name})
@@ -306,7 +334,7 @@ def test_labels_given_in_the_labelling_view_join_the_project(tmp_path, cache_dir
     from headstart.labelling.session import Session
     from headstart.labelling.suggest import default_extractor
 
-    trainer = Trainer(Project(tmp_path / "p"), train)
+    trainer = trainer_for(tmp_path / "p")
     pool = copy_photos(real_photos("daisy", 4, skip=20), tmp_path / "pool")
     for name, photos in (("daisy", DAISIES[:3]), ("sunflower", SUNFLOWERS[:3])):
         trainer.project.create_class(name)
@@ -328,7 +356,7 @@ def test_labels_given_in_the_labelling_view_join_the_project(tmp_path, cache_dir
 
 @pytest.mark.slow  # fine-tuning one epoch on a CPU: a minute
 def test_fine_tuning_runs_in_the_background_with_an_estimate_and_exports(tmp_path):
-    trainer = Trainer(Project(tmp_path / "p"), train)
+    trainer = trainer_for(tmp_path / "p")
     client = TestClient(create_studio_app(trainer))
     assert client.post("/api/finetune", json={"epochs": 1}).status_code == 409  # no model yet
     for name, photos in (("daisy", DAISIES), ("sunflower", SUNFLOWERS)):

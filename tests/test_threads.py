@@ -1,9 +1,9 @@
 """Threads sized to the cores really available, and runtimes that sleep instead of spinning."""
 
+import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -84,24 +84,33 @@ def test_openmp_waits_passively_unless_the_user_chose():
     assert run.stdout.strip() == "ACTIVE"
 
 
+BLAS_SCRIPT = """
+import json
+from pathlib import Path
+import scipy.optimize  # loads SciPy's BLAS
+from threadpoolctl import ThreadpoolController, threadpool_limits
+from headstart.training.solver import scipy_blas_single_threaded
+
+def scipy_threads():
+    controllers = ThreadpoolController().lib_controllers
+    return [c.num_threads for c in controllers if "scipy" in Path(c.filepath).parent.name]
+
+with threadpool_limits(2, user_api="blas"):
+    before = scipy_threads()
+    with scipy_blas_single_threaded():
+        inside = scipy_threads()
+    print(json.dumps([before, inside, scipy_threads()]))
+"""
+
+
 def test_the_linear_solver_puts_scipys_blas_on_one_thread():
-    from threadpoolctl import ThreadpoolController
-
-    from headstart.training.solver import scipy_blas_single_threaded
-
-    def scipy_threads():
-        controllers = ThreadpoolController().lib_controllers
-        return [c.num_threads for c in controllers if "scipy" in Path(c.filepath).parent.name]
-
-    import scipy.optimize  # noqa: F401  (loads SciPy's BLAS)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(2, user_api="blas"):
-        before = scipy_threads()
-        assert before and set(before) == {2}, "SciPy's BLAS was not found"
-        with scipy_blas_single_threaded():
-            assert scipy_threads() == [1] * len(before)
-        assert scipy_threads() == before
+    # BLAS thread counts are the process's: measured in a fresh one, where no other test's
+    # libraries or settings are loaded
+    run = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    before, inside, after = json.loads(run.stdout)
+    assert before and set(before) == {2}, "SciPy's BLAS was not found"
+    assert inside == [1] * len(before) and after == before
 
 
 def test_a_rerun_asked_for_while_running_runs_once_more_after():

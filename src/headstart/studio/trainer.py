@@ -68,18 +68,20 @@ class Trainer:
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _trained_changes: int = field(init=False, default=-1)
     _trainings: Rerun = field(init=False)
+    _settled: threading.Condition = field(init=False)  # notified when a training ends
 
     def __post_init__(self) -> None:
         self.context = RunContext(cache_dir=self.project.cache)
         self._state = ModelState(0, False, False, [], 0, None, None, None, None, None)
         self._trainings = Rerun(self._train_once_safely)
+        self._settled = threading.Condition(self._lock)
 
     # -- what the API reads ------------------------------------------------------------------
 
     def state(self) -> ModelState:
         training = self._trainings.busy
         with self._lock:
-            current = self._trained_changes == self.project.changes and not training
+            current = self._is_current()
             return _replaced(self._state, current=current, training=training)
 
     def classifier(self):
@@ -114,10 +116,20 @@ class Trainer:
         self._trainings.request()
 
     def wait(self, timeout: float = 120.0) -> bool:
-        """Until no training runs or is due; False on timeout."""
+        """Until the newest model (or the reason there is none) is for the project as it is
+        now; False on timeout. Its cross-validated accuracy may follow a moment later."""
+        with self._settled:
+            return self._settled.wait_for(self._is_current, timeout)
+
+    def wait_idle(self, timeout: float = 120.0) -> bool:
+        """Until no training runs or is due (the cross-validation after one included): for a
+        clean exit; False on timeout."""
         return self._trainings.wait(timeout)
 
     # -- inside ------------------------------------------------------------------------------
+
+    def _is_current(self) -> bool:
+        return self._trained_changes == self.project.changes
 
     def _train_once_safely(self) -> None:
         try:
@@ -140,25 +152,33 @@ class Trainer:
                 settings=self.settings,
                 context=self.context,
             )
-            accuracy, folds, confusion, photos = self._cross_validated(classifier)
         except HeadstartError as error:
             self._settle(changes, message=f"training failed: {error}")
             return
         seconds = time.perf_counter() - started
-        with self._lock:
+        photos = sum(classifier.summary.used.values()) if classifier.summary else 0
+        with self._lock:  # predictions use it from now on; its accuracy follows
             self._classifier = classifier
             self._state = ModelState(
                 self._state.version + 1, True, True, list(classifier.labels), photos,
-                accuracy, folds, confusion, seconds, None,
+                None, None, None, seconds, None,
             )  # fmt: skip
             self._trained_changes = changes
+            self._settled.notify_all()
+        accuracy, folds, confusion = self._cross_validated(classifier)
+        with self._lock:
+            if self._classifier is classifier:
+                self._state = _replaced(
+                    self._state, accuracy=accuracy, folds=folds, confusion=confusion
+                )
 
     def _settle(self, changes: int, message: str) -> None:
         with self._lock:
             self._state = _replaced(self._state, message=message)
             self._trained_changes = changes
+            self._settled.notify_all()
 
-    def _cross_validated(self, classifier) -> tuple[float | None, int | None, list | None, int]:
+    def _cross_validated(self, classifier) -> tuple[float | None, int | None, list | None]:
         """Accuracy and confusion matrix of a linear head over stratified folds of every
         project photo (the pooled features train cached)."""
         photos = self.project.labelled_photos()
@@ -169,11 +189,11 @@ class Trainer:
         x = leading(result.features, extractor.backbone.distance_features)
         predicted = out_of_fold_predictions(x, y, len(labels))
         if predicted is None:
-            return None, None, None, len(y)
+            return None, None, None
         confusion = np.zeros((len(labels), len(labels)), np.int64)
         np.add.at(confusion, (y, predicted), 1)
         folds = int(min(FOLDS, np.bincount(y, minlength=len(labels)).min()))
-        return float((predicted == y).mean()), folds, confusion.tolist(), len(y)
+        return float((predicted == y).mean()), folds, confusion.tolist()
 
 
 def _waiting(counts: dict[str, int], short: list[str]) -> str:
