@@ -380,3 +380,41 @@ def test_fine_tuning_runs_in_the_background_with_an_estimate_and_exports(tmp_pat
     runtime = OnnxClassifier(tmp_path / "p" / "model-finetuned" / "model.onnx")
     assert runtime.labels == ["daisy", "sunflower"]
     assert client.get("/api/model").json()["current"]  # the linear model is untouched
+
+
+def test_the_command_serves_a_project_and_makes_a_token_beyond_loopback(tmp_path):
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "headstart.cli", "studio", str(tmp_path / "p")]
+    process = subprocess.Popen(
+        [*command, "--host", "0.0.0.0", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    try:
+        line = process.stderr.readline()
+        token = re.search(r"#token=(\S+)", line).group(1)  # made for it: never served bare
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                bare = httpx.get(f"{url}/api/project", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert bare.status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        project = httpx.get(f"{url}/api/project", headers=headers, timeout=5).json()
+        assert project["classes"] == [] and (tmp_path / "p" / "photos").is_dir()
+    finally:
+        process.terminate()
+        process.wait(30)
