@@ -108,6 +108,14 @@ def test_adding_one_photo_trains_again_on_it(studio):
     assert not again.json()["added"][0]["new"]  # the same bytes are kept once
     after = client.get("/api/model?wait=120").json()
     assert after["version"] > before["version"] and after["photos"] == before["photos"] + 1
+    assert after["head_only"]  # in use at once: the head refitted, the full training to come
+    answer = client.post("/api/predict", content=photo.read_bytes()).json()["top"][0]
+    assert trainer.wait_idle(120)
+    trained = client.get("/api/model").json()
+    assert not trained["head_only"] and trained["version"] == after["version"] + 1
+    assert trained["photos"] == after["photos"] and trained["accuracy"] is not None
+    again = client.post("/api/predict", content=photo.read_bytes()).json()["top"][0]
+    assert again["label"] == answer["label"] == "daisy"  # both models: a photo it trained on
     name = added.json()["added"][0]["name"]
     thumbnail = client.get(f"/api/classes/daisy/photos/{name}")
     assert Image.open(io.BytesIO(thumbnail.content)).size[0] <= 160

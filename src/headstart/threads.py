@@ -59,39 +59,42 @@ def prefer_passive_waiting() -> None:
 
 class Rerun:
     """Runs `work` in a background thread when asked; asked again while it runs, it runs once
-    more right after (never twice at once, never a request lost), so a request never waits."""
+    more right after (never twice at once, never a request lost), so a request never waits.
+    One thread does all the runs: what `work` opens (an SQLite connection, say) stays usable."""
 
     def __init__(self, work: Callable[[], None]) -> None:
         self._work = work
-        self._pending = False
+        self._pending = self._running = False
         self._thread: threading.Thread | None = None
-        self._idle = threading.Condition()
+        self._changed = threading.Condition()
 
     def request(self) -> None:
-        with self._idle:
+        with self._changed:
             self._pending = True
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=self._run_while_pending, daemon=True)
-            self._thread.start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
 
     @property
     def busy(self) -> bool:
         """Running, or about to."""
-        with self._idle:
-            return self._thread is not None
+        with self._changed:
+            return self._pending or self._running
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until nothing runs or is due; False when `timeout` seconds pass first."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._thread is None, timeout)
+        with self._changed:
+            return self._changed.wait_for(lambda: not (self._pending or self._running), timeout)
 
-    def _run_while_pending(self) -> None:
+    def _serve(self) -> None:
         while True:
-            with self._idle:
-                if not self._pending:
-                    self._thread = None
-                    self._idle.notify_all()
-                    return
-                self._pending = False
-            self._work()
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending)
+                self._pending, self._running = False, True
+            try:
+                self._work()
+            finally:
+                with self._changed:
+                    self._running = False
+                    self._changed.notify_all()

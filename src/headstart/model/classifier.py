@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -139,6 +140,15 @@ class Classifier:
         record = self.record.to_dict()
         kept = ("training", "summary", "calibration", "history", "finetune", "head_history")
         return MappingProxyType({key: record[key] for key in kept if key in record})
+
+    def with_head(self, head: Head) -> Classifier:
+        """This classifier with another head of the same kind and shape (refitted on more
+        photos, say): backbone, feature extractors, calibration and unknown-image score shared."""
+        if head.config != self.head.config:
+            raise HeadstartError(f"a {head.config} head cannot replace a {self.head.config} one")
+        other = copy.copy(self)
+        other.head, other._heat_map_network = head, None
+        return other
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -132,7 +132,9 @@ def create_studio_app(
                 refused.append({"filename": filename, "reason": str(error)})
         if not added:
             raise HTTPException(415, "; ".join(f"{r['filename']}: {r['reason']}" for r in refused))
-        return {"added": added, "refused": refused, **changed()}
+        fresh = any(photo["new"] for photo in added)  # the same bytes again change nothing
+        state = changed() if fresh else _project(project, trainer, labelling)
+        return {"added": added, "refused": refused, **state}
 
     @app.get("/api/classes/{name}/photos/{photo}", dependencies=authorised)
     async def thumbnail(name: str, photo: str) -> Response:

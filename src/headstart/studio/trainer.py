@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,10 +20,15 @@ from headstart.context import RunContext
 from headstart.errors import HeadstartError
 from headstart.labelling.session import out_of_fold_predictions
 from headstart.labelling.suggest import leading
+from headstart.model.heads import Head
 from headstart.studio.project import Project
 from headstart.threads import Rerun
 from headstart.training.choice import FOLDS
 from headstart.training.settings import FitSettings, Strategy
+from headstart.training.solver import DEFAULT_L2, fit_linear
+
+if TYPE_CHECKING:
+    from headstart.model.classifier import Classifier
 
 MIN_PHOTOS = 2  # a class, before the first training (cross-validation needs 2 as well)
 
@@ -41,6 +47,7 @@ class ModelState:
     confusion: list[list[int]] | None  # rows: true label, columns: predicted, as `labels`
     seconds: float | None  # the newest training's, features included
     message: str | None  # why there is no model yet, or why the last training failed
+    head_only: bool = False  # the head refitted on every photo; the full training follows
 
 
 @dataclass
@@ -63,7 +70,7 @@ class Trainer:
     settings: FitSettings = field(
         default_factory=lambda: FitSettings(seed=0, strategy=Strategy.LINEAR)
     )
-    _classifier: object | None = field(init=False, default=None)
+    _classifier: Classifier | None = field(init=False, default=None)
     _state: ModelState = field(init=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _trained_changes: int = field(init=False, default=-1)
@@ -144,6 +151,7 @@ class Trainer:
         if len(counts) < 2 or short:
             self._settle(changes, message=_waiting(counts, short))
             return
+        self._refit_head(changes)
         started = time.perf_counter()
         try:
             classifier = self.train(
@@ -171,6 +179,41 @@ class Trainer:
                 self._state = _replaced(
                     self._state, accuracy=accuracy, folds=folds, confusion=confusion
                 )
+
+    def _refit_head(self, changes: int) -> None:
+        """The newest model's head fitted again on every photo, with the features and L2 its
+        training chose, put in use at once: the new photos count within a second, and the
+        full training (which chooses again and calibrates) replaces it a moment later."""
+        with self._lock:
+            previous = self._classifier
+        if (
+            previous is None
+            or previous.head.config.kind != "linear"
+            or list(previous.labels) != self.project.classes()
+        ):
+            return
+        started = time.perf_counter()
+        photos = self.project.labelled_photos()
+        result = previous.extractor().extract_files([p for p, _ in photos], False, "Studio")
+        labels = list(previous.labels)
+        y = np.asarray([labels.index(photos[i][1]) for i in result.kept], np.int64)
+        weight = previous.head.parameters["1.weight"]
+        columns = np.flatnonzero(np.abs(weight).sum(axis=0) > 0)  # the chosen feature set
+        x = result.features[:, columns]
+        l2 = previous.summary.l2 if previous.summary and previous.summary.l2 else DEFAULT_L2
+        fit = fit_linear(x, y, x[:0], y[:0], len(labels), l2=l2)
+        refitted = np.zeros_like(weight)
+        refitted[:, columns] = fit.weight
+        head = Head(previous.head.config, {"1.weight": refitted, "1.bias": fit.bias})
+        seconds = time.perf_counter() - started
+        with self._lock:
+            self._classifier = previous.with_head(head)
+            self._state = _replaced(
+                self._state, version=self._state.version + 1, photos=len(y), seconds=seconds,
+                accuracy=None, folds=None, confusion=None, message=None, head_only=True,
+            )  # fmt: skip
+            self._trained_changes = changes
+            self._settled.notify_all()
 
     def _settle(self, changes: int, message: str) -> None:
         with self._lock:
