@@ -245,3 +245,20 @@ def test_without_a_test_split_the_validation_photos_stay_unseen(trained, prespli
     assert not any("cross-validation" in note for note in classifier.summary.notes)
     scored = classifier.evaluation_set(presplit)
     assert scored.split == "val" and not scored.duplicates and len(scored.labelled.y) == 16
+
+
+def test_another_head_of_the_same_shape_replaces_the_head_alone(trained):
+    from dataclasses import replace
+
+    from headstart.model.heads import Head
+
+    classifier, _ = trained
+    parameters = {name: -value for name, value in classifier.head.parameters.items()}
+    flipped = classifier.with_head(Head(classifier.head.config, parameters))
+    photos = real_photos("daisy", 2, skip=24)
+    assert [p.labels[0] for p in flipped.predict(photos, top_k=1)] == ["sunflower"] * 2
+    assert [p.labels[0] for p in classifier.predict(photos, top_k=1)] == ["daisy"] * 2
+    assert flipped.extractor() is classifier.extractor()  # the backbone is not loaded again
+    other = replace(classifier.head.config, num_classes=3)
+    with pytest.raises(HeadstartError, match="cannot replace"):
+        classifier.with_head(Head(other, {k: np.zeros(s) for k, s in other.shapes().items()}))
