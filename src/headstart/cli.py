@@ -508,7 +508,7 @@ def studio(
         str | None,
         typer.Option(
             envvar="HEADSTART_TOKEN",
-            help="Require this bearer token [default: a new one when not on loopback]",
+            help="Require this bearer token (one is made for you when not on loopback)",
         ),
     ] = None,
     pool: Annotated[
