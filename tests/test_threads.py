@@ -99,7 +99,13 @@ with threadpool_limits(2, user_api="blas"):
     before = scipy_threads()
     with scipy_blas_single_threaded():
         inside = scipy_threads()
-    print(json.dumps([before, inside, scipy_threads()]))
+    after = scipy_threads()
+    # two users overlapping, as two threads would: the first out leaves the second's setting
+    first, second = scipy_blas_single_threaded(), scipy_blas_single_threaded()
+    first.__enter__(), second.__enter__(), first.__exit__(None, None, None)
+    overlap = scipy_threads()
+    second.__exit__(None, None, None)
+    print(json.dumps([before, inside, after, overlap, scipy_threads()]))
 """
 
 
@@ -108,9 +114,10 @@ def test_the_linear_solver_puts_scipys_blas_on_one_thread():
     # libraries or settings are loaded
     run = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    before, inside, after = json.loads(run.stdout)
+    before, inside, after, overlap, last_out = json.loads(run.stdout)
     assert before and set(before) == {2}, "SciPy's BLAS was not found"
     assert inside == [1] * len(before) and after == before
+    assert overlap == inside and last_out == before
 
 
 def test_a_rerun_asked_for_while_running_runs_once_more_after():

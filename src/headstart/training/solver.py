@@ -9,11 +9,13 @@ time, and beyond the features the fit needs memory in proportion to the images a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
@@ -196,19 +198,44 @@ def scipy_blas_single_threaded() -> Iterator[None]:
     SciPy and NumPy wheels each bring an OpenBLAS; with both on all cores, the threads of one
     spin while the other computes, and the solve ran 3.4x slower than with SciPy's on one.
     """
-    from threadpoolctl import ThreadpoolController
-
-    controllers = [
-        c for c in ThreadpoolController().lib_controllers if "scipy" in Path(c.filepath).parts[-2]
-    ]
-    before = [c.num_threads for c in controllers]
-    for controller in controllers:
-        controller.set_num_threads(1)
+    _SCIPY_BLAS.enter()
     try:
         yield
     finally:
-        for controller, threads in zip(controllers, before, strict=True):
-            controller.set_num_threads(threads)
+        _SCIPY_BLAS.leave()
+
+
+class _OneThreadWhileUsed:
+    """The setting is the process's: the first of overlapping users (the studio's training
+    and its doctor, say) sets it, and the last one out restores what was there before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._before: list[tuple[Any, int]] = []
+
+    def enter(self) -> None:
+        from threadpoolctl import ThreadpoolController
+
+        with self._lock:
+            if not self._users:
+                controllers = ThreadpoolController().lib_controllers
+                scipy = [c for c in controllers if "scipy" in Path(c.filepath).parts[-2]]
+                self._before = [(c, c.num_threads) for c in scipy]
+                for controller in scipy:
+                    controller.set_num_threads(1)
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if not self._users:
+                for controller, threads in self._before:
+                    controller.set_num_threads(threads)
+                self._before = []
+
+
+_SCIPY_BLAS = _OneThreadWhileUsed()
 
 
 def scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
