@@ -127,13 +127,21 @@ def test_adding_one_photo_trains_again_on_it(studio):
 def test_exports_are_the_onnx_model_and_the_photos_with_their_labels(studio):
     trainer, client = studio
     client.get("/api/model?wait=120")
-    response = client.get("/api/export/model.onnx")
+    added = client.post("/api/classes/sunflower/photos", content=HELD_OUT[-2].read_bytes())
+    assert added.json()["added"][0]["new"]
+    response = client.get("/api/export/model.onnx")  # asked for while it trains on the photo
     assert response.status_code == 200
     path = trainer.project.model / "model.onnx"
     assert path.read_bytes() == response.content
     runtime = OnnxClassifier(path)
     expected = client.post("/api/predict", content=HELD_OUT[-1].read_bytes()).json()["top"][0]
     assert runtime.predict([HELD_OUT[-1]], top_k=1)[0].labels[0] == expected["label"]
+    folder = Classifier.load(trainer.project.model)  # the export is the model folder's model
+    pixels = np.stack([folder.preprocessing.pixels(p.read_bytes()) for p in HELD_OUT])
+    ours = folder.probabilities(
+        folder.extractor().extract_batch([p.read_bytes() for p in HELD_OUT]).features
+    )
+    assert np.abs(runtime.probabilities(pixels) - ours).max() < 1e-4
     archive = zipfile.ZipFile(io.BytesIO(client.get("/api/export/photos.zip").content))
     rows = archive.read("labels.csv").decode().splitlines()
     assert rows[0] == "path,label" and len(rows) == 1 + sum(trainer.project.counts().values())

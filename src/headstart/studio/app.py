@@ -268,10 +268,16 @@ def _thumbnail(path: Path) -> bytes:
 def _export_onnx(trainer: Trainer) -> Path:
     from headstart.export.onnx import EXPORT_NAME, export_classifier
 
-    if not trainer.wait(120):
-        raise HeadstartError("the model is still training; export again in a moment")
+    _trained_fully(trainer)
     classifier = trainer.classifier()
     return export_classifier(classifier, trainer.project.model / EXPORT_NAME)
+
+
+def _trained_fully(trainer: Trainer) -> None:
+    """Until the full training is done, so that an export is of the model the model folder
+    holds, never of a refitted head that the training is about to replace."""
+    if not trainer.wait_idle(120):
+        raise HeadstartError("the model is still training; export again in a moment")
 
 
 def _export_finetuned(finetuner: FineTuner) -> Path:
@@ -288,8 +294,7 @@ def report_zip(trainer: Trainer) -> Path:
     from headstart.evaluation.report import write_report
     from headstart.model.classifier import Classifier
 
-    if not trainer.wait(120):
-        raise HeadstartError("the model is still training; export again in a moment")
+    _trained_fully(trainer)
     trainer.classifier()  # says why when there is no model yet
     project = trainer.project
     # loaded here: the trained one's feature cache belongs to the training thread (SQLite)
