@@ -815,7 +815,6 @@ def export(
         labels_path,
     )
     from headstart.export.quantize import check_calibration_classes
-    from headstart.model.classifier import Classifier
     from headstart.storage import check_writable_file
 
     chosen = _export_format(format, output)
@@ -835,7 +834,7 @@ def export(
         raise SettingError("--quantize int8 quantizes the fixed-size export, not --any-size")
     target = output or model / EXPORT_NAME
     check_export_target(target)
-    classifier = Classifier.load(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
+    classifier = _export_source(model, cache_dir)
     if quantize and calibration is not None:  # always given with --quantize (checked above)
         check_writable_file(target.with_suffix(".int8.onnx"), "int8 model")
         check_calibration_classes(classifier, calibration)
@@ -846,6 +845,13 @@ def export(
 
 
 EXPORT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
+
+
+def _export_source(model: Path, cache_dir: Path | None):
+    """The model folder's classifier, with PyTorch's engine: every export traces its network."""
+    from headstart.model.classifier import Classifier
+
+    return Classifier.load(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
 
 
 def _export_format(format: str | None, output: Path | None) -> str:
@@ -865,8 +871,6 @@ def _export_format(format: str | None, output: Path | None) -> str:
 def _export_other_format(
     model: Path, chosen: str, output: Path, *others, cache_dir: Path | None
 ) -> None:
-    from headstart.model.classifier import Classifier
-
     if any(others):
         raise SettingError(
             f"--format {chosen} exports the plain model: no --quantize, --explain or --any-size"
@@ -878,7 +882,7 @@ def _export_other_format(
         from headstart.export.coreml import check_coreml_target as check
         from headstart.export.coreml import export_coreml as write
     check(output)
-    classifier = Classifier.load(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
+    classifier = _export_source(model, cache_dir)
     with Status(f"converting to {chosen} (seconds to a minute)", console=stderr):
         write(classifier, output)
     stderr.print(f"wrote {shown(str(output))}")
@@ -886,11 +890,10 @@ def _export_other_format(
 
 def _export_web_page(model: Path, folder: Path, *others, cache_dir: Path | None) -> None:
     from headstart.export.web_page import export_web_page
-    from headstart.model.classifier import Classifier
 
     if any(others):
         raise SettingError("--web writes its own any-size model: no -o, --quantize or --explain")
-    classifier = Classifier.load(model, RunContext(cache_dir=cache_dir, engine=EngineName.TORCH))
+    classifier = _export_source(model, cache_dir)
     export_web_page(classifier, folder)
     stderr.print(
         f"wrote the page in {shown(str(folder))}: serve that folder from any web server "

@@ -58,9 +58,9 @@ def exported_program(classifier):
     import torch
     from torch import nn
 
-    from headstart.export.onnx import _exported_network
+    from headstart.export.onnx import exported_network
 
-    network = _exported_network(classifier, explain=False)
+    network = exported_network(classifier, explain=False)
     with_unknown = classifier.unknown is not None
 
     class FromImage(nn.Module):

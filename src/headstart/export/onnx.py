@@ -41,7 +41,7 @@ def export_classifier(
     check_export_target(path)
     if any_size and explain:
         raise HeadstartError("--any-size and --explain: one or the other (maps need the crop)")
-    network = _exported_network(classifier, explain)
+    network = exported_network(classifier, explain)
     outputs = ["probabilities"]
     outputs += ["unknown_score"] if classifier.unknown is not None else []
     outputs += ["heatmap"] if explain else []
@@ -88,7 +88,7 @@ def check_export_target(onnx_file: Path) -> None:
         raise HeadstartError(f"{labels}: exists and is not from an earlier export; move it away")
 
 
-def _exported_network(classifier, explain: bool):
+def exported_network(classifier, explain: bool):
     """Pixels to probabilities, the unknown-image score of model/unknown.py (nearest of the
     training features kept in the file, and the logits' energy) when the model has one, and
     the heat maps with `explain`."""

@@ -136,7 +136,7 @@ class OnnxClassifier:
         reject: bool = False,
     ) -> list[Prediction]:
         paths = expand_image_paths(images)
-        view = (lambda data, limit: self.network_input(data, limit)) if self.any_size else None
+        view = self.network_input if self.any_size else None
         with ThreadPoolExecutor() as pool:
             decoded = list(
                 pool.map(partial(pixels_or_reason, self.preprocessing, view=view), paths)

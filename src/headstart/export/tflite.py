@@ -115,9 +115,9 @@ def _named(classifier):
     """The ONNX export's network, its outputs named (the file's signature keeps the names)."""
     from torch import nn
 
-    from headstart.export.onnx import _exported_network
+    from headstart.export.onnx import exported_network
 
-    network = _exported_network(classifier, explain=False)
+    network = exported_network(classifier, explain=False)
     names = ["probabilities"] + (["unknown_score"] if classifier.unknown is not None else [])
 
     class Named(nn.Module):

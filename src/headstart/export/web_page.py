@@ -60,13 +60,15 @@ def page_settings(classifier) -> dict:
 
 
 def _page_files() -> list[tuple[str, Path]]:
-    folder = resources.files("headstart.export") / "web"
-    return [(name, Path(str(folder / name))) for name in PAGE_FILES]
+    return [(name, _WEB / name) for name in PAGE_FILES]
 
 
 def runtime_folder() -> Path:
     """Where scripts/vendor_web.sh put onnxruntime-web's files."""
-    return Path(str(resources.files("headstart.export") / "web" / "runtime"))
+    return _WEB / "runtime"
+
+
+_WEB = Path(str(resources.files("headstart.export") / "web"))  # the page and its runtime
 
 
 def _runtime_files() -> list[tuple[str, Path]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,10 +89,10 @@ class Trainer:
         training = self._trainings.busy
         with self._lock:
             current = self._is_current()
-            return _replaced(self._state, current=current, training=training)
+            return replace(self._state, current=current, training=training)
 
-    def classifier(self):
-        """The newest trained model (a Classifier), or HeadstartError saying why none."""
+    def classifier(self) -> Classifier:
+        """The newest model in use, or HeadstartError saying why there is none."""
         with self._lock:
             if self._classifier is None:
                 raise HeadstartError(self._state.message or "no model yet: add photos")
@@ -108,10 +108,10 @@ class Trainer:
         probabilities = classifier.probabilities(batch.features)[0]
         order = np.argsort(-probabilities)
         ranked = [(classifier.labels[i], float(probabilities[i])) for i in order]
-        scores = classifier.unknown_scores(batch.features)
-        score = None if scores is None else float(scores[0])
-        flag = None if scores is None else bool(classifier.unknown.flags(scores)[0])
-        answer = Answer(ranked, flag, score)
+        answer = Answer(ranked, None, None)
+        unknown, scores = classifier.unknown, classifier.unknown_scores(batch.features)
+        if unknown is not None and scores is not None:
+            answer.unknown_score, answer.unknown = float(scores[0]), bool(unknown.flags(scores)[0])
         if explain:
             answer.heatmap_png = _heat_map(classifier, data, max_pixels)
         return answer
@@ -176,7 +176,7 @@ class Trainer:
         accuracy, folds, confusion = self._cross_validated(classifier)
         with self._lock:
             if self._classifier is classifier:
-                self._state = _replaced(
+                self._state = replace(
                     self._state, accuracy=accuracy, folds=folds, confusion=confusion
                 )
 
@@ -193,22 +193,19 @@ class Trainer:
         ):
             return
         started = time.perf_counter()
-        photos = self.project.labelled_photos()
-        result = previous.extractor().extract_files([p for p, _ in photos], False, "Studio")
-        labels = list(previous.labels)
-        y = np.asarray([labels.index(photos[i][1]) for i in result.kept], np.int64)
+        features, y = self._features(previous)
         weight = previous.head.parameters["1.weight"]
         columns = np.flatnonzero(np.abs(weight).sum(axis=0) > 0)  # the chosen feature set
-        x = result.features[:, columns]
+        x = features[:, columns]
         l2 = previous.summary.l2 if previous.summary and previous.summary.l2 else DEFAULT_L2
-        fit = fit_linear(x, y, x[:0], y[:0], len(labels), l2=l2)
+        fit = fit_linear(x, y, x[:0], y[:0], len(previous.labels), l2=l2)
         refitted = np.zeros_like(weight)
         refitted[:, columns] = fit.weight
         head = Head(previous.head.config, {"1.weight": refitted, "1.bias": fit.bias})
         seconds = time.perf_counter() - started
         with self._lock:
             self._classifier = previous.with_head(head)
-            self._state = _replaced(
+            self._state = replace(
                 self._state, version=self._state.version + 1, photos=len(y), seconds=seconds,
                 accuracy=None, folds=None, confusion=None, message=None, head_only=True,
             )  # fmt: skip
@@ -217,19 +214,26 @@ class Trainer:
 
     def _settle(self, changes: int, message: str) -> None:
         with self._lock:
-            self._state = _replaced(self._state, message=message)
+            self._state = replace(self._state, message=message)
             self._trained_changes = changes
             self._settled.notify_all()
 
-    def _cross_validated(self, classifier) -> tuple[float | None, int | None, list | None]:
-        """Accuracy and confusion matrix of a linear head over stratified folds of every
-        project photo (the pooled features train cached)."""
+    def _features(self, classifier: Classifier) -> tuple[np.ndarray, np.ndarray]:
+        """Every readable project photo's features (cached) and its label's index."""
         photos = self.project.labelled_photos()
-        extractor = classifier.extractor()
-        result = extractor.extract_files([path for path, _ in photos], False, "Studio")
+        result = classifier.extractor().extract_files([p for p, _ in photos], False, "Studio")
         labels = list(classifier.labels)
         y = np.asarray([labels.index(photos[i][1]) for i in result.kept], np.int64)
-        x = leading(result.features, extractor.backbone.distance_features)
+        return result.features, y
+
+    def _cross_validated(
+        self, classifier: Classifier
+    ) -> tuple[float | None, int | None, list | None]:
+        """Accuracy and confusion matrix of a linear head over stratified folds of every
+        project photo (the pooled features train cached)."""
+        features, y = self._features(classifier)
+        labels = list(classifier.labels)
+        x = leading(features, classifier.extractor().backbone.distance_features)
         predicted = out_of_fold_predictions(x, y, len(labels))
         if predicted is None:
             return None, None, None
@@ -243,12 +247,6 @@ def _waiting(counts: dict[str, int], short: list[str]) -> str:
     if len(counts) < 2:
         return "make at least 2 classes"
     return f"add at least {MIN_PHOTOS} photos to: {', '.join(short)}"
-
-
-def _replaced(state: ModelState, **changes) -> ModelState:
-    from dataclasses import replace
-
-    return replace(state, **changes)
 
 
 def _heat_map(classifier, data: bytes, max_pixels: int | None) -> str | None:
