@@ -101,6 +101,14 @@ KeepDuplicates = Annotated[
 ValPercent = Annotated[float, typer.Option(help="Validation share when not given, in [0, 100)")]
 TestPercent = Annotated[float, typer.Option(help="Test share when not given, in [0, 100)")]
 Split = Annotated[SplitName | None, typer.Option(help="The split to score")]
+MultiLabel = Annotated[
+    bool,
+    typer.Option(
+        "--multi-label",
+        help="Several labels a photo, or none: a CSV's labels split at ';' and spaces (chosen "
+        "anyway when a row carries several)",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -235,6 +243,7 @@ def train(
         Path | None,
         typer.Option(help="Leave out the images listed (doctor's issues.csv, or a path a line)"),
     ] = None,
+    multi_label: MultiLabel = False,
     run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -255,6 +264,7 @@ def train(
         context=run.context(not (quiet or as_json), device),
         resume=resume,
         exclude=exclude,
+        multi_label=multi_label,
     )
     summary = classifier.summary
     if summary is None:  # a trained model always has one
@@ -298,6 +308,9 @@ def _summary_table(summary: Summary, output: Path | None) -> Table:
     for path, reason in summary.skipped[:20]:
         table.add_row("", f"[yellow]{shown(path)}[/]: {shown(reason)}")
     table.add_row("features computed", f"{summary.computed} (the rest from the cache)")
+    if summary.val_map is not None and summary.val_loss is not None:
+        table.add_row("validation mAP", f"{summary.val_map:.2%}")
+        table.add_row("validation loss (summed over labels)", f"{summary.val_loss:.4f}")
     if summary.val_accuracy is not None and summary.val_loss is not None:
         table.add_row("validation accuracy", f"{summary.val_accuracy:.2%}")
         table.add_row("validation loss", f"{summary.val_loss:.4f}")
@@ -569,6 +582,7 @@ def doctor(
     ),
     val_percent: ValPercent = VAL_PERCENT,
     test_percent: TestPercent = TEST_PERCENT,
+    multi_label: MultiLabel = False,
     run: RunOptions = RUN_DEFAULTS,  # --cache-dir, --feature-store, --ray, --engine
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -587,6 +601,7 @@ def doctor(
         val_percent=val_percent,
         test_percent=test_percent,
         context=run.context(not (quiet or as_json)),
+        multi_label=multi_label,
     )
     if as_json:
         print(_json(diagnosis.to_dict(), indent=1))
@@ -736,6 +751,8 @@ def predict(
             text = p.error or ", ".join(
                 f"{label} {prob:.1%}" for label, prob in zip(p.labels, p.probabilities, strict=True)
             )
+            if p.label_set is not None and not p.error:  # multi-label: the set, then the ranks
+                text = f"{'; '.join(p.label_set) or '(none of the labels)'} ({text})"
             if p.unknown:
                 text = f"unknown (unlike every class: {p.unknown_score:.1f}); {text}"
             text = shown(text)

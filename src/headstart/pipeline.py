@@ -65,6 +65,7 @@ def train(
     context: RunContext | None = None,
     resume: bool = False,
     exclude: str | Path | None = None,
+    multi_label: bool = False,
 ) -> Classifier:
     """Train a classifier on a dataset; save it to `output` if given.
 
@@ -75,10 +76,12 @@ def train(
     cached backbone features; `strategy="finetune"` then also tunes the top of the backbone,
     writing a checkpoint into `output` after every epoch, which `resume=True` continues from.
     `exclude` names a list of images to leave out (the doctor's issues.csv, or one path a
-    line). `context` binds the feature cache folder, the engine, the fine-tuning device and
-    progress bars for the run (and the Classifier). The returned Classifier's
-    `summary` says what was used, skipped, chosen and measured. Any setting outside
-    its allowed values raises SettingError before work starts.
+    line). `multi_label` reads a CSV's labels as sets, a photo's labels split at ';' and
+    spaces (chosen anyway when a row carries several): each label then gets a sigmoid and a
+    threshold, chosen on validation to maximise its F1. `context` binds the feature cache
+    folder, the engine, the fine-tuning device and progress bars for the run (and the
+    Classifier). The returned Classifier's `summary` says what was used, skipped, chosen and
+    measured. Any setting outside its allowed values raises SettingError before work starts.
     """
     settings = settings or FitSettings()
     settings.check()
@@ -90,8 +93,12 @@ def train(
         check_model_output(Path(output), None if isinstance(data, Dataset) else data)
     started = time.perf_counter()
     split = SplitPercents(val_percent, test_percent)
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
+        dataset = load_dataset(data, split.val_percent, split.test_percent, multi_label=multi_label)
     run = _plan(
-        data, split, exclude, backbone, backbone_weights, input_size, preset, settings, context
+        dataset, split, exclude, backbone, backbone_weights, input_size, preset, settings, context
     )
     splits = {
         # float16: exactly the cached values, in half the memory (a large set's features
@@ -103,6 +110,7 @@ def train(
             context.progress,
             f"Features ({name})",
             np.float16,
+            run.dataset.multi_label,
         )
         for name in ("train", "val", "test")
     }
@@ -114,12 +122,15 @@ def train(
     summary.augmented_views, summary.l2 = trained.views, trained.fit.l2
     summary.notes = run.notes + _notes(run, splits, trained, summary)
     calibration, unknown = _calibration_and_unknown(run, splits, trained, context)
+    thresholds = _thresholds(run, splits, trained, calibration, summary)
     summary.seconds = {
         "features": extracted - started,
         "training": time.perf_counter() - extracted,
         "total": time.perf_counter() - started,
     }
-    classifier = _assembled(run, splits, trained, summary, calibration, unknown, settings, context)
+    classifier = _assembled(
+        run, splits, trained, summary, calibration, unknown, settings, context, thresholds
+    )
     if output is not None:
         classifier.save(output)
         Path(output, CHECKPOINT_FILE).unlink(missing_ok=True)
@@ -163,7 +174,7 @@ class _Trained:
 
 
 def _plan(
-    data: str | Path | Dataset,
+    dataset: Dataset,
     split: SplitPercents,
     exclude: str | Path | None,
     backbone: str,
@@ -175,10 +186,6 @@ def _plan(
 ) -> _Run:
     """The dataset (less the images `exclude` lists), the backbone and the strategy, or the
     reason none can train, before any feature is computed."""
-    if isinstance(data, Dataset):
-        dataset = data
-    else:
-        dataset = load_dataset(data, split.val_percent, split.test_percent)
     unusable = class_names(dataset.classes)
     if unusable:
         raise HeadstartError(f"{dataset.root}: {unusable}")
@@ -304,6 +311,8 @@ def _notes(
             f"the linear head uses the first {chosen_width} of {trained.features} "
             "features: all of them did worse on the validation split"
         )
+    if run.dataset.multi_label:
+        notes += _multi_label_notes(run.dataset, splits)
     held_out = len(splits["test"].y)
     if held_out and "test" not in run.dataset.given_splits:
         notes.append(
@@ -318,6 +327,27 @@ def _notes(
     return notes
 
 
+def _multi_label_notes(dataset: Dataset, splits: dict[str, LabelledFeatures]) -> list[str]:
+    """Photos with no label, and labels too rare in validation to judge."""
+    used = sum(len(split.y) for split in splits.values())
+    empty = sum(int((split.y.sum(axis=1) == 0).sum()) for split in splits.values() if len(split.y))
+    notes = [
+        f"multi-label: {len(dataset.classes)} labels, "
+        f"{sum(float(s.y.sum()) for s in splits.values()) / max(used, 1):.2f} a photo on average"
+        + (f"; {empty} photos carry none (negatives for every label)" if empty else "")
+    ]
+    val = splits["val"].y
+    if len(val):
+        rare = [c for c, n in zip(dataset.classes, val.sum(axis=0), strict=True) if n < 2]
+        if rare:
+            notes.append(
+                f"warning: fewer than 2 validation photos show {', '.join(rare[:10])}"
+                + (f" and {len(rare) - 10} more" if len(rare) > 10 else "")
+                + ": their validation scores are noise"
+            )
+    return notes
+
+
 def _calibration_and_unknown(
     run: _Run, splits: dict[str, LabelledFeatures], trained: _Trained, context: RunContext
 ) -> tuple[Calibration | None, UnknownDetector]:
@@ -325,8 +355,7 @@ def _calibration_and_unknown(
     photo's out-of-fold logits when the head was fitted on training and validation alike."""
     refit = trained.refit_folds
     if refit is not None:
-        pool_y = np.concatenate([splits["train"].y, splits["val"].y])
-        calibration = _calibrate(refit.out_of_fold, pool_y)
+        calibration = _calibrate(refit.out_of_fold, _pool_y(splits))
     else:
         calibration = _calibrate(trained.val_logits, splits["val"].y)
     width = run.extractor.backbone.distance_features  # the pooled head: what an image shows
@@ -355,6 +384,7 @@ def _assembled(
     unknown: UnknownDetector,
     settings: FitSettings,
     context: RunContext,
+    thresholds: tuple[float, ...],
 ) -> Classifier:
     """The trained model: its record, head, tuned weights and what evaluation leaves out."""
     pretrained = run.extractor.backbone
@@ -374,6 +404,7 @@ def _assembled(
         finetune=trained.finetuned,
         history=trained.history,
         head_history=trained.head_history,
+        thresholds=thresholds,
     )
     return Classifier(
         record,
@@ -406,6 +437,7 @@ def _unknown_detector(
                 progress,
                 f"Fine-tuned features ({name})",
                 np.float16,
+                dataset.multi_label,
             )
             for name in ("train", "val")
         )
@@ -425,8 +457,8 @@ def _bank_photos(samples: list, dataset: Dataset) -> tuple[tuple[str, int], ...]
     paths, relative to the dataset when inside it; none when any is in an object store (a
     URI may carry credentials, and a model file is shared)."""
     kept = samples[:: bank_step(len(samples))]
-    if not all(isinstance(sample.path, Path) for sample in kept):
-        return ()
+    if dataset.multi_label or not all(isinstance(sample.path, Path) for sample in kept):
+        return ()  # a multi-label photo has no one label to show it under
     root = dataset.root.resolve()
 
     def shown(path: Path) -> str:
@@ -561,8 +593,6 @@ def _checkpoint(output, settings: FitSettings, extractor, splits):
 
 def _calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration | None:
     """Temperature scaling fitted on the validation split, with its effect on NLL and ECE."""
-    from scipy.special import softmax
-
     from headstart.evaluation.calibration import expected_calibration_error, nll
     from headstart.training.temperature import fit_temperature
 
@@ -570,7 +600,7 @@ def _calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration | None:
         return None
     logits = logits.astype(np.float64)
     temperature = fit_temperature(logits, labels)
-    before, after = softmax(logits, axis=1), softmax(logits / temperature, axis=1)
+    before, after = probabilities_of(logits, labels), probabilities_of(logits / temperature, labels)
     return Calibration(
         temperature=temperature,
         val_nll_before=nll(before, labels),
@@ -580,13 +610,55 @@ def _calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration | None:
     )
 
 
+def probabilities_of(logits: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Softmax over the classes; for multi-label truth (a 0/1 matrix), a sigmoid a label."""
+    from scipy.special import expit, softmax
+
+    return expit(logits) if truth.ndim == 2 else softmax(logits, axis=1)
+
+
+def _pool_y(splits: dict[str, LabelledFeatures]) -> np.ndarray:
+    """The labels of training then validation photos (the order out-of-fold logits are in)."""
+    return np.concatenate([splits["train"].y, splits["val"].y])
+
+
+def _thresholds(
+    run: _Run,
+    splits: dict[str, LabelledFeatures],
+    trained: _Trained,
+    calibration: Calibration | None,
+    summary: Summary,
+) -> tuple[float, ...]:
+    """A multi-label model's threshold a label, each maximising that label's F1 on the
+    validation photos' calibrated probabilities (out-of-fold ones when the head was fitted
+    on them too); none for a single-label model."""
+    from headstart.evaluation.multilabel import f1_thresholds
+
+    if not run.dataset.multi_label:
+        return ()
+    refit = trained.refit_folds
+    logits, truth = (
+        (refit.out_of_fold, _pool_y(splits))
+        if refit is not None
+        else (trained.val_logits, splits["val"].y)
+    )
+    temperature = calibration.temperature if calibration else 1.0
+    chosen = f1_thresholds(probabilities_of(logits / temperature, truth), truth)
+    where = "out-of-fold predictions" if refit is not None else "validation split"
+    summary.notes.append(
+        f"each label's threshold maximises its F1 on the {where} ({len(truth)} photos); "
+        "0.5 where a label has fewer than 2 positives there"
+    )
+    return chosen
+
+
 def _or_empty(split: LabelledFeatures, like: LabelledFeatures) -> np.ndarray:
     """The split's features, or an empty (0, dim) array when it has none."""
     return split.x if len(split.y) else np.zeros((0, like.x.shape[1]), like.x.dtype)
 
 
 def _check_trainable(dataset: Dataset, train: LabelledFeatures) -> None:
-    counts = np.bincount(train.y, minlength=len(dataset.classes))
+    counts = per_class(train.y, len(dataset.classes))
     missing = [label for label, n in zip(dataset.classes, counts, strict=True) if n == 0]
     if missing:
         raise HeadstartError(
@@ -597,8 +669,6 @@ def _check_trainable(dataset: Dataset, train: LabelledFeatures) -> None:
 
 def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> Summary:
     """The run in numbers; validation scores are those of the model as saved (uncalibrated)."""
-    from scipy.special import softmax
-
     from headstart.evaluation.calibration import nll
 
     val_y = splits["val"].y
@@ -612,13 +682,33 @@ def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> Su
         train_per_class={
             label: int(n)
             for label, n in zip(
-                dataset.classes,
-                np.bincount(splits["train"].y, minlength=len(dataset.classes)),
-                strict=True,
+                dataset.classes, per_class(splits["train"].y, len(dataset.classes)), strict=True
             )
         },
         best_epoch=best_epoch,
         epochs_run=len(history),
-        val_accuracy=float((val_logits.argmax(1) == val_y).mean()) if len(val_y) else None,
-        val_loss=nll(softmax(val_logits.astype(np.float64), axis=1), val_y) if len(val_y) else None,
+        val_accuracy=_val_accuracy(val_logits, val_y),
+        val_loss=nll(probabilities_of(val_logits.astype(np.float64), val_y), val_y)
+        if len(val_y)
+        else None,
+        val_map=_val_map(val_logits, val_y),
     )
+
+
+def per_class(y: np.ndarray, classes: int) -> np.ndarray:
+    """Photos of each class: of class indices, or of a multi-label 0/1 matrix."""
+    return y.sum(axis=0).astype(np.int64) if y.ndim == 2 else np.bincount(y, minlength=classes)
+
+
+def _val_accuracy(val_logits: np.ndarray, val_y: np.ndarray) -> float | None:
+    if not len(val_y) or val_y.ndim == 2:  # multi-label: mAP, before thresholds exist
+        return None
+    return float((val_logits.argmax(1) == val_y).mean())
+
+
+def _val_map(val_logits: np.ndarray, val_y: np.ndarray) -> float | None:
+    from headstart.evaluation.multilabel import mean_average_precision
+
+    if not len(val_y) or val_y.ndim == 1:
+        return None
+    return mean_average_precision(val_logits, val_y)

@@ -22,15 +22,23 @@ SPLIT_FOLDER_NAMES = {
     "test": "test",
     "testing": "test",
 }
-Row = tuple[ImagePath, str, str | None]  # an image, its label and its given split, if any
-_CSV_HEADER_WORDS = {"path", "file", "filename", "image", "label", "class", "split"}
+Row = tuple[ImagePath, tuple[str, ...], str | None]  # an image, its labels, its given split
+_PATH_WORDS = {"path", "file", "filename", "image", "image_id", "id"}
+_CSV_HEADER_WORDS = _PATH_WORDS | {"label", "class", "split"}
+# A second column named so holds several labels a photo, by spaces too (fastai's, Kaggle's)
+_LABEL_SET_WORDS = {"labels", "tags"}
+MULTI_LABEL_SEPARATOR = ";"
 
 
 @dataclass(frozen=True)
 class Sample:
+    """An image, its label and split; in a multi-label dataset `labels` is its set of labels
+    (empty: none of them) and `label` that set as one line, for people."""
+
     path: ImagePath
     label: str
     split: str
+    labels: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -42,6 +50,7 @@ class Dataset:
     samples: list[Sample]
     layout: str
     given_splits: frozenset[str] = field(default_factory=frozenset)
+    multi_label: bool = False  # several labels a photo (or none): Sample.labels holds them
 
     def split(self, name: str) -> list[Sample]:
         return [sample for sample in self.samples if sample.split == name]
@@ -71,24 +80,32 @@ class Dataset:
             for s in self.samples
             if not (isinstance(s.path, Path) and s.path.resolve() in paths)  # URIs stay
         ]
-        smaller = Dataset(self.root, self.classes, kept, self.layout, self.given_splits)
+        smaller = Dataset(
+            self.root, self.classes, kept, self.layout, self.given_splits, self.multi_label
+        )
         _check_enough_images(smaller)
         return smaller, len(self.samples) - len(kept)
 
 
 def load_dataset(
-    source: str | Path, val_percent: float = VAL_PERCENT, test_percent: float = TEST_PERCENT
+    source: str | Path,
+    val_percent: float = VAL_PERCENT,
+    test_percent: float = TEST_PERCENT,
+    *,
+    multi_label: bool = False,
 ) -> Dataset:
     """Read a dataset from a folder of class folders, train/val/test folders, a CSV or a mapping.
 
-    Images without a given split are assigned one by hashing their relative path.
+    Images without a given split are assigned one by hashing their relative path. A CSV row
+    may carry several labels (`a;b`, or `a b` under a `labels` header, or a one-hot CSV):
+    the dataset is then multi-label, as it is whenever `multi_label` is asked for.
     """
     check_percents(val_percent, test_percent)
     path = Path(source).expanduser()
     if not path.exists():
         raise HeadstartError(f"{path}: no such file or folder")
     if path.is_file():
-        rows, layout = _read_listing(path)
+        rows, layout = _read_listing(path, multi_label)
         root = path.parent
     else:
         split_dirs = _split_folders(path)
@@ -98,9 +115,10 @@ def load_dataset(
             rows, layout = _read_class_folders(path, split=None), "class folders"
         root = path
     given = frozenset(split for _, _, split in rows if split)
-    samples = _assign_splits(rows, root, given, val_percent, test_percent)
-    classes = _sorted_labels({sample.label for sample in samples})
-    dataset = Dataset(path, classes, samples, layout, given)
+    multi_label = multi_label or any(len(labels) != 1 for _, labels, _ in rows)
+    samples = _assign_splits(rows, root, given, val_percent, test_percent, multi_label)
+    classes = _sorted_labels({label for _, labels, _ in rows for label in labels})
+    dataset = Dataset(path, classes, samples, layout, given, multi_label)
     _check_enough_images(dataset)
     return dataset
 
@@ -134,12 +152,13 @@ def _read_class_folders(root: Path, split: str | None) -> list[Row]:
         images = visible_images(class_dir)
         if not images:
             raise HeadstartError(f"{class_dir}: class folder has no images")
-        rows.extend((image, class_dir.name, split) for image in images)
+        rows.extend((image, (class_dir.name,), split) for image in images)
     return rows
 
 
-def _read_listing(path: Path) -> tuple[list[Row], str]:
-    """A CSV (path,label[,split]) or a CNTK-style mapping file (path<TAB>label)."""
+def _read_listing(path: Path, multi_label: bool) -> tuple[list[Row], str]:
+    """A CSV (path,label[,split]; path,labels[,split]; path,LABEL1,LABEL2,... of 0/1) or a
+    CNTK-style mapping file (path<TAB>label)."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise HeadstartError(
             f"{path}: is an image, not a dataset; give a folder of class folders, a CSV "
@@ -150,17 +169,71 @@ def _read_listing(path: Path) -> tuple[list[Row], str]:
         lines, layout = list(csv.reader(text.splitlines())), "csv"
     else:
         lines, layout = [line.split("\t") for line in text.splitlines()], "mapping file"
-    rows: list[Row] = []
-    for number, cells in enumerate(lines, start=1):
-        cells = [cell.strip() for cell in cells]
-        if not any(cells) or cells[0].startswith("#"):
-            continue
-        if number == 1 and cells[0].lower() in _CSV_HEADER_WORDS:
-            continue
-        rows.append(_listing_row(path, number, cells))
+    numbered = [
+        (number, [cell.strip() for cell in cells])
+        for number, cells in enumerate(lines, start=1)
+        if any(cell.strip() for cell in cells) and not cells[0].strip().startswith("#")
+    ]
+    header = _header(numbered)
+    if header is not None and _one_hot_columns(header):
+        return _one_hot_rows(path, numbered[1:], header), "one-hot csv"
+    label_sets = multi_label or (header is not None and header[1].lower() in _LABEL_SET_WORDS)
+    body = numbered[1:] if header is not None else numbered
+    rows = [_listing_row(path, number, cells, label_sets) for number, cells in body]
     if not rows:
         raise HeadstartError(f"{path}: lists no images")
     return rows, layout
+
+
+def _header(numbered: list[tuple[int, list[str]]]) -> list[str] | None:
+    """The first line, when it is one of column names (its first cell names the path)."""
+    if not numbered or numbered[0][0] != 1:
+        return None
+    cells = numbered[0][1]
+    return cells if cells[0].lower() in _PATH_WORDS and len(cells) > 1 else None
+
+
+def _one_hot_columns(header: list[str]) -> list[int]:
+    """The label columns of a one-hot header (path, then two or more label names, and
+    perhaps a split column); none for any other header."""
+    columns = [i for i, name in enumerate(header[1:], start=1) if name.lower() != "split"]
+    names = {header[i].lower() for i in columns}
+    if len(columns) < 2 or names & (_CSV_HEADER_WORDS | _LABEL_SET_WORDS):
+        return []
+    return columns
+
+
+def _one_hot_rows(listing: Path, body: list[tuple[int, list[str]]], header: list[str]) -> list[Row]:
+    columns = _one_hot_columns(header)
+    names = [header[i] for i in columns]
+    problem = class_list_problem(names)
+    if problem:
+        raise HeadstartError(f"{listing} line 1: {problem}")
+    split_column = next((i for i, n in enumerate(header) if n.lower() == "split"), None)
+    rows: list[Row] = []
+    for number, cells in body:
+        where = f"{listing} line {number}"
+        if len(cells) != len(header):
+            raise HeadstartError(f"{where}: {len(cells)} cells for {len(header)} columns")
+        flags = [cells[i] for i in columns]
+        wrong = next((f for f in flags if f not in ("0", "1")), None)
+        if wrong is not None:
+            raise HeadstartError(f"{where}: {wrong!r} in a one-hot column (use 0 or 1)")
+        labels = tuple(name for name, flag in zip(names, flags, strict=True) if flag == "1")
+        split = cells[split_column] if split_column is not None else ""
+        rows.append((_listed_image(where, cells[0], listing), labels, _given_split(where, split)))
+    if not rows:
+        raise HeadstartError(f"{listing}: lists no images")
+    return rows
+
+
+def class_list_problem(names: list[str]) -> str | None:
+    """Why these column names cannot be labels: repeated, or empty."""
+    if any(not name for name in names):
+        return "a label column has no name"
+    if len(set(names)) != len(names):
+        return "a label column is named twice"
+    return None
 
 
 def read_utf8(path: Path) -> str:
@@ -177,20 +250,45 @@ def read_utf8(path: Path) -> str:
         raise HeadstartError(f"{path}: cannot be read ({error.strerror or error})") from error
 
 
-def _listing_row(listing: Path, number: int, cells: list[str]) -> Row:
+def _listing_row(listing: Path, number: int, cells: list[str], label_sets: bool) -> Row:
+    """One line's image, labels and split. Labels split at ';' always; at spaces too when the
+    listing holds label sets (a `labels` header, or --multi-label), which may then be empty."""
     where = f"{listing} line {number}"
-    if len(cells) < 2 or not cells[0] or not cells[1]:
+    if not cells[0] or (len(cells) < 2 and not label_sets):
         raise HeadstartError(f"{where}: expected 'path, label', got {cells!r}")
-    image = image_location(cells[0], listing.parent, expand_user=True)
+    cell = cells[1] if len(cells) > 1 else ""
+    labels = _labels_of(cell, label_sets)
+    if not labels and not label_sets:
+        raise HeadstartError(
+            f"{where}: no label (a photo with no label belongs in a multi-label listing: "
+            "a `labels` header, or --multi-label)"
+        )
+    split = cells[2] if len(cells) > 2 else ""
+    return _listed_image(where, cells[0], listing), labels, _given_split(where, split)
+
+
+def _labels_of(cell: str, label_sets: bool) -> tuple[str, ...]:
+    parts = cell.split(MULTI_LABEL_SEPARATOR)
+    if label_sets:
+        parts = [word for part in parts for word in part.split()]
+    return tuple(dict.fromkeys(part.strip() for part in parts if part.strip()))
+
+
+def _listed_image(where: str, cell: str, listing: Path) -> ImagePath:
+    image = image_location(cell, listing.parent, expand_user=True)
     # Objects are not asked for one by one here: one missing is skipped and named when read.
     if isinstance(image, Path) and not image.is_file():
         raise HeadstartError(f"{where}: no such image file {image}")
-    split = None
-    if len(cells) > 2 and cells[2]:
-        split = SPLIT_FOLDER_NAMES.get(cells[2].lower())
-        if split is None:
-            raise HeadstartError(f"{where}: unknown split {cells[2]!r} (use train, val or test)")
-    return image, cells[1], split
+    return image
+
+
+def _given_split(where: str, cell: str) -> str | None:
+    if not cell:
+        return None
+    split = SPLIT_FOLDER_NAMES.get(cell.lower())
+    if split is None:
+        raise HeadstartError(f"{where}: unknown split {cell!r} (use train, val or test)")
+    return split
 
 
 def _assign_splits(
@@ -199,16 +297,21 @@ def _assign_splits(
     given: frozenset[str],
     val_percent: float,
     test_percent: float,
+    multi_label: bool,
 ) -> list[Sample]:
     # Splits the user gave are kept; only the missing ones are carved out of the training images.
     carve_val = val_percent if "val" not in given else 0.0
     carve_test = test_percent if not given else 0.0
     samples = []
-    for image, label, split in rows:
+    for image, labels, split in rows:
         if split is None or split == "train":
             key = _relative_key(image, root)
             split = hashed_split(key, carve_val, carve_test)
-        samples.append(Sample(image, label, split))
+        if multi_label:
+            ordered = tuple(sorted(labels))  # "b;a" and "a;b" are one set
+            samples.append(Sample(image, f"{MULTI_LABEL_SEPARATOR} ".join(ordered), split, ordered))
+        else:
+            samples.append(Sample(image, labels[0], split))
     return samples
 
 
@@ -233,11 +336,18 @@ def _sorted_labels(labels: set[str]) -> list[str]:
 
 
 def _check_enough_images(dataset: Dataset) -> None:
-    per_class = Counter(sample.label for sample in dataset.samples)
+    per_class = Counter(label for sample in dataset.samples for label in labels_of(sample))
     for label in dataset.classes:
         if per_class[label] < 2:
             raise HeadstartError(
                 f"class {label!r} has {per_class[label]} image; at least 2 are needed"
             )
-    if len(dataset.classes) < 2:
+    if not dataset.classes:
+        raise HeadstartError(f"{dataset.root}: no image has a label")
+    if len(dataset.classes) < 2 and not dataset.multi_label:
         raise HeadstartError(f"{dataset.root}: found one class ({dataset.classes[0]}); need two")
+
+
+def labels_of(sample: Sample) -> tuple[str, ...]:
+    """A sample's labels: its set in a multi-label dataset, else its one label."""
+    return sample.labels if sample.labels is not None else (sample.label,)

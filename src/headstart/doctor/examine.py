@@ -23,10 +23,15 @@ from headstart.doctor.duplicates import (
 )
 from headstart.doctor.findings import ISSUES, Finding, Item
 from headstart.doctor.health import health_findings, measurements, thumbnails
-from headstart.doctor.labels import likely_label_errors, out_of_sample_probabilities
+from headstart.doctor.labels import (
+    likely_label_errors,
+    out_of_sample_label_scores,
+    out_of_sample_probabilities,
+)
 from headstart.doctor.neighbours import unit_rows
 from headstart.doctor.outliers import far_from_training, outliers_in_class
 from headstart.features.extract import FeatureExtractor
+from headstart.features.labelled import label_array
 
 IMBALANCE = 3.0  # largest class over smallest
 
@@ -62,7 +67,7 @@ def examine(dataset: Dataset, extractor: FeatureExtractor, progress: bool = Fals
     clock.lap("features")
     samples = [dataset.samples[i] for i in extracted.kept]
     items = [Item(_absolute(s.path), s.label, s.split) for s in samples]
-    y = np.array([dataset.index_of(s.label) for s in samples], np.int64)
+    y = label_array(samples, dataset.classes, dataset.multi_label)
     x, digests = extracted.features, extracted.digests
     unit = unit_rows(x, x.mean(axis=0))
     findings = [Finding(_absolute(p), "unreadable", 0.0, reason) for p, reason in extracted.skipped]
@@ -78,7 +83,9 @@ def examine(dataset: Dataset, extractor: FeatureExtractor, progress: bool = Fals
     findings += _outliers(unit, y, items)
     clock.lap("outliers")
     findings += health_findings(values, items, min(extractor.backbone.preprocessing.input_size))
-    counts = np.bincount(y, minlength=len(dataset.classes))
+    counts = (
+        y.sum(axis=0).astype(int) if y.ndim == 2 else np.bincount(y, minlength=len(dataset.classes))
+    )
     per_class = {label: int(n) for label, n in zip(dataset.classes, counts, strict=True)}
     findings += _imbalance(per_class)
     clock.lap("health")
@@ -107,7 +114,15 @@ def _duplicates(descriptors, digests, items) -> tuple[list[Finding], list[dict],
 
 
 def _label_errors(x, y, items, classes) -> tuple[list[Finding], float | None]:
-    """Suspects, and the cross-validated accuracy of the head that found them."""
+    """Suspects, and the cross-validated accuracy of the head that found them (of a
+    multi-label head, the share of its label decisions that are right)."""
+    if y.ndim == 2:
+        if y.sum(axis=0).min() < 2:
+            return [], None
+        scores = out_of_sample_label_scores(x, y)
+        suspects = likely_label_errors(y, scores)
+        accuracy = float(((scores > 0.5) == (y > 0.5)).mean())
+        return _label_set_findings(suspects, scores, y, items, classes), accuracy
     if np.bincount(y, minlength=len(classes)).min() < 2:
         return [], None
     probabilities = out_of_sample_probabilities(x, y, len(classes))
@@ -117,9 +132,11 @@ def _label_errors(x, y, items, classes) -> tuple[list[Finding], float | None]:
 
 
 def _outliers(unit, y, items) -> list[Finding]:
+    # a multi-label photo belongs to several classes: it is compared with the training set only
+    in_class = outliers_in_class(unit, y) if y.ndim == 1 else []
     findings = [
         _item_finding(items[i], "outlier-in-class", z, f"robust z {z:.1f} of distance to its class")
-        for i, z in outliers_in_class(unit, y)
+        for i, z in in_class
     ]
     is_training = np.array([item.split == "train" for item in items])
     findings += [
@@ -155,6 +172,34 @@ def _label_findings(positions, probabilities, y, items, classes) -> list[Finding
                 item.label,
                 item.split,
                 suggested=classes[suggested],
+            )
+        )
+    return findings
+
+
+def _label_set_findings(positions, scores, y, items, classes) -> list[Finding]:
+    """Each suspect with the labels that look wrong: given but unlikely, or likely but left
+    out; the suggestion is the set the head gives (probability over 1/2)."""
+    findings = []
+    for position in positions:
+        wrong = np.abs(scores[position] - y[position])
+        doubtful = [k for k in np.argsort(-wrong) if wrong[k] > 0.5][:3]
+        details = "; ".join(
+            f"{classes[k]} {'given' if y[position, k] > 0.5 else 'left out'} "
+            f"(p={scores[position, k]:.2f})"
+            for k in doubtful
+        )
+        suggested = "; ".join(classes[k] for k in np.flatnonzero(scores[position] > 0.5))
+        item = items[position]
+        findings.append(
+            Finding(
+                item.path,
+                "label-error",
+                float(wrong.max()),
+                details or "its labels as a whole look unlikely",
+                item.label,
+                item.split,
+                suggested=suggested or "(none)",
             )
         )
     return findings

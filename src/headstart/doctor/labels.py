@@ -38,8 +38,47 @@ def out_of_sample_probabilities(
     return probabilities
 
 
+def out_of_sample_label_scores(
+    x: np.ndarray, y: np.ndarray, folds: int = FOLDS, seed: int = 0
+) -> np.ndarray:
+    """Multi-label (y a 0/1 matrix): each label's probability for each image, from a
+    sigmoid head that never saw it; folds dealt by each photo's rarest label."""
+    from scipy.special import expit
+
+    from headstart.training.choice import stratified_folds
+
+    labels = y.shape[1]
+    fold_of = stratified_folds(y, labels, seed)
+    scores = np.zeros(y.shape, np.float64)
+    l2 = None
+    for fold in range(int(fold_of.max()) + 1):
+        train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+        if l2 is None:  # chosen once, as for a single label
+            cut = len(train) // 5
+            fit_part, choose_part = train[cut:], train[:cut]
+            path = fit_linear(
+                x[fit_part], y[fit_part], x[choose_part], y[choose_part], labels, multi_label=True
+            )
+            l2 = path.l2
+        fit = fit_linear(x[train], y[train], x[:0], y[:0], labels, l2=l2, multi_label=True)
+        scores[held] = expit((x[held] @ fit.weight.T + fit.bias).astype(np.float64))
+    return scores
+
+
 def likely_label_errors(y: np.ndarray, probabilities: np.ndarray) -> list[int]:
-    """Positions of likely mislabelled images, most suspicious first (lowest self-confidence)."""
+    """Positions of likely mislabelled images, most suspicious first (lowest self-confidence);
+    for a multi-label 0/1 matrix, images where any label looks wrongly given or left out."""
+    if y.ndim == 2:
+        from cleanlab.multilabel_classification.filter import find_label_issues as multi
+
+        given = [np.flatnonzero(row > 0.5).tolist() for row in y]
+        found = multi(
+            labels=given,
+            pred_probs=probabilities,
+            return_indices_ranked_by="self_confidence",
+            n_jobs=1,
+        )
+        return [int(i) for i in found]
     from cleanlab.filter import find_label_issues  # pandas underneath: loaded only here
 
     found = find_label_issues(

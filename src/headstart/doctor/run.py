@@ -28,17 +28,19 @@ def diagnose(
     val_percent: float = VAL_PERCENT,
     test_percent: float = TEST_PERCENT,
     context: RunContext | None = None,
+    multi_label: bool = False,
 ) -> Diagnosis:
     """Look for duplicates, leakage, likely label errors, outliers and unhealthy images.
 
     With `output`, writes issues.csv, doctor.html and doctor.json there. The split is the
     one `train` would use with the same percentages, so "leak" means what training would see.
-    `context` binds the feature cache folder, the engine and progress bars.
+    `context` binds the feature cache folder, the engine and progress bars. `multi_label`
+    reads a CSV's labels as sets (chosen anyway when a row carries several).
     """
     context = context or RunContext()
     if output is not None:
         check_output_folder(Path(output), "doctor output", DOCTOR_FILES, data)
-    dataset = load_dataset(data, val_percent, test_percent)
+    dataset = load_dataset(data, val_percent, test_percent, multi_label=multi_label)
     cache = open_feature_cache(context)
     extractor = FeatureExtractor(
         # The pooled head alone: the duplicate thresholds were measured on it.

@@ -11,9 +11,14 @@ import numpy as np
 def reliability_bins(
     probabilities: np.ndarray, truth: np.ndarray, bins: int = 15
 ) -> list[dict[str, float]]:
-    """Per confidence bin: mean confidence, accuracy and count (the reliability diagram)."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == truth
+    """Per confidence bin: mean confidence, accuracy and count (the reliability diagram).
+    Multi-label (truth a 0/1 matrix): every label's probability is a confidence, and its
+    accuracy the share of those in the bin that are true."""
+    if truth.ndim == 2:
+        confidence, correct = probabilities.ravel(), truth.ravel() > 0.5
+    else:
+        confidence = probabilities.max(axis=1)
+        correct = probabilities.argmax(axis=1) == truth
     edges = np.linspace(0.0, 1.0, bins + 1)
     rows = []
     for low, high in pairwise(edges):
@@ -34,7 +39,7 @@ def reliability_bins(
 def expected_calibration_error(
     probabilities: np.ndarray, truth: np.ndarray, bins: int = 15
 ) -> float:
-    total = len(truth)
+    total = truth.size
     return float(
         sum(
             row["count"] / total * abs(row["accuracy"] - row["confidence"])
@@ -44,5 +49,9 @@ def expected_calibration_error(
 
 
 def nll(probabilities: np.ndarray, truth: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class; multi-label, summed over the labels."""
+    if truth.ndim == 2:
+        p = np.clip(probabilities, 1e-12, 1 - 1e-12)
+        return float(-(truth * np.log(p) + (1 - truth) * np.log(1 - p)).sum(axis=1).mean())
     picked = probabilities[np.arange(len(truth)), truth]
     return float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())

@@ -92,7 +92,12 @@ def accuracy_vs_images_figure(per_class: list[dict[str, Any]], train_counts: dic
     return _png(figure)
 
 
-def reliability_figure(before: list[dict], after: list[dict], temperature: float) -> bytes:
+def reliability_figure(
+    before: list[dict],
+    after: list[dict],
+    temperature: float,
+    confidence: str = "confidence (top probability)",
+) -> bytes:
     figure, axes = _figure(5, 4.5)
     axes.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="perfect calibration")
     for rows, colour, name in (
@@ -106,7 +111,7 @@ def reliability_figure(before: list[dict], after: list[dict], temperature: float
             color=colour,
             label=name,
         )
-    axes.set_xlabel("confidence (top probability)")
+    axes.set_xlabel(confidence)
     axes.set_ylabel("accuracy")
     axes.set_xlim(0, 1.02)
     axes.set_ylim(0, 1.02)
@@ -127,9 +132,40 @@ def training_curves_figure(history: list[dict[str, float]]) -> bytes:
                 values = [h[f"{split}_{key}"] for h in history]
                 axes.plot(steps, values, color=colour, label=name, marker=marker)
         if path:
+            from matplotlib.ticker import FuncFormatter
+
             axes.set_xscale("log")
             axes.invert_xaxis()
+            # plain numbers: with text.parse_math off, the default ticks show as TeX source
+            axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         axes.set_xlabel("L2 strength (weaker to the right)" if path else "epoch")
         axes.set_title(title)
         axes.legend()
+    return _png(figure)
+
+
+def precision_recall_figure(
+    curves: list[tuple[str, np.ndarray, np.ndarray, float | None]],
+    operating: list[tuple[float, float]],
+) -> bytes:
+    """Each label's precision-recall curve (name, precision, recall, AP), with the point its
+    threshold gives (recall, precision) marked."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = _figure(6, 4.8)
+    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    for index, ((name, precision, recall, ap), point) in enumerate(
+        zip(curves, operating, strict=True)
+    ):
+        colour = colours(index % colours.N)
+        shown = f"{visible(name)} (AP {ap:.3f})" if ap is not None else visible(name)
+        axes.plot(recall, precision, color=colour, label=shown, drawstyle="steps-post")
+        axes.plot(*point, "o", color=colour)
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.02)
+    axes.set_title("Precision-recall per label (dots: at the model's thresholds)")
+    if len(curves) <= 20:  # more would hide the curves
+        axes.legend(loc="lower left", fontsize=7)
     return _png(figure)

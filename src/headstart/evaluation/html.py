@@ -182,3 +182,88 @@ def _gallery(items: list[dict]) -> str:
         for item in items
     )
     return f"<div class='gallery'>{figures}</div>"
+
+
+def multi_label_page(
+    title: str, numbers: dict[str, Any], pngs: dict[str, bytes], galleries: dict
+) -> str:
+    """A multi-label model's report: its scores, each label's results and curve, calibration
+    and each label's worst mistakes."""
+    parts = [
+        f"<h1>{escape(title)}</h1>",
+        f"<p>{escape(numbers['backbone'].get('name', ''))} backbone, "
+        f"{escape(str(numbers.get('strategy') or 'linear'))} head, a sigmoid and a threshold "
+        f"a label. <b>{escape(numbers.get('scope') or numbers['split'])}</b>.</p>",
+        _multi_label_cards(numbers),
+        "<h2>Per label</h2><p>At each label's threshold, chosen on validation to maximise its "
+        "F1. Click a column to sort.</p>",
+        _per_label(numbers["per_label"], numbers["train_per_class"]),
+        _image(pngs["precision_recall"], "precision-recall curves"),
+        "<h2>Calibration</h2>",
+        _calibration(numbers["calibration"]),
+        "<p>Every (photo, label) probability is a confidence here.</p>",
+        _image(pngs["reliability"], "reliability diagram"),
+    ]
+    if "training_curves" in pngs:
+        parts += ["<h2>Training curves</h2>", _image(pngs["training_curves"], "training curves")]
+    parts.append("<h2>Worst mistakes per label</h2>")
+    for label, items in galleries.items():
+        parts += [f"<h3>{escape(label)}</h3>", _label_gallery(items)]
+    if any(item.get("heat_map") for items in galleries.values() for item in items):
+        parts.insert(
+            -len(galleries) * 2,
+            "<p>Over each photo, that label's heat map: red where the photo speaks for the "
+            "label, blue where it speaks against it.</p>",
+        )
+    body = "\n".join(parts)
+    return (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>\n{body}\n<script>{_SORT}</script></body></html>\n"
+    )
+
+
+def _multi_label_cards(numbers: dict[str, Any]) -> str:
+    given = numbers["predicted_cardinality"]
+    cards = [
+        ("mAP", _score(numbers["mAP"])),
+        ("micro F1", _score(numbers["micro_f1"])),
+        ("macro F1", _score(numbers["macro_f1"])),
+        ("exact set right", f"{numbers['exact_match']:.2%}"),
+        ("Hamming loss", f"{numbers['hamming_loss']:.4f}"),
+        ("labels a photo", f"{numbers['label_cardinality']:.2f} true, {given:.2f} given"),
+        ("images evaluated", str(numbers["images"])),
+    ]
+    split_counts = ", ".join(f"{k} {v}" for k, v in numbers["images_per_split"].items())
+    cards.append(("trained on (images per split)", split_counts))
+    if numbers.get("skipped"):
+        cards.append(("unreadable, skipped", str(len(numbers["skipped"]))))
+    items = "".join(f"<div class='card'>{escape(k)}<b>{escape(v)}</b></div>" for k, v in cards)
+    return f"<div class='cards'>{items}</div>"
+
+
+def _per_label(per_label: list[dict], train_counts: dict) -> str:
+    columns = ("average_precision", "precision", "recall", "f1")
+    rows = "".join(
+        f"<tr><td>{escape(r['label'])}</td>"
+        + "".join(f"<td class='n'>{_score(r[key])}</td>" for key in columns)
+        + f"<td class='n'>{r['support']}</td><td class='n'>{r['threshold']:.3f}</td>"
+        f"<td class='n'>{train_counts.get(r['label'], 0)}</td></tr>"
+        for r in per_label
+    )
+    names = ("label", "AP", "precision", "recall", "F1", "support", "threshold", "train images")
+    head = "".join(f"<th>{name}</th>" for name in names)
+    return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _label_gallery(items: list[dict]) -> str:
+    if not items:
+        return "<p>No mistakes.</p>"
+    figures = "".join(
+        f"<figure title='{escape(item['path'])}'>"
+        f"<img alt='{escape(item['true'])}' src='data:image/jpeg;base64,{item['thumbnail']}'>"
+        f"<figcaption><b>{escape(item['mistake'])}</b>: {escape(item['label'])} "
+        f"{item['probability']:.1%}<br>true: {escape(item['true'])}</figcaption></figure>"
+        for item in items
+    )
+    return f"<div class='gallery'>{figures}</div>"

@@ -17,6 +17,7 @@ from headstart.evaluation import figures
 from headstart.evaluation.calibration import expected_calibration_error, reliability_bins
 from headstart.evaluation.html import report_page
 from headstart.evaluation.metrics import Evaluation
+from headstart.evaluation.multilabel import MultiLabelEvaluation
 from headstart.evaluation.score import score
 from headstart.storage import (
     SafeCsvWriter,
@@ -59,13 +60,22 @@ def report_and_evaluation(
     keep_duplicates: bool = False,
     tta: bool = False,
     heat_maps: bool = True,
-) -> tuple[Path, Evaluation]:
+) -> tuple[Path, Evaluation | MultiLabelEvaluation]:
     """`write_report`, also handing back the evaluation it scored (so it is scored once)."""
     folder = Path(folder)
     check_output_folder(folder, "report", REPORT_FILES, None if isinstance(data, Dataset) else data)
     folder.mkdir(parents=True, exist_ok=True)
     scored = score(classifier, data, split, tta=tta, keep_duplicates=keep_duplicates)
+    if classifier.multi_label:
+        from headstart.evaluation.multilabel_report import write_multi_label_report
+
+        numbers, written = write_multi_label_report(
+            classifier, scored, folder, heat_maps, _pictures
+        )
+        atomic_write_text(folder / "metrics.json", json.dumps(numbers, indent=2) + "\n")
+        return written, scored.evaluation
     evaluation, calibrated = scored.evaluation, scored.probabilities
+    assert isinstance(evaluation, Evaluation)
     dataset, labelled = scored.photos.dataset, scored.photos.labelled
     logits = classifier.logits(labelled.x).astype(np.float64)
     raw = softmax(logits, axis=1)  # before the temperature, one view: the figure's "before"

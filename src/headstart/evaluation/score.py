@@ -10,6 +10,7 @@ import numpy as np
 
 from headstart.data.sources import Dataset
 from headstart.evaluation.metrics import Evaluation, evaluate_probabilities
+from headstart.evaluation.multilabel import MultiLabelEvaluation, evaluate_multi_label
 from headstart.model.classifier import Classifier
 from headstart.model.scoring import EvaluationSet
 
@@ -20,7 +21,7 @@ class Scored:
 
     photos: EvaluationSet
     probabilities: np.ndarray
-    evaluation: Evaluation
+    evaluation: Evaluation | MultiLabelEvaluation
 
 
 def evaluate(
@@ -30,13 +31,14 @@ def evaluate(
     *,
     tta: bool = False,
     keep_duplicates: bool = False,
-) -> Evaluation:
+) -> Evaluation | MultiLabelEvaluation:
     """Evaluate `classifier` on `data`: its held-out split (test, else validation) if it is the
     dataset the model was trained on, else every image in it; or the named `split`.
 
     Images identical to a training image are left out unless `keep_duplicates`; the
     Evaluation's `scope` says what was scored. `tta` averages the probabilities over flips
-    and crops (test-time augmentation).
+    and crops (test-time augmentation). A multi-label model gets a MultiLabelEvaluation
+    (mAP, F1s, exact-set accuracy, per-label results at its thresholds).
     """
     return score(classifier, data, split, tta=tta, keep_duplicates=keep_duplicates).evaluation
 
@@ -53,9 +55,20 @@ def score(
     photos = classifier.evaluation_set(data, split, keep_duplicates=keep_duplicates)
     labelled = photos.labelled
     probabilities = classifier.scored_probabilities(labelled, tta)
-    evaluation = evaluate_probabilities(
-        probabilities, labelled.y, classifier.labels, photos.split, labelled.skipped
-    )
+    evaluation: Evaluation | MultiLabelEvaluation
+    if classifier.multi_label:
+        evaluation = evaluate_multi_label(
+            probabilities,
+            labelled.y,
+            classifier.labels,
+            classifier.thresholds,
+            photos.split,
+            labelled.skipped,
+        )
+    else:
+        evaluation = evaluate_probabilities(
+            probabilities, labelled.y, classifier.labels, photos.split, labelled.skipped
+        )
     evaluation.scope = photos.describe()
     evaluation.duplicates = [str(path) for path in photos.duplicates]
     return Scored(photos, probabilities, evaluation)

@@ -29,6 +29,7 @@ EXTRA = "pip install 'headstart[coreml]'"
 def export_coreml(classifier, path: Path) -> Path:
     """Write the classifier as a .mlpackage folder; returns its path."""
     path = Path(path)
+    classifier.require_single_label("a Core ML export")
     check_coreml_target(path)
     coremltools = _coremltools()
     program = exported_program(classifier)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 from headstart.backbones.onnx_file import export_pixels_module
 from headstart.context import RunContext
 from headstart.errors import HeadstartError
+from headstart.export.runtime import SCORES_OUTPUT, THRESHOLDS_KEY
 from headstart.model.folder import METADATA_FILE, model_key
 from headstart.model.unknown import combine
 from headstart.storage import atomic_write_bytes, check_writable_file
@@ -27,8 +29,9 @@ def export_classifier(
     explain: bool = False,
     any_size: bool = False,
 ) -> Path:
-    """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out, then the
-    unknown-image score when the model has one, and with `explain` every label's heat map
+    """One ONNX file: uint8 RGB pixels (N, H, W, 3) in, class probabilities out (of a
+    multi-label model, `scores`: each label's sigmoid, its threshold in the metadata), then
+    the unknown-image score when the model has one, and with `explain` every label's heat map
     (N, classes, h, w) as model/explanation.py computes it.
 
     Normalisation, backbone, head and softmax are all inside the graph; labels, backbone and
@@ -42,7 +45,7 @@ def export_classifier(
     if any_size and explain:
         raise HeadstartError("--any-size and --explain: one or the other (maps need the crop)")
     network = exported_network(classifier, explain)
-    outputs = ["probabilities"]
+    outputs = [SCORES_OUTPUT if classifier.multi_label else "probabilities"]
     outputs += ["unknown_score"] if classifier.unknown is not None else []
     outputs += ["heatmap"] if explain else []
     export_pixels_module(network, classifier.preprocessing.input_size, path, tuple(outputs))
@@ -100,6 +103,7 @@ def exported_network(classifier, explain: bool):
 
     head = classifier.head.module(classifier.temperature)
     unknown = classifier.unknown
+    activation = torch.sigmoid if classifier.multi_label else partial(torch.softmax, dim=1)
     if explain:
         maps = classifier.backbone_maps()
         scorer = heat_map_network(maps, head, classifier.head_config, classifier.preprocessing)
@@ -116,7 +120,7 @@ def exported_network(classifier, explain: bool):
 
         def forward(self, pixels):
             vectors, logits, *maps = self.scorer(pixels)
-            outputs = [torch.softmax(logits, dim=1)]
+            outputs = [activation(logits)]
             if self.bank is not None:
                 kept = vectors[:, : self.bank.shape[1]]
                 unit = kept / kept.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -157,6 +161,11 @@ def onnx_metadata(classifier) -> dict[str, str]:
         **(
             {"headstart.unknown_threshold": json.dumps(classifier.unknown.stats.threshold)}
             if classifier.unknown is not None
+            else {}
+        ),
+        **(
+            {THRESHOLDS_KEY: json.dumps(list(classifier.thresholds))}
+            if classifier.multi_label
             else {}
         ),
     }

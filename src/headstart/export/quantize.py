@@ -92,6 +92,7 @@ def compare(
 
 def check_calibration_classes(classifier: Any, calibration: Path) -> None:
     """Refuse calibration data holding classes the model does not know (before any work)."""
+    classifier.require_single_label("--quantize")
     unknown = sorted(set(load_dataset(calibration).classes) - set(classifier.labels))
     if unknown:
         raise HeadstartError(

@@ -20,6 +20,8 @@ from headstart.threads import onnx_session_options
 
 # An `export --any-size` file's input: one decoded photo (H, W, 3) uint8 of any size.
 ANY_SIZE_INPUT = "image"
+SCORES_OUTPUT = "scores"  # a multi-label export's first output: a sigmoid a label
+THRESHOLDS_KEY = "headstart.thresholds"  # and its labels' thresholds, in the metadata
 
 if TYPE_CHECKING:
     from headstart.model.explanation import Explanation
@@ -52,6 +54,9 @@ class OnnxClassifier:
         self.metadata = metadata
         outputs = [output.name for output in self.session.get_outputs()]
         self.outputs = tuple(outputs)
+        # A multi-label file's first output is `scores`, a sigmoid a label, with thresholds
+        self.thresholds = _thresholds(self.path, metadata, len(self.labels), outputs)
+        self.multi_label = bool(self.thresholds)
         # export --any-size: one decoded photo of any size in, resized and cropped in the graph
         self.any_size = self.session.get_inputs()[0].name == ANY_SIZE_INPUT
         # Models exported with an unknown-image score: its threshold, else None.
@@ -120,6 +125,11 @@ class OnnxClassifier:
         assert maps is not None
         return self._ranked(probabilities, top_k), scores, probabilities, maps
 
+    def label_set(self, ranked: list[tuple[str, float]]) -> list[str]:
+        """Of a multi-label model, the ranked labels past their thresholds."""
+        threshold = dict(zip(self.labels, self.thresholds, strict=True))
+        return [label for label, p in ranked if p >= threshold[label]]
+
     def _ranked(self, probabilities: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
         k = max(1, min(top_k, len(self.labels)))
         ranked = []
@@ -145,7 +155,9 @@ class OnnxClassifier:
         skipped = [(paths[i], error) for i, (_, error) in enumerate(decoded) if error]
         pixels = [image for image, _ in decoded if image is not None]
         probabilities, scores, _ = self._batched(pixels, batch_size)
-        predictions = top_k_predictions(paths, kept, probabilities, skipped, self.labels, top_k)
+        predictions = top_k_predictions(
+            paths, kept, probabilities, skipped, self.labels, top_k, self.thresholds
+        )
         if scores is not None:
             for index, score in zip(kept, scores, strict=True):
                 unknown = self.is_unknown(float(score))
@@ -158,7 +170,7 @@ class OnnxClassifier:
         """Probabilities, unknown-image scores if the model has them, and with `heat_maps`
         the maps, batch by batch; maps not asked for are left uncomputed."""
         scored = "unknown_score" in self.outputs
-        names = ["probabilities", *(["unknown_score"] if scored else [])]
+        names = [self.outputs[0], *(["unknown_score"] if scored else [])]
         names += ["heatmap"] if heat_maps else []
         if self.any_size:  # photos of different sizes: one at a time
             runs = [self.session.run(names, {ANY_SIZE_INPUT: photo}) for photo in pixels]
@@ -176,3 +188,21 @@ class OnnxClassifier:
         if self.unknown_threshold is None:
             return probabilities, None, maps
         return probabilities, np.concatenate([run[1] for run in runs]), maps
+
+
+def _thresholds(
+    path: Path, metadata: dict[str, str], labels: int, outputs: list[str]
+) -> tuple[float, ...]:
+    """A multi-label file's thresholds, one a label strictly between 0 and 1; () for a
+    single-label file. Anything else is refused: a wrong threshold is a wrong answer."""
+    if outputs[0] != SCORES_OUTPUT:
+        return ()
+    try:
+        values = json.loads(metadata[THRESHOLDS_KEY])
+        valid = isinstance(values, list) and len(values) == labels
+        thresholds = tuple(float(v) for v in values) if valid else ()
+    except (KeyError, TypeError, ValueError):
+        thresholds = ()
+    if not thresholds or not all(0 < t < 1 for t in thresholds):
+        raise HeadstartError(f"{path}: a multi-label export without {labels} valid thresholds")
+    return thresholds

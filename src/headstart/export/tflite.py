@@ -29,6 +29,7 @@ EXTRA = "pip install 'headstart[tflite]'"
 def export_tflite(classifier, path: Path) -> Path:
     """Write the classifier as a .tflite file (and its labels file); returns the path."""
     path = Path(path)
+    classifier.require_single_label("a TFLite export")
     check_tflite_target(path)
     litert_torch = _litert_torch()
     import torch

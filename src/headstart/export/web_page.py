@@ -32,6 +32,7 @@ FORMAT = "headstart-web/1"  # in model.json: what the page reads
 def export_web_page(classifier, folder: Path) -> list[Path]:
     """Write the page's folder; returns the files written."""
     folder = Path(folder)
+    classifier.require_single_label("export --web")
     check_output_folder(folder, "web page", (SETTINGS_FILE,))
     runtime = _runtime_files()
     folder.mkdir(parents=True, exist_ok=True)

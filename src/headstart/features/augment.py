@@ -94,8 +94,9 @@ class AugmentedImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int | torch.Tensor]:
         epoch, index = key
         seed = derived_seed(self.seed, epoch, index)
         pixels = to_pixels(augment_seeded(self.transform, self.images[index], seed))
-        return pixels, int(self.labels[index])
+        label = self.labels[index]  # a class index, or a multi-label row of 0/1
+        return pixels, (torch.from_numpy(label) if label.ndim else int(label))

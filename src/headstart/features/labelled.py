@@ -15,7 +15,7 @@ from headstart.features.extract import FeatureExtractor
 @dataclass
 class LabelledFeatures:
     x: np.ndarray  # (n, dim) float32, or float16 for training (features/blocks.py)
-    y: np.ndarray  # (n,) int64 class indices
+    y: np.ndarray  # (n,) int64 class indices; (n, classes) float32 of 0/1 when multi-label
     samples: list[Sample]  # the samples that have features, in the order of x
     skipped: list[tuple[ImagePath, str]]
     computed: int
@@ -41,12 +41,23 @@ def labelled_features(
     progress: bool = False,
     description: str = "Features",
     dtype: DTypeLike = np.float32,
+    multi_label: bool = False,
 ) -> LabelledFeatures:
     paths = [s.path for s in samples]
     result = extractor.extract_files(paths, progress, description, dtype)
     kept = [samples[i] for i in result.kept]
-    index = {label: i for i, label in enumerate(classes)}
-    y = np.array([index[s.label] for s in kept], dtype=np.int64)
+    y = label_array(kept, classes, multi_label)
     return LabelledFeatures(
         result.features, y, kept, result.skipped, result.computed, result.digests
     )
+
+
+def label_array(samples: list[Sample], classes: list[str], multi_label: bool) -> np.ndarray:
+    """Class indices (n,), or for multi-label samples a 0/1 matrix (n, classes)."""
+    index = {label: i for i, label in enumerate(classes)}
+    if multi_label:
+        y = np.zeros((len(samples), len(classes)), np.float32)
+        for row, sample in enumerate(samples):
+            y[row, [index[label] for label in sample.labels or ()]] = 1.0
+        return y
+    return np.array([index[s.label] for s in samples], dtype=np.int64)

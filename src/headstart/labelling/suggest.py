@@ -116,6 +116,8 @@ def suggest(
     predictions rank the pool (else a head is fitted on `labelled` when it holds enough)."""
     if count < 1:
         raise HeadstartError(f"count must be at least 1, not {count}")
+    if model is not None:
+        model.require_single_label("suggest")
     context = context or (model.context if model is not None else RunContext())
     paths = image_list(pool)
     extractor = model.extractor() if model is not None else default_extractor(paths, context)
@@ -155,6 +157,8 @@ def _labelled(extractor, labelled, model, progress: bool) -> Labelled:
         width = extractor.backbone.width or 0
         return Labelled(np.zeros((0, width), np.float32), np.zeros(0, np.int64), digests, classes)
     dataset = labelled if isinstance(labelled, Dataset) else load_dataset(labelled)
+    if dataset.multi_label:
+        raise HeadstartError(f"{dataset.root}: suggest takes single-label data, not label sets")
     features = labelled_features(extractor, dataset.samples, dataset.classes, progress, "Labelled")
     return Labelled(features.x, features.y, features.digests, dataset.classes)
 

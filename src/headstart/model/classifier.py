@@ -129,6 +129,25 @@ class Classifier:
         return self.record.temperature
 
     @property
+    def multi_label(self) -> bool:
+        """Whether a photo may carry several labels (or none): a sigmoid a label, each with
+        its `thresholds` entry, not one softmax."""
+        return self.record.multi_label
+
+    def require_single_label(self, what: str) -> None:
+        """Refuse, in one line, what only a single-label (softmax) model can do."""
+        if self.multi_label:
+            raise HeadstartError(
+                f"{what} takes single-label models, and this one is multi-label (its ONNX "
+                "export, predict, evaluate, report and serve take it)"
+            )
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """A multi-label model's threshold a label, on its probability; () otherwise."""
+        return self.record.thresholds
+
+    @property
     def history(self) -> list[dict[str, Any]]:
         """One row of losses and accuracies a training epoch."""
         return self.record.history
@@ -201,10 +220,14 @@ class Classifier:
         return self.unknown.scores(features, self.logits(features) / self.temperature)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities: softmax of the logits over the temperature."""
-        from scipy.special import softmax
+        """Calibrated class probabilities: softmax of the logits over the temperature (of a
+        multi-label model, each label's sigmoid)."""
+        return self._activation(self.logits(features) / self.temperature)
 
-        return softmax(self.logits(features) / self.temperature, axis=1)
+    def _activation(self, logits: np.ndarray) -> np.ndarray:
+        from scipy.special import expit, softmax
+
+        return expit(logits) if self.multi_label else softmax(logits, axis=1)
 
     def predict(
         self,
@@ -237,7 +260,7 @@ class Classifier:
         else:
             probabilities = self.probabilities(result.features)
         predictions = top_k_predictions(
-            paths, result.kept, probabilities, result.skipped, self.labels, top_k
+            paths, result.kept, probabilities, result.skipped, self.labels, top_k, self.thresholds
         )
         scores = self.unknown_scores(result.features) if result.kept else None
         if scores is not None and self.unknown is not None:
@@ -298,7 +321,6 @@ class Classifier:
         """Probabilities (N, K) and every label's heat map (N, K, h, w) for network inputs
         (N, H, W, 3) uint8."""
         import torch
-        from scipy.special import softmax
 
         if self._heat_map_network is None:
             self._heat_map_network = heat_map_network(
@@ -310,7 +332,7 @@ class Classifier:
         network: Any = self._heat_map_network
         with torch.no_grad():
             _, logits, maps = network(torch.from_numpy(pixels))
-        return softmax(logits.numpy(), axis=1), maps.numpy()
+        return self._activation(logits.numpy()), maps.numpy()
 
     def evaluation_set(
         self,
@@ -329,7 +351,12 @@ class Classifier:
         trained_on = self.training.dataset if self.training else None
         split, samples, scope = choose_samples(dataset, split, trained_on)
         labelled = labelled_features(
-            self.extractor(), samples, self.labels, self.context.progress, "Evaluating"
+            self.extractor(),
+            samples,
+            self.labels,
+            self.context.progress,
+            "Evaluating",
+            multi_label=self.multi_label,
         )
         labelled, copies = leave_out_training_copies(
             labelled, digest_set(self.training_digests.get("train")), keep_duplicates
@@ -370,7 +397,14 @@ class Classifier:
     def evaluation_dataset(self, data: str | Path) -> Dataset:
         """`data` read with the split percentages the model was trained with."""
         split = self.training.split if self.training else SplitPercents()
-        return load_dataset(data, split.val_percent, split.test_percent)
+        dataset = load_dataset(
+            data, split.val_percent, split.test_percent, multi_label=self.multi_label
+        )
+        if dataset.multi_label and not self.multi_label:
+            raise HeadstartError(
+                f"{dataset.root}: lists several labels a photo; this model gives one"
+            )
+        return dataset
 
     def extractor(self) -> FeatureExtractor:
         """The feature extractor of this model's backbone, in this classifier's context."""
@@ -425,8 +459,9 @@ class Classifier:
         return bool(self.backbone_tensors)
 
     def __repr__(self) -> str:
+        kind = "labels, multi-label" if self.multi_label else "classes"
         return (
-            f"Classifier({len(self.labels)} classes, backbone={self.backbone.name}, "
+            f"Classifier({len(self.labels)} {kind}, backbone={self.backbone.name}, "
             f"head={self.head_config.kind})"
         )
 

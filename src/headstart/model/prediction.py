@@ -29,12 +29,19 @@ class Prediction:
     unknown_score: float | None = None  # how unlike the training data (model's threshold)
     unknown: bool | None = None  # like none of the classes
     rejected: bool = False  # unknown, and asked to say so instead of a class
+    # A multi-label model's answer: the labels past their thresholds, most probable first
+    # (empty: none of them), and every label's probability.
+    label_set: list[str] | None = None
+    scores: dict[str, float] | None = None
 
     @property
     def label(self) -> str | None:
-        """The predicted class; "unknown" when rejected; None for an unreadable image."""
+        """The predicted class; "unknown" when rejected; None for an unreadable image. Of a
+        multi-label model, its label set as one line ("" for none)."""
         if self.rejected:
             return UNKNOWN_LABEL
+        if self.label_set is not None:
+            return "; ".join(self.label_set)
         return self.labels[0] if self.labels else None
 
     def mark_unknown(self, score: float, unknown: bool, reject: bool) -> None:
@@ -43,12 +50,17 @@ class Prediction:
         self.rejected = unknown and reject
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON: path, label, top (label, probability pairs), unknown, error."""
+        """Plain JSON: path, label, top (label, probability pairs), unknown, error; of a
+        multi-label model, `labels` (the set) and `scores` (every label's) for `label`."""
         data: dict[str, Any] = {"path": str(self.path)}
         if self.error:
             data["error"] = self.error
+        elif self.label_set is not None:
+            data["labels"] = [UNKNOWN_LABEL] if self.rejected else self.label_set
+            data["scores"] = self.scores
         else:
             data["label"] = self.label
+        if not self.error:
             if self.unknown is not None:
                 data["unknown"], data["unknown_score"] = self.unknown, self.unknown_score
             data["top"] = [
@@ -100,16 +112,25 @@ def top_k_predictions(
     skipped: list[tuple[ImagePath, str]],
     labels: list[str],
     top_k: int,
+    thresholds: tuple[float, ...] = (),
 ) -> list[Prediction]:
-    """One Prediction per path, in order: top-k labels where it decoded, the reason where not."""
+    """One Prediction per path, in order: top-k labels where it decoded, the reason where not;
+    with `thresholds` (a multi-label model's), each one's label set and scores too."""
     predictions = {str(path): Prediction(path, error=reason) for path, reason in skipped}
     k = max(1, min(top_k, len(labels)))
-    order = np.argsort(-probabilities, axis=1)[:, :k]
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")
     for row, index in enumerate(kept):
-        top = order[row]
-        predictions[str(paths[index])] = Prediction(
+        top = ranked[row, :k]
+        prediction = Prediction(
             paths[index], [labels[i] for i in top], [float(p) for p in probabilities[row, top]]
         )
+        if thresholds:
+            passed = probabilities[row] >= np.asarray(thresholds)
+            prediction.label_set = [labels[i] for i in ranked[row] if passed[i]]
+            prediction.scores = {
+                label: float(p) for label, p in zip(labels, probabilities[row], strict=True)
+            }
+        predictions[str(paths[index])] = prediction
     return [predictions[str(path)] for path in paths]
 
 

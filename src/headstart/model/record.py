@@ -197,6 +197,7 @@ class Summary(RecordPart):
     l2: float | None = None  # the linear head's L2 strength, chosen on validation
     val_accuracy: float | None = None
     val_loss: float | None = None
+    val_map: float | None = None  # multi-label: mean average precision on validation
     strategy: str = "linear"
     reason: str | None = None  # why auto chose the strategy
     augmented_views: int = 0
@@ -251,6 +252,14 @@ class ModelRecord:
     # The training photo behind each row of the unknown-image score's bank: (path relative to
     # the dataset, or as given, and label index), so explanations can show the nearest.
     bank_photos: tuple[tuple[str, int], ...] = ()
+    # A multi-label model's threshold a label, on its calibrated sigmoid probability; none
+    # for a single-label (softmax) model.
+    thresholds: tuple[float, ...] = ()
+
+    @property
+    def multi_label(self) -> bool:
+        """Several labels a photo, each its own sigmoid and threshold (not one softmax)."""
+        return bool(self.thresholds)
 
     @property
     def temperature(self) -> float:
@@ -275,6 +284,8 @@ class ModelRecord:
             out["head_history"] = self.head_history
         if self.bank_photos:
             out["bank_photos"] = [list(photo) for photo in self.bank_photos]
+        if self.thresholds:
+            out["thresholds"] = list(self.thresholds)
         return out
 
     @classmethod
@@ -321,6 +332,7 @@ class ModelRecord:
             head_history=_rows(m, "head_history"),
             versions=_versions(m.get("versions")),
             bank_photos=_bank_photos(m.get("bank_photos"), len(labels)),
+            thresholds=_thresholds(m.get("thresholds"), len(labels)),
         )
 
 
@@ -350,6 +362,21 @@ def _bank_photos(value: Any, classes: int) -> tuple[tuple[str, int], ...]:
             raise HeadstartError(f"bank_photos[{index}]: not [path, label index]")
         photos.append((photo[0], photo[1]))
     return tuple(photos)
+
+
+def _thresholds(value: Any, labels: int) -> tuple[float, ...]:
+    """One threshold a label, each strictly between 0 and 1 (0 would say every label of
+    every photo; NaN, none)."""
+    if value is None:
+        return ()
+    valid = (
+        isinstance(value, list)
+        and len(value) == labels
+        and all(finite(t) is None and 0 < t < 1 for t in value)
+    )
+    if not valid:
+        raise HeadstartError(f"thresholds: must be {labels} numbers between 0 and 1, one a label")
+    return tuple(float(t) for t in value)
 
 
 def _part(kind: type[Part], metadata: dict[str, Any], name: str) -> Part | None:

@@ -62,6 +62,8 @@ class Label(BaseModel):
 class ImagePrediction(BaseModel):
     filename: str
     top: list[Label]
+    # A multi-label model's answer: every label past its threshold, most probable first
+    labels: list[str] | None = None
     unknown: bool | None = None  # unlike every class (None: the model has no such score)
     unknown_score: float | None = None
     # With ?explain=true: the photo with the top label's heat map over it, a PNG in base64.
@@ -78,6 +80,8 @@ class Metadata(BaseModel):
     input_size: list[int]
     version: str
     explains: bool  # whether ?explain=true gives heat maps (the model was exported with them)
+    multi_label: bool = False  # a set of labels a photo, each past its threshold
+    thresholds: list[float] | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -164,6 +168,8 @@ def create_app(
             input_size=list(model.preprocessing.input_size),
             version=__version__,
             explains="heatmap" in model.outputs,
+            multi_label=model.multi_label,
+            thresholds=list(model.thresholds) or None,
         )
 
     @app.post(
@@ -182,20 +188,21 @@ def create_app(
             raise HTTPException(400, "this model was exported without heat maps (--explain)")
         uploads = await receive_uploads(request, limits, receiving)
         loop = asyncio.get_running_loop()
+        ranks = len(model.labels) if model.multi_label else top_k  # the set needs every label
         shown: list[str | None] = [None] * len(uploads)
         async with busy:
             try:
                 decoded = await loop.run_in_executor(workers, _decode_all, model, uploads, limits)
                 if explain:  # one run gives the labels and the maps
                     ranked, scores, probabilities, maps = await loop.run_in_executor(
-                        workers, model.rank_and_map_pixels, decoded, top_k
+                        workers, model.rank_and_map_pixels, decoded, ranks
                     )
                     shown = await loop.run_in_executor(
                         workers, overlays, model, uploads, probabilities, maps, limits.max_pixels
                     )
                 else:
                     ranked, scores = await loop.run_in_executor(
-                        workers, model.rank_pixels, decoded, top_k
+                        workers, model.rank_pixels, decoded, ranks
                     )
             except HTTPException:
                 raise
@@ -213,7 +220,8 @@ def create_app(
             predictions=[
                 ImagePrediction(
                     filename=filename,
-                    top=[Label(label=k, probability=p) for k, p in top],
+                    top=[Label(label=k, probability=p) for k, p in top[:top_k]],
+                    labels=model.label_set(top) if model.multi_label else None,
                     unknown=None if score is None else model.is_unknown(score),
                     unknown_score=score,
                     heatmap_png=overlay,

@@ -20,8 +20,8 @@ from headstart.threads import cpu_threads
 from headstart.training.solver import (
     L2_PATH,
     LinearProblem,
+    SigmoidProblem,
     scipy_blas_single_threaded,
-    scores,
 )
 from headstart.training.strategy import MIN_VAL_IMAGES
 
@@ -71,7 +71,22 @@ class CrossValidated:
 
 def can_cross_validate(y: np.ndarray, num_classes: int) -> bool:
     """Every class needs 2 photos, one per side of some fold."""
-    return bool(np.bincount(y, minlength=num_classes).min() >= 2)
+    return bool(_class_counts(y, num_classes).min() >= 2)
+
+
+def _class_counts(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Photos a class: of class indices, or of a multi-label 0/1 matrix."""
+    return y.sum(axis=0) if y.ndim == 2 else np.bincount(y, minlength=num_classes)
+
+
+def _strata(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Each photo's class; of a multi-label photo, its rarest label (`num_classes` for none),
+    so that folds deal every label out as evenly as they can."""
+    if y.ndim == 1:
+        return y
+    counts = y.sum(axis=0)
+    rarity = np.where(y > 0.5, counts, np.inf)
+    return np.where(np.isinf(rarity.min(axis=1)), num_classes, rarity.argmin(axis=1))
 
 
 def leading(widths: tuple[int, ...], total: int) -> tuple[FeatureSet, ...]:
@@ -95,9 +110,10 @@ def cross_validated_choice(
     of their per-fold differences."""
     folds = stratified_folds(y, num_classes)
     count = int(folds.max()) + 1
+    kind = SigmoidProblem if y.ndim == 2 else LinearProblem
     # losses[i]: (folds, strengths); logits[i]: (strengths, photos, classes)
     paths = [
-        _path_by_fold(c.of(x), y, folds, num_classes, label_smoothing, sample_weight)
+        _path_by_fold(kind, c.of(x), y, folds, num_classes, label_smoothing, sample_weight)
         for c in candidates
     ]
     best = [int(np.argmin(losses.mean(axis=0))) for losses, _ in paths]
@@ -107,7 +123,7 @@ def cross_validated_choice(
         if difference.mean() > difference.std(ddof=1) / np.sqrt(count):
             chosen = other
     out_of_fold = paths[chosen][1][best[chosen]]
-    accuracy = scores(out_of_fold, y)[1]
+    accuracy = kind.scores(out_of_fold, y)[1]
     l2 = L2_PATH[best[chosen]]
     return CrossValidated(l2, candidates[chosen], out_of_fold, count, len(y), accuracy)
 
@@ -115,16 +131,17 @@ def cross_validated_choice(
 def stratified_folds(y: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarray:
     """A fold number per photo: each class dealt round-robin, in a seeded shuffle, so every
     fold holds each class in proportion; as many folds as the rarest class allows (2 to 5)."""
-    count = int(min(FOLDS, np.bincount(y, minlength=num_classes).min()))
+    count = int(min(FOLDS, _class_counts(y, num_classes).min()))
+    strata = _strata(y, num_classes)
     order = np.random.default_rng(seed).permutation(len(y))
     folds = np.empty(len(y), np.int64)
-    for label in range(num_classes):
-        members = order[y[order] == label]
+    for label in range(num_classes + 1):
+        members = order[strata[order] == label]
         folds[members] = np.arange(len(members)) % count
     return folds
 
 
-def _path_by_fold(x, y, folds, num_classes, label_smoothing, sample_weight):
+def _path_by_fold(kind, x, y, folds, num_classes, label_smoothing, sample_weight):
     """Held-out losses (folds, strengths) and logits (strengths, photos, classes), the folds
     solved side by side on the usable cores. A fold's path stops once its held-out loss has
     risen twice in a row, as on validation; the strengths it skipped count as infinitely bad,
@@ -138,15 +155,13 @@ def _path_by_fold(x, y, folds, num_classes, label_smoothing, sample_weight):
         weights = sample_weight[train] if sample_weight is not None else None
         # float32 once: the solver would widen float16 rows again in every evaluation
         fold_x = x[train].astype(np.float32)
-        problem = LinearProblem(
-            fold_x, y[train], num_classes, label_smoothing, weights, column_mean(fold_x)
-        )
+        problem = kind(fold_x, y[train], num_classes, label_smoothing, weights, column_mean(fold_x))
         params, rises = problem.zeros(), 0
         for index, l2 in enumerate(L2_PATH):  # strongest first, each warm-starting the next
             params, _ = problem.solve(l2, params, gtol=FOLD_GTOL)
             fold_logits = problem.logits(x[held], params)
             logits[index, held] = fold_logits
-            losses[fold, index] = scores(fold_logits, y[held])[0]
+            losses[fold, index] = problem.scores(fold_logits, y[held])[0]
             rises = rises + 1 if index and losses[fold, index] > losses[fold, index - 1] else 0
             if rises == 2:
                 break

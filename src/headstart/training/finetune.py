@@ -36,7 +36,7 @@ from headstart.features.views import pixels_or_reason
 from headstart.model.record import FinetuneRecord
 from headstart.threads import cpu_threads
 from headstart.training.checkpoint import Checkpoint
-from headstart.training.fit import class_weights
+from headstart.training.fit import decisions_right, training_loss
 from headstart.training.loop import epoch_seed, run_epochs
 from headstart.training.settings import FitSettings
 from headstart.training.temperature import calibrated_nll
@@ -142,11 +142,9 @@ class _Tuning:
         warmup = round(settings.warmup_epochs * self.batches.per_epoch)
         schedule = warmup_cosine(warmup, steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        weights = class_weights(train.y, self.classes)
-        self.loss = nn.CrossEntropyLoss(
-            weight=torch.from_numpy(weights).float() if settings.balance_classes else None,
-            label_smoothing=settings.label_smoothing,
-        ).to(device)
+        loss = training_loss(train.y, self.classes, settings)
+        self.loss = loss.to(device) if isinstance(loss, nn.Module) else loss
+        self.multi_label = train.y.ndim == 2
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
     def _batches(
@@ -176,7 +174,7 @@ class _Tuning:
             for module in self.split.top.modules():
                 if isinstance(module, nn.BatchNorm2d):
                     module.eval()
-        total, correct, seen = 0.0, 0, 0
+        total, correct, seen = 0.0, 0.0, 0
         for inputs, labels in self.batches(epoch):
             labels = labels.to(self.device)
             with _precision(self.device):
@@ -188,7 +186,7 @@ class _Tuning:
             self.optimizer.step()
             self.scheduler.step()
             total += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
+            correct += float(self._right(logits, labels).float().mean()) * len(labels)
             seen += len(labels)
         loss_sum, right, count = summed(self.device, total, correct, seen)
         return loss_sum / count, right / count
@@ -198,9 +196,13 @@ class _Tuning:
             return None
         logits = _logits(self.model, self.val_inputs, self.device)
         labels = torch.from_numpy(self.val.y)
+        if self.multi_label:  # summed over the labels, as the head's fit measures it
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels) * self.classes
+        else:
+            loss = nn.functional.cross_entropy(logits, labels)
         scores = {
-            "val_loss": float(nn.functional.cross_entropy(logits, labels)),
-            "val_accuracy": float((logits.argmax(1) == labels).float().mean()),
+            "val_loss": float(loss),
+            "val_accuracy": float(self._right(logits, labels).float().mean()),
             # What chooses the epoch: the loss once overconfidence is divided out, as the
             # saved model's temperature does. Fine-tuning often raises the plain loss by
             # growing the logits while it ranks the images better.
@@ -210,6 +212,10 @@ class _Tuning:
         # (best epoch, early stop) the same.
         agreed = summed(self.device, *scores.values())
         return dict(zip(scores, (v / self.world for v in agreed), strict=True))
+
+    def _right(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Which predictions are right: the top class, or each label's decision."""
+        return decisions_right(logits, labels) if self.multi_label else logits.argmax(1) == labels
 
     def result(self, best_epoch: int, history: list[dict[str, float]]) -> FinetuneResult:
         """The kept epoch's backbone, head and validation logits, on the CPU."""

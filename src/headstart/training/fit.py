@@ -52,6 +52,9 @@ def fit_head(
 ) -> FitResult:
     """Train the settings' head kind on features (validation picks L2 or the best epoch).
 
+    `train_y` as class indices trains a softmax head; as a 0/1 matrix (photos, labels), a
+    multi-label one: a logistic regression a label, or the MLP with binary cross entropy.
+
     For each of `head_widths`, the linear head is also fitted on that many leading features
     alone (the pooled head without the pooled stages, say) and, when that wins on validation
     loss, kept with zero weights on the rest: which features pay depends on the data (the
@@ -77,7 +80,9 @@ def fit_head(
         # fine-tuning (no refit) trains a plain linear head; the prior is read only if offered
         offered = prior() if refit and prior is not None else None
         return _fit_small(train_x, val_x, pool_y, config, settings, head_widths, refit, offered)
-    weights = class_weights(train_y, num_classes)[train_y] if settings.balance_classes else None
+    multi_label = train_y.ndim == 2
+    balance = settings.balance_classes and not multi_label
+    weights = class_weights(train_y, num_classes)[train_y] if balance else None
     if config.kind == "linear":
         fit = fit_linear(
             train_x,
@@ -87,6 +92,7 @@ def fit_head(
             num_classes,
             label_smoothing=settings.label_smoothing,
             sample_weight=weights,
+            multi_label=multi_label,
         )
         chosen_width = None
         for width in head_widths if len(val_y) else ():
@@ -98,6 +104,7 @@ def fit_head(
                 num_classes,
                 label_smoothing=settings.label_smoothing,
                 sample_weight=weights,
+                multi_label=multi_label,
             )
             if _best_val_loss(narrow) < _best_val_loss(fit):
                 fit, chosen_width = _widened(narrow, train_x.shape[1]), width
@@ -123,7 +130,8 @@ def _fit_small(
     if prior is not None:
         pool_x = np.concatenate([pool_x, imagenet_log_probabilities(pool_x, *prior)], axis=1)
         candidates += _prior_sets(prior, total)
-    weights = class_weights(pool_y, config.num_classes) if settings.balance_classes else None
+    balance = settings.balance_classes and pool_y.ndim == 1
+    weights = class_weights(pool_y, config.num_classes) if balance else None
     cv = cross_validated_choice(
         pool_x,
         pool_y,
@@ -144,6 +152,7 @@ def _fit_small(
         label_smoothing=settings.label_smoothing,
         sample_weight=None if weights is None else weights[fitted_y],
         l2=cv.l2,
+        multi_label=pool_y.ndim == 2,
     )
     weight = np.zeros((config.num_classes, pool_x.shape[1]), np.float32)
     weight[:, columns] = fit.weight
@@ -211,13 +220,12 @@ def _descend(train_x, train_y, val_x, val_y, config, settings, progress) -> FitR
     from headstart.training.loop import epoch_seed, run_epochs
 
     head = build_head(config)
-    x, y = torch.from_numpy(train_x).float(), torch.from_numpy(train_y).long()
-    vx, vy = torch.from_numpy(val_x).float(), torch.from_numpy(val_y).long()
-    weights = class_weights(train_y, config.num_classes) if settings.balance_classes else None
-    loss_fn = nn.CrossEntropyLoss(
-        weight=torch.from_numpy(weights).float() if weights is not None else None,
-        label_smoothing=settings.label_smoothing,
-    )
+    multi_label = train_y.ndim == 2
+    target = (lambda y: torch.from_numpy(y).float()) if multi_label else torch.from_numpy
+    x, y = torch.from_numpy(train_x).float(), target(train_y)
+    vx, vy = torch.from_numpy(val_x).float(), target(val_y)
+    loss_fn = training_loss(train_y, config.num_classes, settings)
+    right = decisions_right if multi_label else (lambda logits, y: logits.argmax(1) == y)
     optimizer = torch.optim.AdamW(
         head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -227,7 +235,7 @@ def _descend(train_x, train_y, val_x, val_y, config, settings, progress) -> FitR
         order = torch.randperm(
             len(y), generator=torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
         )
-        total_loss, correct = 0.0, 0
+        total_loss, correct = 0.0, 0.0
         for start in range(0, len(y), settings.batch_size):
             batch = order[start : start + settings.batch_size]
             logits = head(x[batch])
@@ -236,7 +244,7 @@ def _descend(train_x, train_y, val_x, val_y, config, settings, progress) -> FitR
             loss.backward()
             optimizer.step()
             total_loss += loss.item() * len(batch)
-            correct += int((logits.argmax(1) == y[batch]).sum())
+            correct += float(right(logits, y[batch]).float().mean()) * len(batch)
         return total_loss / len(y), correct / len(y)
 
     def validate() -> dict[str, float] | None:
@@ -245,11 +253,11 @@ def _descend(train_x, train_y, val_x, val_y, config, settings, progress) -> FitR
         head.eval()
         with torch.no_grad():
             logits = head(vx)
-        loss = nn.functional.cross_entropy(logits, vy)
-        return {
-            "val_loss": float(loss),
-            "val_accuracy": float((logits.argmax(1) == vy).float().mean()),
-        }
+        if multi_label:  # summed over labels, as the linear head's path measures it
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, vy) * vy.shape[1]
+        else:
+            loss = nn.functional.cross_entropy(logits, vy)
+        return {"val_loss": float(loss), "val_accuracy": float(right(logits, vy).float().mean())}
 
     state = run_epochs(
         head,
@@ -262,6 +270,33 @@ def _descend(train_x, train_y, val_x, val_y, config, settings, progress) -> FitR
         progress=progress,
     )
     return FitResult(Head.from_module(config, head), state.history, state.best_epoch)
+
+
+def training_loss(train_y: np.ndarray, num_classes: int, settings: FitSettings):
+    """Cross entropy (class-weighted if asked, label-smoothed), or for a 0/1 label matrix
+    binary cross entropy summed over the labels, smoothed towards 1/2."""
+    import torch
+    from torch import nn
+
+    if train_y.ndim == 2:
+        smoothing = settings.label_smoothing
+
+        def binary(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            targets = y * (1.0 - smoothing) + 0.5 * smoothing
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
+            return loss * y.shape[1]
+
+        return binary
+    weights = class_weights(train_y, num_classes) if settings.balance_classes else None
+    return nn.CrossEntropyLoss(
+        weight=torch.from_numpy(weights).float() if weights is not None else None,
+        label_smoothing=settings.label_smoothing,
+    )
+
+
+def decisions_right(logits, y):
+    """Multi-label: which label decisions (logit above 0, probability above 1/2) are right."""
+    return (logits > 0) == (y > 0.5)
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:

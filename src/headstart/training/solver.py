@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import log_softmax
+from scipy.special import log_expit, log_softmax
 
 from headstart.features.blocks import column_mean, float32_blocks, map_rows, working_copy
 
@@ -49,22 +49,25 @@ def fit_linear(
     label_smoothing: float = 0.0,
     sample_weight: np.ndarray | None = None,
     l2: float | None = None,
+    multi_label: bool = False,
 ) -> LinearFit:
     """Fit on the training features; the L2 strength with the lowest validation loss wins.
 
     Without validation images the strength is chosen by 3-fold cross-validation on training;
-    a given `l2` is used as it is.
+    a given `l2` is used as it is. `multi_label` (y a 0/1 matrix): one logistic regression a
+    label (a sigmoid head), solved together since the loss is their sum.
     """
     # Centred features decouple the (unpenalised) bias from the weights: the same optimum in
     # fewer L-BFGS iterations. The bias is folded back so the head takes raw features.
     mean = column_mean(train_x)
-    problem = LinearProblem(train_x, train_y, num_classes, label_smoothing, sample_weight, mean)
+    kind = SigmoidProblem if multi_label else LinearProblem
+    problem = kind(train_x, train_y, num_classes, label_smoothing, sample_weight, mean)
     if l2 is None and len(val_y):
         fit = _path(problem, val_x, val_y)
     else:
         if l2 is None:
             l2 = _cross_validated_l2(
-                train_x, train_y, num_classes, label_smoothing, sample_weight, mean
+                kind, train_x, train_y, num_classes, label_smoothing, sample_weight, mean
             )
         params, record = problem.solve(l2, problem.zeros())
         weight, bias = problem.unpack(params)
@@ -80,7 +83,7 @@ def _path(problem: LinearProblem, val_x: np.ndarray, val_y: np.ndarray) -> Linea
     rises = 0
     for index, l2 in enumerate(L2_PATH):
         params, record = problem.solve(l2, params)
-        val_loss, val_accuracy = scores(problem.logits(val_x, params), val_y)
+        val_loss, val_accuracy = problem.scores(problem.logits(val_x, params), val_y)
         history.append(
             {"epoch": index + 1, **record, "val_loss": val_loss, "val_accuracy": val_accuracy}
         )
@@ -95,7 +98,7 @@ def _path(problem: LinearProblem, val_x: np.ndarray, val_y: np.ndarray) -> Linea
     return LinearFit(weight, bias, best[2], history, best[3])
 
 
-def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight, mean) -> float:
+def _cross_validated_l2(kind, x, y, num_classes, label_smoothing, sample_weight, mean) -> float:
     folds = np.arange(len(y)) % _CV_FOLDS
     if len(y) < 2 * _CV_FOLDS:
         return DEFAULT_L2
@@ -103,11 +106,11 @@ def _cross_validated_l2(x, y, num_classes, label_smoothing, sample_weight, mean)
     for fold in range(_CV_FOLDS):
         train, held = folds != fold, folds == fold
         weights = sample_weight[train] if sample_weight is not None else None
-        problem = LinearProblem(x[train], y[train], num_classes, label_smoothing, weights, mean)
+        problem = kind(x[train], y[train], num_classes, label_smoothing, weights, mean)
         params = problem.zeros()
         for index, l2 in enumerate(L2_PATH):
             params, _ = problem.solve(l2, params)
-            losses[index] += scores(problem.logits(x[held], params), y[held])[0]
+            losses[index] += problem.scores(problem.logits(x[held], params), y[held])[0]
     return L2_PATH[int(np.argmin(losses))]
 
 
@@ -179,7 +182,7 @@ class LinearProblem:
                 method="L-BFGS-B",
                 options={"maxiter": _MAX_ITERATIONS, "gtol": gtol},
             )
-        train_loss, train_accuracy = scores(self.logits(self.x, result.x), self.y)
+        train_loss, train_accuracy = self.scores(self.logits(self.x, result.x), self.y)
         record = {
             "l2": l2,
             "iterations": int(result.nit),
@@ -189,6 +192,47 @@ class LinearProblem:
             "seconds": time.perf_counter() - began,
         }
         return result.x, record
+
+    @staticmethod
+    def scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return scores(logits, y)
+
+
+class SigmoidProblem(LinearProblem):
+    """One logistic regression a label (y a 0/1 matrix): binary cross entropy summed over the
+    labels and averaged over the (weighted) images, plus the same L2. Label smoothing pulls
+    each target towards 1/2."""
+
+    def _weighted_targets(self, start: int, stop: int) -> np.ndarray:
+        targets = self.y[start:stop].astype(np.float32)
+        targets = targets * (1.0 - self.smoothing) + 0.5 * self.smoothing
+        return targets * self.weights[start:stop]
+
+    def loss_and_gradient(self, params: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
+        weight, bias = self.unpack(params)
+        shift = bias - weight @ self.mean
+        loss = 0.5 * l2 * float((weight.astype(np.float64) ** 2).sum())
+        grad_weight, delta_sum = l2 * weight, np.zeros(self.classes, np.float32)
+        for start, rows in float32_blocks(self.x):
+            stop = start + len(rows)
+            logits = rows @ weight.T + shift
+            weighted_targets = self._weighted_targets(start, stop)
+            row_weights = self.weights[start:stop]
+            # -[t log s(z) + (1 - t) log s(-z)], weighted: log_expit stays finite everywhere
+            loss -= float(
+                (weighted_targets * log_expit(logits)).sum()
+                + ((row_weights - weighted_targets) * log_expit(-logits)).sum()
+            )
+            delta = np.exp(log_expit(logits)) * row_weights - weighted_targets
+            grad_weight += delta.T @ rows
+            delta_sum += delta.sum(axis=0)
+        grad_weight -= np.outer(delta_sum, self.mean)
+        grad = np.concatenate([grad_weight, delta_sum[:, None]], axis=1)
+        return loss, grad.ravel().astype(np.float64)
+
+    @staticmethod
+    def scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return binary_scores(logits, y)
 
 
 @contextmanager
@@ -236,6 +280,14 @@ class _OneThreadWhileUsed:
 
 
 _SCIPY_BLAS = _OneThreadWhileUsed()
+
+
+def binary_scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Binary cross entropy summed over labels (mean over images), and the share of
+    label decisions right at 1/2."""
+    z = logits.astype(np.float64)
+    loss = -(y * log_expit(z) + (1.0 - y) * log_expit(-z)).sum(axis=1).mean()
+    return float(loss), float(((z > 0) == (y > 0.5)).mean())
 
 
 def scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -11,7 +11,8 @@ import numpy as np
 
 def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
     """The temperature T in [0.05, 20] minimising the NLL of softmax(logits / T) (Guo et al.,
-    2017): a one-dimensional, smooth problem in log T, solved by bounded Brent search."""
+    2017): a one-dimensional, smooth problem in log T, solved by bounded Brent search. For a
+    0/1 label matrix, one T shared by every label's sigmoid, minimising their summed NLL."""
     from scipy.optimize import minimize_scalar
 
     logits = logits.astype(np.float64)
@@ -31,6 +32,8 @@ def calibrated_nll(logits: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _nll(logits: np.ndarray, truth: np.ndarray) -> float:
-    from scipy.special import logsumexp
+    from scipy.special import log_expit, logsumexp
 
+    if truth.ndim == 2:
+        return float(-(truth * log_expit(logits) + (1 - truth) * log_expit(-logits)).sum(1).mean())
     return float((logsumexp(logits, axis=1) - logits[np.arange(len(truth)), truth]).mean())
