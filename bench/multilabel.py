@@ -4,7 +4,8 @@ regression from scikit-learn on the same features.
 
 Each row trains on the mosaics' training split (all of it, or its first N rows for the
 small-data rows), with the same validation split, and scores the same test split: mAP, macro
-and micro F1, exact-set accuracy. scikit-learn's reference is `OneVsRestClassifier(
+and micro F1, exact-set accuracy. A comment line under each size compares one temperature
+shared by the labels with one a label (test NLL). scikit-learn's reference is `OneVsRestClassifier(
 LogisticRegression())` at its defaults (C=1, threshold 0.5), and again with each label's
 threshold chosen on validation as headstart chooses it.
 
@@ -77,6 +78,7 @@ def compare(listing: Path, context: RunContext, scratch: Path):
         yield name, scored.evaluation.to_dict(), seconds
         if name == "headstart default":
             yield from sklearn_rows(classifier, listing, scored)
+            temperatures(classifier, listing, scored)
 
 
 def sklearn_rows(classifier, listing: Path, scored):
@@ -107,6 +109,29 @@ def sklearn_rows(classifier, listing: Path, scored):
         "scikit-learn, thresholds chosen on validation",
         multi_label_metrics(probabilities, test.y, labels, chosen),
         seconds,
+    )
+
+
+def temperatures(classifier, listing: Path, scored) -> None:
+    """One temperature shared by the labels (what headstart fits) against one a label, each
+    fitted on validation: the test split's summed binary cross entropy under each."""
+    from scipy.special import log_expit
+
+    from headstart.training.temperature import fit_temperature
+
+    val = classifier.evaluation_set(listing, "val", keep_duplicates=True).labelled
+    test = scored.photos.labelled
+    val_z, test_z = (classifier.logits(s.x).astype(np.float64) for s in (val, test))
+
+    def nll(z):
+        y = test.y
+        return float(-(y * log_expit(z) + (1 - y) * log_expit(-z)).sum(axis=1).mean())
+
+    shared = fit_temperature(val_z, val.y)
+    each = np.array([fit_temperature(val_z[:, [k]], val.y[:, [k]]) for k in range(val.y.shape[1])])
+    print(
+        f"<!-- test NLL: no temperature {nll(test_z):.4f}, one shared {nll(test_z / shared):.4f}, "
+        f"one a label {nll(test_z / each):.4f} -->"
     )
 
 

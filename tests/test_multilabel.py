@@ -117,7 +117,7 @@ def test_f1_thresholds_maximise_each_labels_f1():
     rng = np.random.default_rng(0)
     truth = (rng.random((200, 4)) < [0.5, 0.2, 0.05, 0]).astype(np.float32)
     truth[7, 3] = 1.0
-    scores = np.clip(truth * 0.3 + rng.random((200, 4)) * 0.7, 0, 1)
+    scores = np.round(truth * 0.3 + rng.random((200, 4)) * 0.7, 1)  # ties, as real scores have
     chosen = f1_thresholds(scores, truth)
     for k in range(3):
         best = max(f1_score(truth[:, k], scores[:, k] >= t) for t in np.unique(scores[:, k]))
@@ -223,8 +223,12 @@ def test_evaluate_report_and_predict_commands(model, mosaics, cache_dir, tmp_pat
     assert [row["label"] for row in rows] == LABELS
     assert (report / "precision_recall.png").stat().st_size > 10_000
     photo = next((mosaics.listing.parent / "images" / "test").iterdir())
-    done = headstart("predict", str(folder), str(photo), cache_dir=cache_dir)
-    assert done.returncode == 0 and "(" in done.stdout, done.stderr
+    done = headstart("predict", str(folder), str(photo), "--json", cache_dir=cache_dir)
+    assert done.returncode == 0, done.stderr
+    [shown] = json.loads(done.stdout)
+    assert set(shown["scores"]) == set(LABELS) and len(shown["top"]) == 3
+    done = headstart("info", str(folder))
+    assert done.returncode == 0 and "multi-label thresholds" in done.stdout, done.stderr
 
 
 def test_onnx_export_gives_the_model_folders_scores_and_thresholds(model, mosaics, tmp_path):
@@ -342,6 +346,9 @@ def test_the_doctor_finds_labels_given_wrongly_or_left_out(mosaics, cache_dir, t
     errors = [f for f in diagnosis.findings if f.issue == "label-error"]
     found = {str(edited.parent / path) for path in planted} & {f.path for f in errors}
     assert len(found) >= 3, [(f.path, f.details) for f in errors]
+    for finding in (f for f in errors if f.path in found):  # the label added is named
+        added = set(finding.label.split("; ")) - set(finding.suggested.split("; "))
+        assert any(f"{label} given (p=" in finding.details for label in added), finding
     assert diagnosis.per_class["xray"] >= 2 and diagnosis.cross_validated_accuracy > 0.8
 
 

@@ -1010,6 +1010,12 @@ def info(
     table.add_row("strategy", shown(record.training.strategy if record.training else "linear"))
     if record.summary is not None and record.summary.val_accuracy is not None:
         table.add_row("validation accuracy", f"{record.summary.val_accuracy:.2%}")
+    if record.multi_label:
+        thresholds = zip(record.labels, record.thresholds, strict=True)
+        given = ", ".join(f"{label} {threshold:.3f}" for label, threshold in thresholds)
+        table.add_row("multi-label thresholds", shown(given))
+    if record.summary is not None and record.summary.val_map is not None:
+        table.add_row("validation mAP", f"{record.summary.val_map:.2%}")
     table.add_row("format version", shown(str(metadata.get("format_version"))))
     table.add_row("versions", shown(json.dumps(record.versions)))
     stdout.print(table)
