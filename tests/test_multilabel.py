@@ -426,3 +426,57 @@ def test_the_served_page_shows_each_photos_label_set(model, mosaics, browser, tm
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
     expected = [p.label_set for p in runtime.predict(photos)]
     assert shown == [" · ".join(labels) or "none of the labels" for labels in expected]
+
+
+def test_hostile_label_listings_are_read_or_refused_in_one_line(tmp_path):
+    """2,000 listings built from the pieces that break readers: every one is a dataset whose
+    labels are its classes, or one HeadstartError line; never another exception."""
+    import random
+
+    from headstart.data.sources import labels_of
+
+    d, s = names("daisy"), names("sunflower")
+    listing(tmp_path, ["path,label", f"{d[0]},daisy"])  # the photos, beside the listings
+    rng = random.Random(0)
+    good, bad = [*d, *s], ["missing.jpg", "", "../x.jpg", "/etc/passwd", "a\x00b.jpg", '"q"']
+    columns = {  # what each kind of column usually holds
+        "labels": ["daisy", "sunflower", "daisy;sunflower", "daisy sunflower", ""],
+        "split": ["train", "val", "test", ""],
+        "flag": ["0", "1"],
+    }
+    rare = [" ", ";", "2", "-1", "split", "path", "labels", "\x07", "\u202e", "é", "x" * 300,
+            '"', "a;a", "1.0"]  # fmt: skip
+    headers = [[], ["path", "label"], ["path", "labels", "split"], ["file", "tags"],
+               ["path", "daisy", "sunflower"], ["path", "daisy", "daisy"],
+               ["image", "a", "b", "split"], ["path", "", "b"], ["id", "split", "a"]]  # fmt: skip
+
+    def cell(pieces: list[str], odd: list[str]) -> str:
+        return rng.choice(odd if rng.random() < 0.03 else pieces)
+
+    def kind(name: str, position: int) -> str:
+        if name == "split" or (not name and position == 2):
+            return "split"
+        return "labels" if name in ("", "label", "labels", "tags") else "flag"
+
+    outcomes = {"read": 0, "refused": 0}
+    for number in range(2000):
+        header = rng.choice(headers)
+        named = header or ["path", "", ""][: rng.choice([2, 3])]
+        kinds = [kind(name, i) for i, name in enumerate(named)][1:]
+        width = len(kinds) + (rng.random() < 0.05) - (rng.random() < 0.05)
+        rows = [[cell(good, bad)] + [cell(columns[k], rare) for k in kinds[:width]]
+                for _ in range(rng.randint(2, 12))]  # fmt: skip
+        path = tmp_path / f"{number}.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([header, *rows] if header else rows)
+        try:
+            dataset = load_dataset(path, multi_label=rng.random() < 0.3)
+        except HeadstartError as error:
+            assert "\n" not in str(error)
+            outcomes["refused"] += 1
+            continue
+        outcomes["read"] += 1
+        given = {label for sample in dataset.samples for label in labels_of(sample)}
+        assert given == set(dataset.classes) and dataset.classes
+        assert dataset.multi_label or all(sample.labels is None for sample in dataset.samples)
+    assert outcomes["read"] > 20 and outcomes["refused"] > 100, outcomes
