@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import real_photos
 
-from headstart.backbones.network import PixelsToFeatures
+from headstart.backbones.network import PixelsToFeatures, as_cached
 from headstart.export.runtime import OnnxClassifier
 
 
@@ -27,6 +27,11 @@ def test_onnx_file_carries_labels_and_preprocessing(exported):
     assert [d.dim_value for d in pixels.shape.dim][1:] == [224, 224, 3]
 
 
+class AsCached(torch.nn.Module):
+    def forward(self, features):
+        return as_cached(features)
+
+
 def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):
     classifier, path = exported
     runtime = OnnxClassifier(path)
@@ -35,6 +40,7 @@ def test_onnx_runtime_agrees_with_pytorch_on_real_photos(exported):
     backbone = classifier.extractor().backbone
     network = torch.nn.Sequential(
         PixelsToFeatures(backbone.build_module(), classifier.preprocessing),
+        AsCached(),  # the features the model folder's head reads
         classifier.head.module(),
     ).eval()
     with torch.no_grad():

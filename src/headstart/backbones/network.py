@@ -29,6 +29,13 @@ class PixelNormalize(nn.Module):
         return ((images - self.mean) * self.inv_std).contiguous(memory_format=torch.channels_last)
 
 
+def as_cached(features: torch.Tensor) -> torch.Tensor:
+    """Features rounded through float16, as the feature cache holds them: the head was trained
+    and calibrated on these, and a model folder predicts from them, so an exported network
+    that reads them gives the folder's scores (to 1e-6, not 5e-4 apart)."""
+    return features.half().float()
+
+
 class PixelsToFeatures(nn.Sequential):
     """Normalisation followed by the pooled backbone; the unit that feature extraction runs."""
 

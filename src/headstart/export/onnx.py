@@ -136,13 +136,15 @@ def _scorer(features, head):
     """Pixels to (features, logits)."""
     from torch import nn
 
+    from headstart.backbones.network import as_cached
+
     class Scorer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.features, self.head = features, head
 
         def forward(self, pixels):
-            vectors = self.features(pixels)
+            vectors = as_cached(self.features(pixels))
             return vectors, self.head(vectors)
 
     return Scorer()

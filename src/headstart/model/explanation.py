@@ -154,7 +154,7 @@ def heat_map_network(maps_module, head, config, preprocessing: Preprocessing):
     from torch import nn
     from torch.nn import functional
 
-    from headstart.backbones.network import PixelNormalize
+    from headstart.backbones.network import PixelNormalize, as_cached
     from headstart.model.heads import logit_gradients
 
     class HeatMapped(nn.Module):
@@ -166,9 +166,12 @@ def heat_map_network(maps_module, head, config, preprocessing: Preprocessing):
             pooled, maps = self.maps.maps(self.normalize(pixels))
             if any(m.dim() != 4 for m in maps):  # tokens (a ViT), not a grid of cells
                 raise HeadstartError("heat maps need a backbone whose features are maps")
-            features = torch.cat([pooled, *(m.mean((2, 3)) for m in maps[1:])], dim=1)
+            exact = torch.cat([pooled, *(m.mean((2, 3)) for m in maps[1:])], dim=1)
+            features = as_cached(exact)
             logits = self.head(features)
-            gradients = logit_gradients(self.head, config.kind, features)
+            # each map scaled as its mean was rounded: the maps still add up to the logits
+            scale = torch.where(exact == 0, torch.ones_like(exact), features / exact)
+            gradients = logit_gradients(self.head, config.kind, features) * scale[:, None, :]
             grid = max((m.shape[-2], m.shape[-1]) for m in maps)
             total, start = None, 0
             for m in maps:
