@@ -64,12 +64,17 @@ def test_label_sets_by_semicolon_by_space_under_a_labels_header_and_one_hot(tmp_
     assert [s.labels for s in dataset.samples][:2] == [("daisy", "sunflower"), ("daisy",)]
     assert dataset.samples[3].labels == ("daisy", "sunflower")  # one set, whatever the order
 
-    spaces = listing(tmp_path, ["path,labels,split", f"{d[0]},daisy sunflower,train",
+    spaces = listing(tmp_path, ["path,labels,split", f'{d[0]},"daisy, sunflower",train',
                                 f"{d[1]},,train", f"{s[0]},sunflower,val", f"{d[2]},daisy,val",
                                 f"{s[1]},sunflower daisy,test"], "spaces.csv")  # fmt: skip
     dataset = load_dataset(spaces)
     assert dataset.multi_label and dataset.samples[1].labels == ()  # no label: all negatives
+    assert dataset.samples[0].labels == ("daisy", "sunflower")
     assert [s.split for s in dataset.samples] == ["train", "train", "val", "val", "test"]
+
+    bars = listing(tmp_path, ["image_name,tags", *(f"{n},daisy|sunflower" for n in d + s)],
+                   "bars.csv")  # fmt: skip
+    assert load_dataset(bars).samples[0].labels == ("daisy", "sunflower")
 
     hot = listing(tmp_path, ["path,daisy,sunflower", f"{d[0]},1,1", f"{d[1]},1,0",
                              f"{s[0]},0,1", f"{s[1]},0,0", f"{d[2]},1,0", f"{s[2]},0,1"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +24,17 @@ SPLIT_FOLDER_NAMES = {
     "testing": "test",
 }
 Row = tuple[ImagePath, tuple[str, ...], str | None]  # an image, its labels, its given split
-_PATH_WORDS = {"path", "file", "filename", "image", "image_id", "id"}
+_PATH_WORDS = {
+    *("path", "file", "filename", "file_name", "filepath", "file_path", "fname", "name"),
+    *("image", "image_id", "image_name", "image_path", "img", "id"),
+}
 _CSV_HEADER_WORDS = _PATH_WORDS | {"label", "class", "split"}
-# A second column named so holds several labels a photo, by spaces too (fastai's, Kaggle's)
-_LABEL_SET_WORDS = {"labels", "tags"}
-MULTI_LABEL_SEPARATOR = ";"
+# A second column named so holds label sets: split at spaces, commas and bars too (fastai's
+# and Kaggle's spaces, MovieLens's bars)
+_LABEL_SET_WORDS = {"labels", "tags", "categories", "classes"}
+_LABEL_SET_SEPARATORS = re.compile(r"[;,|\s]+")
+MULTI_LABEL_SEPARATOR = ";"  # in any listing: a row holding it is a label set
+_SEMICOLONS = re.compile(MULTI_LABEL_SEPARATOR)
 
 
 @dataclass(frozen=True)
@@ -251,8 +258,9 @@ def read_utf8(path: Path) -> str:
 
 
 def _listing_row(listing: Path, number: int, cells: list[str], label_sets: bool) -> Row:
-    """One line's image, labels and split. Labels split at ';' always; at spaces too when the
-    listing holds label sets (a `labels` header, or --multi-label), which may then be empty."""
+    """One line's image, labels and split. Labels split at ';' always; at spaces, commas and
+    bars too when the listing holds label sets (a `labels` header, or --multi-label), which may
+    then be empty."""
     where = f"{listing} line {number}"
     if not cells[0] or (len(cells) < 2 and not label_sets):
         raise HeadstartError(f"{where}: expected 'path, label', got {cells!r}")
@@ -268,10 +276,8 @@ def _listing_row(listing: Path, number: int, cells: list[str], label_sets: bool)
 
 
 def _labels_of(cell: str, label_sets: bool) -> tuple[str, ...]:
-    parts = cell.split(MULTI_LABEL_SEPARATOR)
-    if label_sets:
-        parts = [word for part in parts for word in part.split()]
-    return tuple(dict.fromkeys(part.strip() for part in parts if part.strip()))
+    separators = _LABEL_SET_SEPARATORS if label_sets else _SEMICOLONS
+    return tuple(dict.fromkeys(part.strip() for part in separators.split(cell) if part.strip()))
 
 
 def _listed_image(where: str, cell: str, listing: Path) -> ImagePath:

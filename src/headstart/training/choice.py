@@ -59,12 +59,13 @@ class CrossValidated:
     out_of_fold: np.ndarray  # (photos, classes) float32: each from a head that never saw it
     folds: int
     photos: int
-    accuracy: float  # out-of-fold accuracy of the choice
+    accuracy: float  # out-of-fold accuracy of the choice (of label decisions, for label sets)
+    measure: str = "accuracy"
 
     def describe(self) -> str:
         return (
             f"{self.folds}-fold cross-validation over the {self.photos} training and validation "
-            f"photos chose L2 {self.l2:g} and {self.chosen.name} (out-of-fold accuracy "
+            f"photos chose L2 {self.l2:g} and {self.chosen.name} (out-of-fold {self.measure} "
             f"{self.accuracy:.1%})"
         )
 
@@ -125,13 +126,18 @@ def cross_validated_choice(
     out_of_fold = paths[chosen][1][best[chosen]]
     accuracy = kind.scores(out_of_fold, y)[1]
     l2 = L2_PATH[best[chosen]]
-    return CrossValidated(l2, candidates[chosen], out_of_fold, count, len(y), accuracy)
+    measure = "accuracy of label decisions" if y.ndim == 2 else "accuracy"
+    return CrossValidated(l2, candidates[chosen], out_of_fold, count, len(y), accuracy, measure)
 
 
 def stratified_folds(y: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarray:
     """A fold number per photo: each class dealt round-robin, in a seeded shuffle, so every
-    fold holds each class in proportion; as many folds as the rarest class allows (2 to 5)."""
-    count = int(min(FOLDS, _class_counts(y, num_classes).min()))
+    fold holds each class in proportion; as many folds as the rarest class allows (2 to 5),
+    or for label sets (a 0/1 matrix) 5."""
+    # A multi-label photo's rarest label deals it; a label of 2 photos then has one on each
+    # side of 2 of the folds, whatever their number, so it does not cut them to 2.
+    rarest = len(y) if y.ndim == 2 else _class_counts(y, num_classes).min()
+    count = int(min(FOLDS, rarest))
     strata = _strata(y, num_classes)
     order = np.random.default_rng(seed).permutation(len(y))
     folds = np.empty(len(y), np.int64)
