@@ -312,20 +312,20 @@ def test_a_single_label_model_refuses_label_sets_to_score(trained, mosaics):
         evaluate(classifier, mosaics.listing)
 
 
-def test_what_takes_one_label_a_photo_refuses_a_multi_label_model(model, tmp_path):
-    from headstart.export.tflite import export_tflite
-    from headstart.export.web_page import export_web_page
+def test_what_takes_one_label_a_photo_refuses_a_multi_label_model(model, mosaics, tmp_path):
+    from headstart.export.coreml import export_coreml
+    from headstart.export.quantize import check_calibration_classes
     from headstart.labelling.suggest import suggest
 
     classifier, _ = model
     for run in (
-        lambda: export_tflite(classifier, tmp_path / "m.tflite"),
-        lambda: export_web_page(classifier, tmp_path / "web"),
         lambda: suggest(real_photos("daisy", 2, skip=30), 1, model=classifier),
+        lambda: export_coreml(classifier, tmp_path / "m.mlpackage"),
+        lambda: check_calibration_classes(classifier, mosaics.listing),
     ):
         with pytest.raises(HeadstartError, match="takes single-label models"):
             run()
-    assert not (tmp_path / "web").exists()
+    assert not (tmp_path / "m.mlpackage").exists()
 
 
 def test_the_doctor_finds_labels_given_wrongly_or_left_out(mosaics, cache_dir, tmp_path):
@@ -479,3 +479,77 @@ def test_hostile_label_listings_are_read_or_refused_in_one_line(tmp_path):
         assert given == set(dataset.classes) and dataset.classes
         assert dataset.multi_label or all(sample.labels is None for sample in dataset.samples)
     assert outcomes["read"] > 20 and outcomes["refused"] > 100, outcomes
+
+
+def test_a_report_of_many_labels_shows_galleries_of_the_weakest(
+    model, mosaics, tmp_path, monkeypatch
+):
+    from headstart.evaluation import multilabel_report
+    from headstart.evaluation.report import write_report
+
+    classifier, _ = model
+    monkeypatch.setattr(multilabel_report, "GALLERY_LABELS", 1)
+    page = write_report(classifier, mosaics.listing, tmp_path / "report", heat_maps=False)
+    html = page.read_text()
+    weakest = min(json.loads((tmp_path / "report" / "metrics.json").read_text())["per_label"],
+                  key=lambda row: row["average_precision"])  # fmt: skip
+    assert html.count("<h3>") == 1 and f"<h3>{weakest['label']}</h3>" in html
+    assert "For the 1 labels of 3 with the lowest average precision" in html
+
+
+@pytest.mark.slow  # a TFLite conversion: about 20 s
+def test_tflite_export_gives_the_onnx_files_scores_and_thresholds(model, mosaics, tmp_path):
+    from headstart.export.onnx import export_classifier
+    from headstart.export.runtime import OnnxClassifier
+    from headstart.export.tflite import TfliteClassifier, export_tflite
+
+    classifier, _ = model
+    lite = TfliteClassifier(export_tflite(classifier, tmp_path / "multi.tflite"))
+    onnx_file = OnnxClassifier(export_classifier(classifier, tmp_path / "onnx" / "multi.onnx"))
+    assert lite.thresholds == pytest.approx(classifier.thresholds)
+    photos = sorted((mosaics.listing.parent / "images" / "test").iterdir())
+    pixels = np.stack([classifier.preprocessing.pixels(p.read_bytes()) for p in photos])
+    outputs = lite.outputs(pixels)
+    assert set(outputs) == {"scores", "unknown_score"}
+    assert np.abs(outputs["scores"] - onnx_file.probabilities(pixels)).max() < 1e-4
+
+
+@pytest.mark.slow  # a browser and onnxruntime-web's wasm
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+    reason="Debian's chromium and chromium-driver are not installed",
+)
+def test_the_exported_web_page_gives_each_photo_its_label_set(model, mosaics, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_web_page import static_host
+
+    from headstart.export import web_page
+    from headstart.export.runtime import OnnxClassifier
+
+    vendored = (web_page.runtime_folder() / web_page.RUNTIME_FILES[-1]).is_file()
+    if not vendored and not os.environ.get("CI"):
+        pytest.skip("onnxruntime-web is not vendored: scripts/vendor_web.sh needs npm")
+    classifier, _ = model
+    folder = web_page.export_web_page(classifier, tmp_path / "page")[0].parent
+    assert json.loads((folder / "model.json").read_text())["thresholds"] == pytest.approx(
+        classifier.thresholds
+    )
+    photos = sorted((mosaics.listing.parent / "images" / "test").iterdir())
+    with static_host(folder) as url:
+        browser.get(url)
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda d: d.find_element(By.ID, "status").get_attribute("data-ready"))
+        assert "any number a photo" in browser.find_element(By.ID, "status").text
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in photos))
+        wait.until(lambda d: d.find_element(By.ID, "results").get_attribute("data-done"))
+        rows = browser.find_elements(By.CSS_SELECTOR, "#results .bars")
+        shown = [json.loads(row.get_attribute("data-labels")) for row in rows]
+        screenshot = tmp_path / "web-page-multi-label.png"
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+    thresholds = dict(zip(LABELS, classifier.thresholds, strict=True))
+    python = OnnxClassifier(folder / "model.onnx").predict(photos)
+    assert len(shown) == len(python) == len(photos)
+    for labels, expected in zip(shown, python, strict=True):
+        near = any(abs(expected.scores[k] - t) < 0.01 for k, t in thresholds.items())
+        assert labels == expected.label_set or near, (labels, expected.scores)

@@ -207,6 +207,11 @@ def multi_label_page(
     if "training_curves" in pngs:
         parts += ["<h2>Training curves</h2>", _image(pngs["training_curves"], "training curves")]
     parts.append("<h2>Worst mistakes per label</h2>")
+    if len(galleries) < len(numbers["per_label"]):
+        parts.append(
+            f"<p>For the {len(galleries)} labels of {len(numbers['per_label'])} with the lowest "
+            "average precision.</p>"
+        )
     for label, items in galleries.items():
         parts += [f"<h3>{escape(label)}</h3>", _label_gallery(items)]
     if any(item.get("heat_map") for items in galleries.values() for item in items):

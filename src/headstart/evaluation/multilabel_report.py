@@ -19,6 +19,7 @@ from headstart.evaluation.score import Scored
 from headstart.storage import SafeCsvWriter, atomic_write_bytes, atomic_write_text
 
 WORST_PER_LABEL = 8
+GALLERY_LABELS = 30  # the labels with the lowest AP get galleries: a report of 1,000 stays small
 
 
 def write_multi_label_report(
@@ -35,7 +36,8 @@ def write_multi_label_report(
     paths = [sample.path for sample in labelled.samples]
     _write_per_label_csv(folder / "per_label.csv", numbers["per_label"])
     _write_predictions_csv(folder / "predictions.csv", paths, truth, calibrated, classifier)
-    galleries = _galleries(classifier, paths, truth, calibrated, heat_maps, thumbnail)
+    shown = _weakest(numbers["per_label"], GALLERY_LABELS)
+    galleries = _galleries(classifier, shown, paths, truth, calibrated, heat_maps, thumbnail)
     title = f"headstart report: {len(classifier.labels)} labels, multi-label"
     page = folder / "report.html"
     atomic_write_text(page, multi_label_page(title, numbers, pngs, galleries))
@@ -112,11 +114,25 @@ def _write_predictions_csv(path: Path, paths, truth, probabilities, classifier) 
     atomic_write_text(path, buffer.getvalue())
 
 
-def _galleries(classifier, paths, truth, probabilities, heat_maps: bool, thumbnail):
-    """Per label, the photos it is most wrong about: each with that label's heat map when
-    `heat_maps`, and what was missed or falsely given."""
+def _weakest(per_label: list[dict], count: int) -> list[int]:
+    """The labels with the lowest average precision (those no photo here shows last), at most
+    `count`, in the model's order."""
+    order = sorted(
+        range(len(per_label)),
+        key=lambda k: (
+            per_label[k]["average_precision"] is None,
+            per_label[k]["average_precision"] or 0,
+        ),
+    )
+    return sorted(order[:count])
+
+
+def _galleries(classifier, shown_labels, paths, truth, probabilities, heat_maps: bool, thumbnail):
+    """Per label shown, the photos it is most wrong about: each with that label's heat map
+    when `heat_maps`, and what was missed or falsely given."""
     galleries = {}
-    for k, label in enumerate(classifier.labels):
+    for k in shown_labels:
+        label = classifier.labels[k]
         worst = worst_per_label(probabilities, truth, k, WORST_PER_LABEL)
         shown = [paths[row] for row, _ in worst]
         explained = {}

@@ -2,8 +2,9 @@
 litert-torch (the `tflite` extra; no TensorFlow).
 
 Input `pixels`: uint8 RGB (1, h, w, 3), the resized and centre-cropped photo (the preprocessing
-is in the file's metadata, as in the ONNX export's); outputs `probabilities` and, when the model
-has one, `unknown_score`. The same metadata entries as the ONNX file's (labels, backbone,
+is in the file's metadata, as in the ONNX export's); outputs `probabilities` (of a multi-label
+model, `scores` with the thresholds in the metadata) and, when the model has one,
+`unknown_score`. The same metadata entries as the ONNX file's (labels, backbone,
 preprocessing, unknown threshold) are stored as TFLite metadata buffers, and NAME.labels.txt
 is written beside it.
 """
@@ -20,6 +21,7 @@ import numpy as np
 
 from headstart.errors import HeadstartError
 from headstart.export.onnx import labels_file, labels_path, onnx_metadata
+from headstart.export.runtime import SCORES_OUTPUT, THRESHOLDS_KEY
 from headstart.storage import atomic_write_bytes, check_writable_file
 
 INPUT = "pixels"
@@ -29,7 +31,6 @@ EXTRA = "pip install 'headstart[tflite]'"
 def export_tflite(classifier, path: Path) -> Path:
     """Write the classifier as a .tflite file (and its labels file); returns the path."""
     path = Path(path)
-    classifier.require_single_label("a TFLite export")
     check_tflite_target(path)
     litert_torch = _litert_torch()
     import torch
@@ -98,6 +99,7 @@ class TfliteClassifier:
         if "headstart.labels" not in metadata:
             raise HeadstartError(f"{self.path}: not exported by headstart (no labels metadata)")
         self.labels: list[str] = json.loads(metadata["headstart.labels"])
+        self.thresholds: tuple[float, ...] = tuple(json.loads(metadata.get(THRESHOLDS_KEY, "[]")))
         self.preprocessing = Preprocessing.from_dict(
             json.loads(metadata["headstart.preprocessing"])
         )
@@ -109,7 +111,8 @@ class TfliteClassifier:
         return {name: np.concatenate([run[name] for run in runs]) for name in runs[0]}
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        return self.outputs(pixels)["probabilities"]
+        """Class probabilities, or a multi-label file's scores (a sigmoid a label)."""
+        return self.outputs(pixels)[SCORES_OUTPUT if self.thresholds else "probabilities"]
 
 
 def _named(classifier):
@@ -119,7 +122,8 @@ def _named(classifier):
     from headstart.export.onnx import exported_network
 
     network = exported_network(classifier, explain=False)
-    names = ["probabilities"] + (["unknown_score"] if classifier.unknown is not None else [])
+    names = [SCORES_OUTPUT if classifier.multi_label else "probabilities"]
+    names += ["unknown_score"] if classifier.unknown is not None else []
 
     class Named(nn.Module):
         def __init__(self) -> None:

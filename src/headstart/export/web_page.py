@@ -32,7 +32,6 @@ FORMAT = "headstart-web/1"  # in model.json: what the page reads
 def export_web_page(classifier, folder: Path) -> list[Path]:
     """Write the page's folder; returns the files written."""
     folder = Path(folder)
-    classifier.require_single_label("export --web")
     check_output_folder(folder, "web page", (SETTINGS_FILE,))
     runtime = _runtime_files()
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,6 +54,8 @@ def page_settings(classifier) -> dict:
         "model": MODEL_FILE,
         "labels": classifier.labels,
         "unknown_threshold": None if unknown is None else float(unknown.stats.threshold),
+        # a multi-label model's: the page gives each photo the labels past them
+        "thresholds": list(classifier.thresholds) or None,
         "max_pixels": DEFAULT_MAX_PIXELS,
         "max_aspect_ratio": MAX_ASPECT_RATIO,
     }
