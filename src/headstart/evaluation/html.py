@@ -64,10 +64,20 @@ def report_page(
         _calibration(numbers["calibration"]),
         _image(pngs["reliability"], "reliability diagram"),
     ]
-    if "training_curves" in pngs:
-        parts += ["<h2>Training curves</h2>", _image(pngs["training_curves"], "training curves")]
+    parts += _training_curves(pngs)
     for name, items in galleries.items():
         parts += [f"<h2>{escape(name)}</h2>", _heat_map_note(items), _gallery(items)]
+    return _page(title, parts)
+
+
+def _training_curves(pngs: dict[str, bytes]) -> list[str]:
+    if "training_curves" not in pngs:
+        return []
+    return ["<h2>Training curves</h2>", _image(pngs["training_curves"], "training curves")]
+
+
+def _page(title: str, parts: list[str]) -> str:
+    """The whole document: the parts, the style and the table sorter, nothing from elsewhere."""
     body = "\n".join(parts)
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -204,9 +214,7 @@ def multi_label_page(
         "<p>Every (photo, label) probability is a confidence here.</p>",
         _image(pngs["reliability"], "reliability diagram"),
     ]
-    if "training_curves" in pngs:
-        parts += ["<h2>Training curves</h2>", _image(pngs["training_curves"], "training curves")]
-    parts.append("<h2>Worst mistakes per label</h2>")
+    parts += [*_training_curves(pngs), "<h2>Worst mistakes per label</h2>"]
     if len(galleries) < len(numbers["per_label"]):
         parts.append(
             f"<p>For the {len(galleries)} labels of {len(numbers['per_label'])} with the lowest "
@@ -220,12 +228,7 @@ def multi_label_page(
             "<p>Over each photo, that label's heat map: red where the photo speaks for the "
             "label, blue where it speaks against it.</p>",
         )
-    body = "\n".join(parts)
-    return (
-        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body>\n{body}\n<script>{_SORT}</script></body></html>\n"
-    )
+    return _page(title, parts)
 
 
 def _multi_label_cards(numbers: dict[str, Any]) -> str:

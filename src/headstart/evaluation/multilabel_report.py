@@ -12,9 +12,9 @@ import numpy as np
 from scipy.special import expit
 
 from headstart.evaluation import figures
-from headstart.evaluation.calibration import expected_calibration_error, reliability_bins
 from headstart.evaluation.html import multi_label_page
 from headstart.evaluation.multilabel import worst_per_label
+from headstart.evaluation.report import calibration_numbers, gallery_pictures, write_rows_csv
 from headstart.evaluation.score import Scored
 from headstart.storage import SafeCsvWriter, atomic_write_bytes, atomic_write_text
 
@@ -23,7 +23,7 @@ GALLERY_LABELS = 30  # the labels with the lowest AP get galleries: a report of 
 
 
 def write_multi_label_report(
-    classifier, scored: Scored, folder: Path, heat_maps: bool, thumbnail
+    classifier, scored: Scored, folder: Path, heat_maps: bool
 ) -> tuple[dict[str, Any], Path]:
     """Write the report's files into `folder`; the numbers (metrics.json) and report.html."""
     labelled, calibrated = scored.photos.labelled, scored.probabilities
@@ -34,10 +34,10 @@ def write_multi_label_report(
     for name, data in pngs.items():
         atomic_write_bytes(folder / f"{name}.png", data)
     paths = [sample.path for sample in labelled.samples]
-    _write_per_label_csv(folder / "per_label.csv", numbers["per_label"])
+    write_rows_csv(folder / "per_label.csv", numbers["per_label"])
     _write_predictions_csv(folder / "predictions.csv", paths, truth, calibrated, classifier)
     shown = _weakest(numbers["per_label"], GALLERY_LABELS)
-    galleries = _galleries(classifier, shown, paths, truth, calibrated, heat_maps, thumbnail)
+    galleries = _galleries(classifier, shown, paths, truth, calibrated, heat_maps)
     title = f"headstart report: {len(classifier.labels)} labels, multi-label"
     page = folder / "report.html"
     atomic_write_text(page, multi_label_page(title, numbers, pngs, galleries))
@@ -53,16 +53,7 @@ def _numbers(classifier, scored: Scored, raw, calibrated, truth) -> dict[str, An
         "strategy": training.strategy if training else None,
         "training_seconds": summary.seconds.get("total") if summary else None,
         "train_per_class": dict(summary.train_per_class) if summary else {},
-        "calibration": {
-            "temperature": classifier.temperature,
-            "ece_before": expected_calibration_error(raw, truth),
-            "ece_after": expected_calibration_error(calibrated, truth),
-            "reliability_before": reliability_bins(raw, truth),
-            "reliability_after": reliability_bins(calibrated, truth),
-            "fitted_on_validation": (
-                classifier.calibration.to_dict() if classifier.calibration else None
-            ),
-        },
+        "calibration": calibration_numbers(classifier, raw, calibrated, truth),
     }
 
 
@@ -89,14 +80,6 @@ def _figures(classifier, numbers, calibrated, truth) -> dict[str, bytes]:
     if classifier.history:
         pngs["training_curves"] = figures.training_curves_figure(classifier.history)
     return pngs
-
-
-def _write_per_label_csv(path: Path, per_label: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = SafeCsvWriter(buffer)
-    writer.writerow(list(per_label[0]))
-    writer.writerows([row[key] for key in per_label[0]] for row in per_label)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def _write_predictions_csv(path: Path, paths, truth, probabilities, classifier) -> None:
@@ -127,7 +110,7 @@ def _weakest(per_label: list[dict], count: int) -> list[int]:
     return sorted(order[:count])
 
 
-def _galleries(classifier, shown_labels, paths, truth, probabilities, heat_maps: bool, thumbnail):
+def _galleries(classifier, shown_labels, paths, truth, probabilities, heat_maps: bool):
     """Per label shown, the photos it is most wrong about: each with that label's heat map
     when `heat_maps`, and what was missed or falsely given."""
     galleries = {}
@@ -146,7 +129,7 @@ def _galleries(classifier, shown_labels, paths, truth, probabilities, heat_maps:
                 "probability": float(probabilities[row, k]),
                 "true": "; ".join(classifier.labels[j] for j in np.flatnonzero(truth[row] > 0.5))
                 or "none",
-                **thumbnail(paths[row], explained.get(str(paths[row]))),
+                **gallery_pictures(paths[row], explained.get(str(paths[row]))),
             }
             for row, mistake in worst
         ]

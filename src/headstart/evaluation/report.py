@@ -69,9 +69,7 @@ def report_and_evaluation(
     if classifier.multi_label:
         from headstart.evaluation.multilabel_report import write_multi_label_report
 
-        numbers, written = write_multi_label_report(
-            classifier, scored, folder, heat_maps, _pictures
-        )
+        numbers, written = write_multi_label_report(classifier, scored, folder, heat_maps)
         atomic_write_text(folder / "metrics.json", json.dumps(numbers, indent=2) + "\n")
         return written, scored.evaluation
     evaluation, calibrated = scored.evaluation, scored.probabilities
@@ -84,7 +82,7 @@ def report_and_evaluation(
     for name, data_bytes in pngs.items():
         atomic_write_bytes(folder / f"{name}.png", data_bytes)
     atomic_write_text(folder / "metrics.json", json.dumps(numbers, indent=2) + "\n")
-    _write_per_class_csv(folder / "per_class.csv", evaluation.per_class)
+    write_rows_csv(folder / "per_class.csv", evaluation.per_class)
     paths = [sample.path for sample in labelled.samples]
     _write_predictions_csv(
         folder / "predictions.csv", paths, labelled.y, calibrated, classifier.labels
@@ -121,16 +119,21 @@ def _numbers(classifier, dataset, evaluation, raw, calibrated, truth) -> dict[st
             {"true": t, "predicted": p, "count": n}
             for n, t, p in sorted(off_diagonal, reverse=True)[:20]
         ],
-        "calibration": {
-            "temperature": classifier.temperature,
-            "ece_before": expected_calibration_error(raw, truth),
-            "ece_after": expected_calibration_error(calibrated, truth),
-            "reliability_before": reliability_bins(raw, truth),
-            "reliability_after": reliability_bins(calibrated, truth),
-            "fitted_on_validation": (
-                classifier.calibration.to_dict() if classifier.calibration else None
-            ),
-        },
+        "calibration": calibration_numbers(classifier, raw, calibrated, truth),
+    }
+
+
+def calibration_numbers(classifier, raw, calibrated, truth) -> dict[str, Any]:
+    """The temperature, and the calibration error and reliability before and after it."""
+    return {
+        "temperature": classifier.temperature,
+        "ece_before": expected_calibration_error(raw, truth),
+        "ece_after": expected_calibration_error(calibrated, truth),
+        "reliability_before": reliability_bins(raw, truth),
+        "reliability_after": reliability_bins(calibrated, truth),
+        "fitted_on_validation": (
+            classifier.calibration.to_dict() if classifier.calibration else None
+        ),
     }
 
 
@@ -155,11 +158,12 @@ def _figures(classifier, evaluation, numbers, raw, calibrated, truth) -> dict[st
     return pngs
 
 
-def _write_per_class_csv(path: Path, per_class: list[dict]) -> None:
+def write_rows_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of one shape (per class, per label) as a CSV, their keys as its header."""
     buffer = io.StringIO()
     writer = SafeCsvWriter(buffer)
-    writer.writerow(list(per_class[0]))
-    writer.writerows([row[key] for key in per_class[0]] for row in per_class)
+    writer.writerow(list(rows[0]))
+    writer.writerows([row[key] for key in rows[0]] for row in rows)
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -200,7 +204,7 @@ def _galleries(paths, truth, probabilities, labels, explain=None) -> dict[str, l
                 "true": labels[truth[i]],
                 "predicted": labels[predicted[i]],
                 "probability": float(confidence[i]),
-                **_pictures(paths[i], explained.get(str(paths[i]))),
+                **gallery_pictures(paths[i], explained.get(str(paths[i]))),
             }
             for i in indices
         ]
@@ -208,7 +212,7 @@ def _galleries(paths, truth, probabilities, labels, explain=None) -> dict[str, l
     return {"Most confident mistakes": items(wrong), "Least confident correct": items(unsure)}
 
 
-def _pictures(path, explanation) -> dict[str, Any]:
+def gallery_pictures(path, explanation) -> dict[str, Any]:
     """The photo as a base64 JPEG, with its heat map when it has one, and the nearest
     training photos as small thumbnails."""
     from headstart.evaluation.overlays import thumbnail_base64 as with_heat_map

@@ -154,20 +154,25 @@ class LinearProblem:
         grad_weight, delta_sum = l2 * weight, np.zeros(self.classes, np.float32)
         for start, rows in float32_blocks(self.x):
             stop = start + len(rows)
-            log_probabilities = log_softmax(rows @ weight.T + shift, axis=1)
-            weighted_targets = self._weighted_targets(start, stop)
-            loss -= float((weighted_targets * log_probabilities).sum())
-            # d loss / d logits = w_i * (p - t); probabilities under e^-80 are flushed to zero,
-            # since float32 subnormals slow the matrix products several times over.
-            probabilities = np.exp(np.maximum(log_probabilities, -80.0))
-            probabilities[log_probabilities < -80.0] = 0.0
-            delta = probabilities * self.weights[start:stop] - weighted_targets
+            block_loss, delta = self._block(rows @ weight.T + shift, start, stop)
+            loss += block_loss
             grad_weight += delta.T @ rows
             delta_sum += delta.sum(axis=0)
         # (x - mean)^T delta, as x^T delta less mean's share
         grad_weight -= np.outer(delta_sum, self.mean)
         grad = np.concatenate([grad_weight, delta_sum[:, None]], axis=1)
         return loss, grad.ravel().astype(np.float64)
+
+    def _block(self, logits: np.ndarray, start: int, stop: int) -> tuple[float, np.ndarray]:
+        """A block of rows' weighted loss, and its gradient with respect to their logits."""
+        log_probabilities = log_softmax(logits, axis=1)
+        weighted_targets = self._weighted_targets(start, stop)
+        loss = -float((weighted_targets * log_probabilities).sum())
+        # d loss / d logits = w_i * (p - t); probabilities under e^-80 are flushed to zero,
+        # since float32 subnormals slow the matrix products several times over.
+        probabilities = np.exp(np.maximum(log_probabilities, -80.0))
+        probabilities[log_probabilities < -80.0] = 0.0
+        return loss, probabilities * self.weights[start:stop] - weighted_targets
 
     def solve(
         self, l2: float, start: np.ndarray, gtol: float = 1e-6
@@ -208,27 +213,15 @@ class SigmoidProblem(LinearProblem):
         targets = targets * (1.0 - self.smoothing) + 0.5 * self.smoothing
         return targets * self.weights[start:stop]
 
-    def loss_and_gradient(self, params: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
-        weight, bias = self.unpack(params)
-        shift = bias - weight @ self.mean
-        loss = 0.5 * l2 * float((weight.astype(np.float64) ** 2).sum())
-        grad_weight, delta_sum = l2 * weight, np.zeros(self.classes, np.float32)
-        for start, rows in float32_blocks(self.x):
-            stop = start + len(rows)
-            logits = rows @ weight.T + shift
-            weighted_targets = self._weighted_targets(start, stop)
-            row_weights = self.weights[start:stop]
-            # -[t log s(z) + (1 - t) log s(-z)], weighted: log_expit stays finite everywhere
-            loss -= float(
-                (weighted_targets * log_expit(logits)).sum()
-                + ((row_weights - weighted_targets) * log_expit(-logits)).sum()
-            )
-            delta = np.exp(log_expit(logits)) * row_weights - weighted_targets
-            grad_weight += delta.T @ rows
-            delta_sum += delta.sum(axis=0)
-        grad_weight -= np.outer(delta_sum, self.mean)
-        grad = np.concatenate([grad_weight, delta_sum[:, None]], axis=1)
-        return loss, grad.ravel().astype(np.float64)
+    def _block(self, logits: np.ndarray, start: int, stop: int) -> tuple[float, np.ndarray]:
+        weighted_targets = self._weighted_targets(start, stop)
+        row_weights = self.weights[start:stop]
+        # -[t log s(z) + (1 - t) log s(-z)], weighted: log_expit stays finite everywhere
+        loss = -float(
+            (weighted_targets * log_expit(logits)).sum()
+            + ((row_weights - weighted_targets) * log_expit(-logits)).sum()
+        )
+        return loss, np.exp(log_expit(logits)) * row_weights - weighted_targets
 
     @staticmethod
     def scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
