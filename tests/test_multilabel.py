@@ -166,6 +166,7 @@ def test_mosaics_train_as_multi_label_with_a_threshold_a_label(model):
     notes = " ".join(classifier.summary.notes)
     assert "multi-label: 3 labels" in notes and "threshold maximises its F1" in notes
     assert classifier.summary.val_map > 0.8 and classifier.summary.val_accuracy is None
+    assert classifier.summary.multi_label
     record = json.loads((folder / METADATA_FILE).read_text())
     assert record["thresholds"] == list(classifier.thresholds)
     reloaded = Classifier.load(folder)
@@ -349,6 +350,9 @@ def test_the_doctor_finds_labels_given_wrongly_or_left_out(mosaics, cache_dir, t
         added = set(finding.label.split("; ")) - set(finding.suggested.split("; "))
         assert any(f"{label} given (p=" in finding.details for label in added), finding
     assert diagnosis.per_class["xray"] >= 2 and diagnosis.cross_validated_accuracy > 0.8
+    from headstart.doctor.page import doctor_page
+
+    assert "of its label decisions right out of sample" in doctor_page(diagnosis)
 
 
 def test_an_mlp_head_trains_on_label_sets_with_binary_cross_entropy(mosaics, cache_dir, tmp_path):

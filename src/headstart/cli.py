@@ -295,7 +295,10 @@ def _summary_table(summary: Summary, output: Path | None) -> Table:
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row("dataset", shown(f"{summary.dataset} ({summary.layout})"))
-    table.add_row("classes", str(summary.classes))
+    if summary.multi_label:
+        table.add_row("labels", f"{summary.classes}, several (or none) a photo")
+    else:
+        table.add_row("classes", str(summary.classes))
     table.add_row("strategy", shown(summary.strategy))
     if summary.reason:
         table.add_row("", f"chosen by auto: {shown(summary.reason)}")

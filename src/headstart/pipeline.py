@@ -676,6 +676,7 @@ def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> Su
         dataset=str(dataset.root),
         layout=dataset.layout,
         classes=len(dataset.classes),
+        multi_label=dataset.multi_label,
         used={name: len(split.y) for name, split in splits.items()},
         skipped=[(str(p), r) for split in splits.values() for p, r in split.skipped],
         computed=sum(split.computed for split in splits.values()),

@@ -47,6 +47,7 @@ class Diagnosis:
     cross_validated_accuracy: float | None  # of the linear head, out of sample
     computed: int  # images that went through the backbone in this run
     seconds: dict[str, float] = field(default_factory=dict)
+    multi_label: bool = False  # label sets: the accuracy is of the label decisions
 
     def counts(self) -> dict[str, int]:
         found = Counter(f.issue for f in self.findings)
@@ -99,6 +100,7 @@ def examine(dataset: Dataset, extractor: FeatureExtractor, progress: bool = Fals
         accuracy,
         extracted.computed,
         clock.laps,
+        dataset.multi_label,
     )
 
 

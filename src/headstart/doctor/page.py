@@ -58,9 +58,15 @@ def _overview(diagnosis: Diagnosis) -> str:
     classes = ", ".join(f"{escape(k)} {v:,}" for k, v in diagnosis.per_class.items())
     accuracy = diagnosis.cross_validated_accuracy
     count = len(diagnosis.per_class)
-    text = f"<p>{diagnosis.images:,} readable images in {count} classes ({classes})."
+    kind = "labels, several a photo" if diagnosis.multi_label else "classes"
+    text = f"<p>{diagnosis.images:,} readable images in {count} {kind} ({classes})."
     if accuracy is not None:
-        text += f" A linear head reaches {accuracy:.1%} out of sample (5-fold cross-validation)."
+        score = (
+            f"gets {accuracy:.1%} of its label decisions right"
+            if diagnosis.multi_label
+            else f"reaches {accuracy:.1%}"
+        )
+        text += f" A linear head {score} out of sample (5-fold cross-validation)."
     return text + " Every finding, with all its details, is in <code>issues.csv</code>.</p>"
 
 

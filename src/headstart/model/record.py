@@ -202,6 +202,7 @@ class Summary(RecordPart):
     reason: str | None = None  # why auto chose the strategy
     augmented_views: int = 0
     notes: list[str] = field(default_factory=list)
+    multi_label: bool = False  # `classes` are then labels, several (or none) a photo
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Summary:
