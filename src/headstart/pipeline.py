@@ -25,12 +25,12 @@ from headstart.data.sources import Dataset, load_dataset
 from headstart.data.split import TEST_PERCENT, VAL_PERCENT, check_percents
 from headstart.errors import HeadstartError, SettingError
 from headstart.features.extract import FeatureExtractor
-from headstart.features.labelled import LabelledFeatures, labelled_features
+from headstart.features.labelled import LabelledFeatures, class_counts, labelled_features
 from headstart.features.store import open_feature_cache
 from headstart.features.views import augmented_views
 from headstart.model.classifier import Classifier
 from headstart.model.folder import check_model_output
-from headstart.model.heads import Head
+from headstart.model.heads import Head, output_probabilities
 from headstart.model.record import (
     BackboneRecord,
     Calibration,
@@ -600,7 +600,9 @@ def _calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration | None:
         return None
     logits = logits.astype(np.float64)
     temperature = fit_temperature(logits, labels)
-    before, after = probabilities_of(logits, labels), probabilities_of(logits / temperature, labels)
+    multi_label = labels.ndim == 2
+    before = output_probabilities(logits, multi_label)
+    after = output_probabilities(logits / temperature, multi_label)
     return Calibration(
         temperature=temperature,
         val_nll_before=nll(before, labels),
@@ -608,13 +610,6 @@ def _calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration | None:
         val_ece_before=expected_calibration_error(before, labels),
         val_ece_after=expected_calibration_error(after, labels),
     )
-
-
-def probabilities_of(logits: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Softmax over the classes; for multi-label truth (a 0/1 matrix), a sigmoid a label."""
-    from scipy.special import expit, softmax
-
-    return expit(logits) if truth.ndim == 2 else softmax(logits, axis=1)
 
 
 def _pool_y(splits: dict[str, LabelledFeatures]) -> np.ndarray:
@@ -643,7 +638,7 @@ def _thresholds(
         else (trained.val_logits, splits["val"].y)
     )
     temperature = calibration.temperature if calibration else 1.0
-    chosen = f1_thresholds(probabilities_of(logits / temperature, truth), truth)
+    chosen = f1_thresholds(output_probabilities(logits / temperature, multi_label=True), truth)
     where = "out-of-fold predictions" if refit is not None else "validation split"
     summary.notes.append(
         f"each label's threshold maximises its F1 on the {where} ({len(truth)} photos); "
@@ -658,7 +653,7 @@ def _or_empty(split: LabelledFeatures, like: LabelledFeatures) -> np.ndarray:
 
 
 def _check_trainable(dataset: Dataset, train: LabelledFeatures) -> None:
-    counts = per_class(train.y, len(dataset.classes))
+    counts = class_counts(train.y, len(dataset.classes))
     missing = [label for label, n in zip(dataset.classes, counts, strict=True) if n == 0]
     if missing:
         raise HeadstartError(
@@ -683,22 +678,17 @@ def _summary(dataset, splits, history, best_epoch, val_logits: np.ndarray) -> Su
         train_per_class={
             label: int(n)
             for label, n in zip(
-                dataset.classes, per_class(splits["train"].y, len(dataset.classes)), strict=True
+                dataset.classes, class_counts(splits["train"].y, len(dataset.classes)), strict=True
             )
         },
         best_epoch=best_epoch,
         epochs_run=len(history),
         val_accuracy=_val_accuracy(val_logits, val_y),
-        val_loss=nll(probabilities_of(val_logits.astype(np.float64), val_y), val_y)
+        val_loss=nll(output_probabilities(val_logits.astype(np.float64), val_y.ndim == 2), val_y)
         if len(val_y)
         else None,
         val_map=_val_map(val_logits, val_y),
     )
-
-
-def per_class(y: np.ndarray, classes: int) -> np.ndarray:
-    """Photos of each class: of class indices, or of a multi-label 0/1 matrix."""
-    return y.sum(axis=0).astype(np.int64) if y.ndim == 2 else np.bincount(y, minlength=classes)
 
 
 def _val_accuracy(val_logits: np.ndarray, val_y: np.ndarray) -> float | None:

@@ -31,7 +31,7 @@ from headstart.doctor.labels import (
 from headstart.doctor.neighbours import unit_rows
 from headstart.doctor.outliers import far_from_training, outliers_in_class
 from headstart.features.extract import FeatureExtractor
-from headstart.features.labelled import label_array
+from headstart.features.labelled import class_counts, label_array
 
 IMBALANCE = 3.0  # largest class over smallest
 
@@ -84,9 +84,7 @@ def examine(dataset: Dataset, extractor: FeatureExtractor, progress: bool = Fals
     findings += _outliers(unit, y, items)
     clock.lap("outliers")
     findings += health_findings(values, items, min(extractor.backbone.preprocessing.input_size))
-    counts = (
-        y.sum(axis=0).astype(int) if y.ndim == 2 else np.bincount(y, minlength=len(dataset.classes))
-    )
+    counts = class_counts(y, len(dataset.classes))
     per_class = {label: int(n) for label, n in zip(dataset.classes, counts, strict=True)}
     findings += _imbalance(per_class)
     clock.lap("health")

@@ -52,6 +52,11 @@ def labelled_features(
     )
 
 
+def class_counts(y: np.ndarray, classes: int) -> np.ndarray:
+    """Photos of each class: of class indices, or of a multi-label 0/1 matrix."""
+    return y.sum(axis=0).astype(np.int64) if y.ndim == 2 else np.bincount(y, minlength=classes)
+
+
 def label_array(samples: list[Sample], classes: list[str], multi_label: bool) -> np.ndarray:
     """Class indices (n,), or for multi-label samples a 0/1 matrix (n, classes)."""
     index = {label: i for i, label in enumerate(classes)}

@@ -28,7 +28,7 @@ from headstart.model.explanation import (
     heat_map_network,
 )
 from headstart.model.folder import METADATA_FILE, read_model_folder, write_model_folder
-from headstart.model.heads import Head, HeadConfig
+from headstart.model.heads import Head, HeadConfig, output_probabilities
 from headstart.model.prediction import Prediction, expand_image_paths, top_k_predictions
 from headstart.model.record import (
     BackboneRecord,
@@ -222,12 +222,7 @@ class Classifier:
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: softmax of the logits over the temperature (of a
         multi-label model, each label's sigmoid)."""
-        return self._activation(self.logits(features) / self.temperature)
-
-    def _activation(self, logits: np.ndarray) -> np.ndarray:
-        from scipy.special import expit, softmax
-
-        return expit(logits) if self.multi_label else softmax(logits, axis=1)
+        return output_probabilities(self.logits(features) / self.temperature, self.multi_label)
 
     def predict(
         self,
@@ -332,7 +327,7 @@ class Classifier:
         network: Any = self._heat_map_network
         with torch.no_grad():
             _, logits, maps = network(torch.from_numpy(pixels))
-        return self._activation(logits.numpy()), maps.numpy()
+        return output_probabilities(logits.numpy(), self.multi_label), maps.numpy()
 
     def evaluation_set(
         self,

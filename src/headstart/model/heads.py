@@ -25,6 +25,13 @@ HIDDEN_UNITS = number(1, 65536)
 DROPOUT = number(0.0, 0.95, kind=float)
 
 
+def output_probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """A softmax over the classes; of a multi-label head, a sigmoid a label."""
+    from scipy.special import expit, softmax
+
+    return expit(logits) if multi_label else softmax(logits, axis=1)
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     """A head's shape; the same constraints bind the settings that train it and the model

@@ -119,14 +119,14 @@ def top_k_predictions(
     predictions = {str(path): Prediction(path, error=reason) for path, reason in skipped}
     k = max(1, min(top_k, len(labels)))
     ranked = np.argsort(-probabilities, axis=1, kind="stable")
+    passed = probabilities >= np.asarray(thresholds) if thresholds else None
     for row, index in enumerate(kept):
         top = ranked[row, :k]
         prediction = Prediction(
             paths[index], [labels[i] for i in top], [float(p) for p in probabilities[row, top]]
         )
-        if thresholds:
-            passed = probabilities[row] >= np.asarray(thresholds)
-            prediction.label_set = [labels[i] for i in ranked[row] if passed[i]]
+        if passed is not None:
+            prediction.label_set = [labels[i] for i in ranked[row] if passed[row, i]]
             prediction.scores = {
                 label: float(p) for label, p in zip(labels, probabilities[row], strict=True)
             }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headstart.features.blocks import column_mean
+from headstart.features.labelled import class_counts
 from headstart.threads import cpu_threads
 from headstart.training.solver import (
     L2_PATH,
@@ -72,12 +73,7 @@ class CrossValidated:
 
 def can_cross_validate(y: np.ndarray, num_classes: int) -> bool:
     """Every class needs 2 photos, one per side of some fold."""
-    return bool(_class_counts(y, num_classes).min() >= 2)
-
-
-def _class_counts(y: np.ndarray, num_classes: int) -> np.ndarray:
-    """Photos a class: of class indices, or of a multi-label 0/1 matrix."""
-    return y.sum(axis=0) if y.ndim == 2 else np.bincount(y, minlength=num_classes)
+    return bool(class_counts(y, num_classes).min() >= 2)
 
 
 def _strata(y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -136,7 +132,7 @@ def stratified_folds(y: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarr
     or for label sets (a 0/1 matrix) 5."""
     # A multi-label photo's rarest label deals it; a label of 2 photos then has one on each
     # side of 2 of the folds, whatever their number, so it does not cut them to 2.
-    rarest = len(y) if y.ndim == 2 else _class_counts(y, num_classes).min()
+    rarest = len(y) if y.ndim == 2 else class_counts(y, num_classes).min()
     count = int(min(FOLDS, rarest))
     strata = _strata(y, num_classes)
     order = np.random.default_rng(seed).permutation(len(y))

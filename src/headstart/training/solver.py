@@ -279,8 +279,12 @@ def binary_scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Binary cross entropy summed over labels (mean over images), and the share of
     label decisions right at 1/2."""
     z = logits.astype(np.float64)
-    loss = -(y * log_expit(z) + (1.0 - y) * log_expit(-z)).sum(axis=1).mean()
-    return float(loss), float(((z > 0) == (y > 0.5)).mean())
+    return binary_cross_entropy(z, y), float(((z > 0) == (y > 0.5)).mean())
+
+
+def binary_cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """-[y log s(z) + (1 - y) log s(-z)], summed over the labels, averaged over the images."""
+    return float(-(y * log_expit(logits) + (1.0 - y) * log_expit(-logits)).sum(axis=1).mean())
 
 
 def scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -32,8 +32,10 @@ def calibrated_nll(logits: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _nll(logits: np.ndarray, truth: np.ndarray) -> float:
-    from scipy.special import log_expit, logsumexp
+    from scipy.special import logsumexp
+
+    from headstart.training.solver import binary_cross_entropy
 
     if truth.ndim == 2:
-        return float(-(truth * log_expit(logits) + (1 - truth) * log_expit(-logits)).sum(1).mean())
+        return binary_cross_entropy(logits, truth)
     return float((logsumexp(logits, axis=1) - logits[np.arange(len(truth)), truth]).mean())
